@@ -1,0 +1,20 @@
+//! The user lifecycle as a pure state machine: ids, states, events, commands and the rules of
+//! SPEC.md. Nothing here does I/O, reads a clock or needs a runtime, so every rule is testable
+//! with plain function calls.
+
+mod command;
+mod error;
+mod event;
+mod ids;
+mod state;
+mod user;
+
+pub use command::{validate_username, AddUser, UserCommand, MAX_USERNAME_LEN};
+pub use error::DomainError;
+pub use event::{DecodeError, Email, Profile, UserAdded, UserEvent, EVENT_REVISION};
+pub use ids::{InstanceId, OrgId, UserId, MAX_ID_LEN};
+pub use state::UserState;
+pub use user::{User, UserData};
+
+#[cfg(test)]
+mod tests;

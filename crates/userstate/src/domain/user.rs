@@ -1,0 +1,139 @@
+//! The user aggregate: a fold of its events ([`User::apply`]) and the rules that turn a command
+//! into new events ([`User::decide`]). Pure: no clock, no store, no async.
+
+use super::command::validate_username;
+use super::{
+    DomainError, Email, OrgId, Profile, UserAdded, UserCommand, UserEvent, UserId, UserState,
+};
+
+/// What is known about an existing user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserData {
+    /// Login name.
+    pub username: String,
+    /// Owning organisation.
+    pub resource_owner: OrgId,
+    /// Current lifecycle state.
+    pub state: UserState,
+    /// Profile as added.
+    pub profile: Option<Profile>,
+    /// Email as added.
+    pub email: Option<Email>,
+}
+
+/// A user folded from its history. `User::default()` is a user that was never added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    data: Option<UserData>,
+    version: u64,
+}
+
+impl User {
+    /// Folds a whole history, oldest first.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a UserEvent>) -> Self {
+        let mut user = User::default();
+        for event in events {
+            user.apply(event);
+        }
+        user
+    }
+
+    /// Folds one event. Events come from the store, so they were valid when decided; an event
+    /// that makes no sense for the current state (which `decide` never produces) still folds
+    /// deterministically rather than panicking, and `userstate verify` reports such histories.
+    pub fn apply(&mut self, event: &UserEvent) {
+        self.version += 1;
+        match event {
+            UserEvent::Added(added) => {
+                self.data = Some(UserData {
+                    username: added.username.clone(),
+                    resource_owner: added.resource_owner.clone(),
+                    state: if added.initial {
+                        UserState::Initial
+                    } else {
+                        UserState::Active
+                    },
+                    profile: added.profile.clone(),
+                    email: added.email.clone(),
+                });
+            }
+            other => {
+                if let Some(data) = &mut self.data {
+                    data.state = match other {
+                        UserEvent::Deactivated => UserState::Inactive,
+                        UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
+                        UserEvent::Locked => UserState::Locked,
+                        UserEvent::Removed => UserState::Deleted,
+                        UserEvent::Added(_) => unreachable!("handled above"),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The number of events folded: the stream's current sequence (0 when never added).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The user's data, if it was ever added (removed users included).
+    pub fn data(&self) -> Option<&UserData> {
+        self.data.as_ref()
+    }
+
+    /// The current state, `None` when never added.
+    pub fn state(&self) -> Option<UserState> {
+        self.data.as_ref().map(|d| d.state)
+    }
+
+    /// The user's data if it exists and was not removed, else `NotFound`: the first check of
+    /// every command but add.
+    pub fn require_live(&self, id: &UserId) -> Result<&UserData, DomainError> {
+        match &self.data {
+            Some(data) if data.state != UserState::Deleted => Ok(data),
+            _ => Err(DomainError::NotFound(id.clone())),
+        }
+    }
+
+    /// Checks `command` against the current state and returns the events to append.
+    /// Never returns an empty list on success.
+    pub fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, DomainError> {
+        let event = match command {
+            UserCommand::Add(add) => {
+                if self.data.is_some() {
+                    return Err(DomainError::AlreadyExists(add.user_id.clone()));
+                }
+                validate_username(&add.username)?;
+                UserEvent::Added(UserAdded {
+                    username: add.username.clone(),
+                    resource_owner: add.organization.clone(),
+                    profile: add.profile.clone(),
+                    email: add.email.clone(),
+                    initial: add.initial,
+                })
+            }
+            UserCommand::Deactivate(id) => match self.require_live(id)?.state {
+                UserState::Initial => return Err(DomainError::CantDeactivateInitial(id.clone())),
+                UserState::Inactive => return Err(DomainError::AlreadyInactive(id.clone())),
+                _ => UserEvent::Deactivated,
+            },
+            UserCommand::Reactivate(id) => match self.require_live(id)?.state {
+                UserState::Inactive => UserEvent::Reactivated,
+                other => return Err(DomainError::NotInactive(id.clone(), other)),
+            },
+            UserCommand::Lock(id) => match self.require_live(id)?.state {
+                UserState::Active | UserState::Initial => UserEvent::Locked,
+                other => return Err(DomainError::ShouldBeActiveOrInitial(id.clone(), other)),
+            },
+            UserCommand::Unlock(id) => match self.require_live(id)?.state {
+                UserState::Locked => UserEvent::Unlocked,
+                other => return Err(DomainError::NotLocked(id.clone(), other)),
+            },
+            UserCommand::Remove(id) => {
+                self.require_live(id)?;
+                UserEvent::Removed
+            }
+        };
+        Ok(vec![event])
+    }
+}

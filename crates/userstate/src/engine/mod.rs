@@ -1,0 +1,285 @@
+//! The engine: load a user, check who is asking, decide, append, answer with [`Details`].
+//!
+//! The engine holds no state of its own between commands: the store's optimistic concurrency
+//! decides every race, so any number of engines (in one process or on many nodes) may share
+//! one store.
+
+mod audit;
+mod auth;
+mod error;
+mod projection;
+mod username;
+
+pub use audit::{AsOf, AuditState};
+pub use auth::{Permission, Principal};
+pub use error::Error;
+pub use projection::{Projection, ReadModel, UserView};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, instrument};
+
+use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId, EVENT_REVISION};
+use crate::store::{
+    EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
+};
+
+/// How often `execute` reloads and retries after losing a race, before answering `Aborted`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// The caller of one command: who, and how the request should be tied to others.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The authenticated caller.
+    pub principal: Principal,
+    /// Ties the events of one request together in the audit trail.
+    pub correlation_id: Option<String>,
+    /// A client-chosen key: a repeated request with the same key answers the first answer
+    /// again and appends nothing.
+    pub idempotency_key: Option<String>,
+}
+
+impl Context {
+    /// A context for `principal` with no correlation id or idempotency key.
+    pub fn new(principal: Principal) -> Self {
+        Self {
+            principal,
+            correlation_id: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// The same context with an idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// SPEC.md's `details` object, plus the global position of the last event for
+/// read-your-writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Details {
+    /// Sequence of the last event appended (command) or reduced (read).
+    pub sequence: u64,
+    /// `createdAt` of that event.
+    pub change_date: DateTime<Utc>,
+    /// The user's organisation.
+    pub resource_owner: OrgId,
+    /// Command: the same as `change_date`; read: `createdAt` of the user's first event.
+    pub creation_date: DateTime<Utc>,
+    /// Global position of that event (the consistency token).
+    pub position: u64,
+}
+
+impl Details {
+    /// The manipulation form of SPEC.md, from the events one command appended.
+    fn of_command(recorded: &[RecordedEvent], resource_owner: OrgId) -> Self {
+        let last = recorded
+            .last()
+            .expect("a successful command appends events");
+        Self {
+            sequence: last.sequence,
+            change_date: last.created_at,
+            resource_owner,
+            creation_date: last.created_at,
+            position: last.position,
+        }
+    }
+}
+
+/// Runs user commands against an [`EventStore`].
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn EventStore>,
+    max_attempts: u32,
+}
+
+/// A user as loaded from its stream.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// The fold of the stream.
+    pub user: User,
+    /// The recorded events, oldest first.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl Engine {
+    /// An engine on `store`.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            store,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets how many times a command is tried when it loses races (at least once).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Loads and folds one user's stream.
+    pub async fn load(&self, instance: &InstanceId, user: &UserId) -> Result<Loaded, Error> {
+        let events = self
+            .store
+            .read_stream(&StreamId::user(instance, user), 1)
+            .await?;
+        let mut folded = User::default();
+        for e in &events {
+            folded.apply(&decode(e)?);
+        }
+        Ok(Loaded {
+            user: folded,
+            events,
+        })
+    }
+
+    /// Runs one command: load, authorise, decide, append with the expected version, retrying
+    /// a bounded number of times when another writer got there first.
+    #[instrument(skip_all, fields(command = command.name(), user = %command.user_id(),
+        subject = %ctx.principal.subject))]
+    pub async fn execute(&self, ctx: &Context, command: UserCommand) -> Result<Details, Error> {
+        let principal = &ctx.principal;
+        let id = command.user_id();
+        let stream = StreamId::user(&principal.instance, id);
+        for attempt in 1..=self.max_attempts {
+            let loaded = self.load(&principal.instance, id).await?;
+            if let Some(answer) = previous_answer(ctx, &loaded) {
+                debug!("idempotency key seen before; answering the first answer");
+                return Ok(answer);
+            }
+            let resource_owner = authorise(principal, &command, &loaded.user)?;
+            let events = loaded.user.decide(&command)?;
+            let reservation = match &command {
+                UserCommand::Add(add) => Some(username::reserve(&*self.store, ctx, add).await?),
+                _ => None,
+            };
+            let new_events = events
+                .iter()
+                .map(|e| to_new_event(ctx, &resource_owner, e))
+                .collect();
+            match self
+                .store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(loaded.user.version()),
+                    new_events,
+                )
+                .await
+            {
+                Ok(recorded) => {
+                    if let UserCommand::Remove(_) = &command {
+                        let data = loaded.user.data().expect("remove decided on a live user");
+                        username::release(&*self.store, ctx, &data.username, id, &resource_owner)
+                            .await?;
+                    }
+                    return Ok(Details::of_command(&recorded, resource_owner));
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    debug!(attempt, "lost a race; reloading");
+                    if let (Some(username), UserCommand::Add(add)) = (reservation, &command) {
+                        username::release(
+                            &*self.store,
+                            ctx,
+                            &username,
+                            &add.user_id,
+                            &resource_owner,
+                        )
+                        .await?;
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Error::Aborted {
+            user: id.clone(),
+            attempts: self.max_attempts,
+        })
+    }
+}
+
+/// Reads a recorded user event back into the domain.
+pub(crate) fn decode(e: &RecordedEvent) -> Result<UserEvent, Error> {
+    UserEvent::decode(&e.event_type, e.revision, &e.payload).map_err(|source| Error::Decode {
+        stream: e.stream.to_string(),
+        sequence: e.sequence,
+        source,
+    })
+}
+
+/// The order of checks is SPEC.md's: the user exists -> the caller may act on its
+/// organisation -> (later, in `decide`) the state precondition. Returns the resource owner.
+fn authorise(principal: &Principal, command: &UserCommand, user: &User) -> Result<OrgId, Error> {
+    let id = command.user_id();
+    let (org, permission) = match command {
+        UserCommand::Add(add) => (add.organization.clone(), Permission::UserWrite),
+        other => {
+            let data = user.require_live(id)?;
+            let permission = match other {
+                UserCommand::Remove(_) => Permission::UserDelete,
+                _ => Permission::UserWrite,
+            };
+            (data.resource_owner.clone(), permission)
+        }
+    };
+    if !principal.may(permission, &org) {
+        return Err(Error::PermissionDenied {
+            subject: principal.subject.clone(),
+            org: org.to_string(),
+            permission,
+        });
+    }
+    let self_action = match command {
+        UserCommand::Lock(_) => Some("lock"),
+        UserCommand::Deactivate(_) => Some("deactivate"),
+        UserCommand::Remove(_) => Some("remove"),
+        _ => None,
+    };
+    if let Some(action) = self_action.filter(|_| principal.is_user(id)) {
+        return Err(Error::SelfAction(id.clone(), action));
+    }
+    Ok(org)
+}
+
+/// When the caller sent an idempotency key that already produced events on this user, the
+/// answer those events gave.
+fn previous_answer(ctx: &Context, loaded: &Loaded) -> Option<Details> {
+    let key = ctx.idempotency_key.as_deref()?;
+    let matching: Vec<RecordedEvent> = loaded
+        .events
+        .iter()
+        .filter(|e| e.metadata.idempotency_key.as_deref() == Some(key))
+        .cloned()
+        .collect();
+    let owner = OrgId::new(&matching.last()?.metadata.resource_owner).ok()?;
+    Some(Details::of_command(&matching, owner))
+}
+
+fn metadata(ctx: &Context, resource_owner: &OrgId) -> EventMetadata {
+    EventMetadata {
+        instance: ctx.principal.instance.to_string(),
+        resource_owner: resource_owner.to_string(),
+        creator: ctx.principal.subject.clone(),
+        correlation_id: ctx.correlation_id.clone(),
+        idempotency_key: ctx.idempotency_key.clone(),
+    }
+}
+
+fn to_new_event(ctx: &Context, resource_owner: &OrgId, event: &UserEvent) -> NewEvent {
+    NewEvent::new(
+        event.event_type(),
+        EVENT_REVISION,
+        event.payload(),
+        metadata(ctx, resource_owner),
+    )
+}
+
+#[cfg(test)]
+mod tests;

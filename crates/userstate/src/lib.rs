@@ -1,0 +1,49 @@
+//! # userstate
+//!
+//! An event-sourced user lifecycle engine, following ZITADEL's user API: every user is a
+//! stream of events (`user.human.added`, `user.locked`, …); commands check their preconditions
+//! against the fold of that stream and append new events; a projection keeps a read model; the
+//! stream is the audit trail.
+//!
+//! Three layers, one direction:
+//! - [`domain`]: the pure state machine ([`User::decide`], [`User::apply`]);
+//! - [`store`]: the [`EventStore`] contract and its embedded backends;
+//! - [`engine`]: [`Engine::execute`], the [`Projection`] and audit.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use userstate::{AddUser, Context, Engine, InstanceId, MemoryStore, OrgId, Principal, UserCommand, UserId};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let engine = Engine::new(Arc::new(MemoryStore::new()));
+//! let ctx = Context::new(Principal::system("admin", InstanceId::new("default").unwrap()));
+//! let id = UserId::new("u1").unwrap();
+//! engine.execute(&ctx, UserCommand::Add(AddUser {
+//!     user_id: id.clone(), username: "alice".into(), organization: OrgId::new("acme").unwrap(),
+//!     profile: None, email: None, initial: false,
+//! })).await.unwrap();
+//! let details = engine.execute(&ctx, UserCommand::Lock(id)).await.unwrap();
+//! assert_eq!(details.sequence, 2);
+//! # });
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod domain;
+pub mod engine;
+mod error;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use domain::{
+    AddUser, DomainError, Email, InstanceId, OrgId, Profile, User, UserCommand, UserEvent, UserId,
+    UserState,
+};
+pub use engine::{
+    AsOf, AuditState, Context, Details, Engine, Error, Permission, Principal, Projection,
+    ReadModel, UserView,
+};
+pub use error::{Classified, ErrorKind};
+pub use store::{EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError, StreamId};

@@ -1,0 +1,59 @@
+//! The event store contract: streams of opaque, typed, JSON-payload events.
+//!
+//! The store knows nothing about users. It keeps, per stream, a gapless 1-based `sequence`, and
+//! across all streams a global `position` that increases strictly in commit order and never
+//! skips a committed event: a reader that has seen position `P` never later finds a new event at
+//! a position `≤ P`. Appends are atomic per call and checked against an [`ExpectedVersion`].
+//!
+//! Backends: [`MemoryStore`] here; the durable file store, PostgreSQL and KurrentDB elsewhere.
+//! Every backend passes the conformance suite in `testkit` (feature `testkit`).
+
+mod error;
+mod memory;
+mod types;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// A durable (or, for [`MemoryStore`], volatile) log of event streams.
+///
+/// Implementations must be safe to share between tasks (`Arc<dyn EventStore>`).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if the stream's current version matches
+    /// `expected`; otherwise writes nothing and returns [`StoreError::Conflict`]. Returns the
+    /// recorded events (sequence, position and `created_at` assigned). When it returns `Ok` on a
+    /// durable store, the events are durable.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The events of `stream` with `sequence >= from_sequence`, in sequence order. An unknown
+    /// stream is empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events of every stream with `position >= from_position`, in position order.
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the last committed event (0 for an empty store).
+    async fn head_position(&self) -> Result<u64, StoreError>;
+
+    /// A watch of the head position, for followers to wait on instead of polling. Backends
+    /// shared between processes update it as they learn of other processes' commits.
+    fn watch_head(&self) -> watch::Receiver<u64>;
+}

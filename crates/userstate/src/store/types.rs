@@ -1,0 +1,198 @@
+//! The values that cross the store contract.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{InstanceId, UserId};
+
+/// The longest stream name accepted, in bytes.
+pub const MAX_STREAM_LEN: usize = 512;
+
+/// The name of a stream. Opaque to the store; userstate names user streams
+/// `user:{instance}:{user}` ([`StreamId::user`]), which is injective because ids never contain
+/// `:`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Validates a stream name: non-empty, at most 512 bytes, no control characters.
+    pub fn new(name: impl Into<String>) -> Result<Self, StoreError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > MAX_STREAM_LEN || name.chars().any(char::is_control) {
+            return Err(StoreError::InvalidArgument(format!(
+                "stream name must be 1 to {MAX_STREAM_LEN} bytes without control characters"
+            )));
+        }
+        Ok(Self(name))
+    }
+
+    /// The stream of one user.
+    pub fn user(instance: &InstanceId, user: &UserId) -> Self {
+        Self(format!("user:{instance}:{user}"))
+    }
+
+    /// The stream that reserves a username in an instance (usernames compare case-insensitively).
+    pub fn username(instance: &InstanceId, username: &str) -> Self {
+        Self(format!("username:{instance}:{}", username.to_lowercase()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = StoreError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(value: StreamId) -> Self {
+        value.0
+    }
+}
+
+/// What an append expects the stream's current version (its last sequence) to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream's last sequence must be exactly this (0 means no events, like `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last sequence is `actual` (0: no events) satisfies this.
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(n) => actual == n,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(n) => write!(f, "version {n}"),
+        }
+    }
+}
+
+/// Who and what caused an event; stored with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// The instance (tenant) the stream belongs to.
+    pub instance: String,
+    /// The organisation that owns the aggregate.
+    pub resource_owner: String,
+    /// The principal that caused the event.
+    pub creator: String,
+    /// Ties together the events of one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The client's idempotency key, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// Unique per event; lets a backend recognise a retried append.
+    pub event_id: Uuid,
+    /// Stable type string, e.g. `user.locked`.
+    pub event_type: String,
+    /// Payload schema revision.
+    pub revision: u16,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Who and what caused it.
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh id.
+    pub fn new(
+        event_type: impl Into<String>,
+        revision: u16,
+        payload: serde_json::Value,
+        metadata: EventMetadata,
+    ) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            revision,
+            payload,
+            metadata,
+        }
+    }
+}
+
+/// An event as the store recorded it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedEvent {
+    /// The id given on append.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// 1-based, gapless within the stream.
+    pub sequence: u64,
+    /// Global, strictly increasing in commit order, starting at 1.
+    pub position: u64,
+    /// The commit's time (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Stable type string.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Payload schema revision.
+    pub revision: u16,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Who and what caused it.
+    pub metadata: EventMetadata,
+}
+
+impl RecordedEvent {
+    /// Records `event` at the given coordinates (for store implementations).
+    pub fn record(
+        stream: StreamId,
+        sequence: u64,
+        position: u64,
+        created_at: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Self {
+        Self {
+            event_id: event.event_id,
+            stream,
+            sequence,
+            position,
+            created_at,
+            event_type: event.event_type,
+            revision: event.revision,
+            payload: event.payload,
+            metadata: event.metadata,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-crate scenarios and examples for userstate; see `tests/` and `examples/`.
