@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod cache;
 mod error;
 mod projection;
 mod username;
@@ -24,6 +25,9 @@ use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId, EVE
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
 };
+
+/// How many users the engine's aggregate cache holds by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
 /// How often `execute` reloads and retries after losing a race, before answering `Aborted`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
@@ -94,6 +98,7 @@ impl Details {
 pub struct Engine {
     store: Arc<dyn EventStore>,
     max_attempts: u32,
+    cache: Arc<cache::AggregateCache>,
 }
 
 /// A user as loaded from its stream.
@@ -101,7 +106,7 @@ pub struct Engine {
 pub struct Loaded {
     /// The fold of the stream.
     pub user: User,
-    /// The recorded events, oldest first.
+    /// The recorded events read, oldest first: the whole stream from [`Engine::load`].
     pub events: Vec<RecordedEvent>,
 }
 
@@ -111,7 +116,15 @@ impl Engine {
         Self {
             store,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            cache: Arc::new(cache::AggregateCache::new(DEFAULT_CACHE_CAPACITY)),
         }
+    }
+
+    /// Sets how many folded users the engine keeps between commands (0: none, every command
+    /// reads its whole stream).
+    pub fn with_cache_capacity(mut self, users: usize) -> Self {
+        self.cache = Arc::new(cache::AggregateCache::new(users));
+        self
     }
 
     /// Sets how many times a command is tried when it loses races (at least once).
@@ -141,6 +154,36 @@ impl Engine {
         })
     }
 
+    /// The current fold of `stream`: the cached fold plus the events after it ("snapshot +
+    /// tail"). With an idempotency key the whole stream is read, since earlier answers are
+    /// found in the events' metadata.
+    async fn current(
+        &self,
+        ctx: &Context,
+        stream: &StreamId,
+        id: &UserId,
+    ) -> Result<Loaded, Error> {
+        if ctx.idempotency_key.is_none() {
+            if let Some(mut user) = self.cache.get(stream) {
+                let from = user.version() + 1;
+                let tail = self.store.read_stream(stream, from).await?;
+                if tail.first().is_none_or(|e| e.sequence == from) {
+                    for e in &tail {
+                        user.apply(&decode(e)?);
+                    }
+                    if !tail.is_empty() {
+                        self.cache.put(stream, user.clone());
+                    }
+                    return Ok(Loaded { user, events: tail });
+                }
+                self.cache.forget(stream);
+            }
+        }
+        let loaded = self.load(&ctx.principal.instance, id).await?;
+        self.cache.put(stream, loaded.user.clone());
+        Ok(loaded)
+    }
+
     /// Runs one command: load, authorise, decide, append with the expected version, retrying
     /// a bounded number of times when another writer got there first.
     #[instrument(skip_all, fields(command = command.name(), user = %command.user_id(),
@@ -150,7 +193,7 @@ impl Engine {
         let id = command.user_id();
         let stream = StreamId::user(&principal.instance, id);
         for attempt in 1..=self.max_attempts {
-            let loaded = self.load(&principal.instance, id).await?;
+            let loaded = self.current(ctx, &stream, id).await?;
             if let Some(answer) = previous_answer(ctx, &loaded) {
                 debug!("idempotency key seen before; answering the first answer");
                 return Ok(answer);
@@ -180,10 +223,16 @@ impl Engine {
                         username::release(&*self.store, ctx, &data.username, id, &resource_owner)
                             .await?;
                     }
+                    let mut user = loaded.user;
+                    for e in &events {
+                        user.apply(e);
+                    }
+                    self.cache.put(&stream, user);
                     return Ok(Details::of_command(&recorded, resource_owner));
                 }
                 Err(StoreError::Conflict { .. }) => {
                     debug!(attempt, "lost a race; reloading");
+                    self.cache.forget(&stream);
                     if let (Some(username), UserCommand::Add(add)) = (reservation, &command) {
                         username::release(
                             &*self.store,

@@ -250,6 +250,49 @@ async fn sixty_four_racing_unlocks_have_exactly_one_winner() {
 }
 
 #[tokio::test]
+async fn engines_sharing_a_store_never_act_on_a_stale_cache() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
+    a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
+    // b caches u1 as active.
+    b.execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .unwrap();
+    b.execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .unwrap();
+    // a changes it behind b's back; b must see the change, not its cached "active".
+    a.execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .unwrap();
+    let d = b
+        .execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .expect("b reads the tail and sees the lock");
+    assert_eq!(d.sequence, 5);
+    let err = a
+        .execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.id(), "COMMAND-olb9vb0oca");
+    // A cache of one user still answers correctly for many.
+    let small = Engine::new(store.clone()).with_cache_capacity(1);
+    for i in 0..5 {
+        small
+            .execute(&admin(), add(&format!("c{i}"), &format!("n{i}"), "o1"))
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        let d = small
+            .execute(&admin(), UserCommand::Lock(uid(&format!("c{i}"))))
+            .await
+            .unwrap();
+        assert_eq!(d.sequence, 2);
+    }
+}
+
+#[tokio::test]
 async fn an_idempotency_key_answers_the_first_answer_and_appends_nothing() {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(store.clone());

@@ -1,0 +1,64 @@
+//! The engine's aggregate cache: the last folded state of recently used users, so a command
+//! reads only the tail of a stream (events after the cached version) instead of all of it.
+//!
+//! The cache is never trusted to be current: every command reads the tail from the store first,
+//! and the append carries the expected version, so a write by another engine (another node)
+//! shows up either in the tail or as a conflict, after which the entry is dropped.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
+use crate::domain::User;
+use crate::store::StreamId;
+
+const SHARDS: usize = 16;
+
+/// A bounded map from stream to folded user, sharded to keep lock hold times short.
+pub(super) struct AggregateCache {
+    shards: Vec<Mutex<HashMap<StreamId, User>>>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl AggregateCache {
+    /// A cache holding about `capacity` users (0 disables it).
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, HashMap<StreamId, User>> {
+        let i = (self.hasher.hash_one(stream) as usize) % SHARDS;
+        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn get(&self, stream: &StreamId) -> Option<User> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        self.shard(stream).get(stream).cloned()
+    }
+
+    pub(super) fn put(&self, stream: &StreamId, user: User) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let mut shard = self.shard(stream);
+        if shard.len() >= self.per_shard && !shard.contains_key(stream) {
+            // Crude but bounded: forget an arbitrary entry. A miss costs one full stream read.
+            if let Some(victim) = shard.keys().next().cloned() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(stream.clone(), user);
+    }
+
+    pub(super) fn forget(&self, stream: &StreamId) {
+        self.shard(stream).remove(stream);
+    }
+}
