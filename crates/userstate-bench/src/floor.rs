@@ -1,0 +1,64 @@
+//! The disk's floor: how many records per second `write` + `fdatasync` allows, measured in the
+//! directory the file store uses, in the same run as the store's figures (BENCH.md).
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Size of one record in the floor measurement (BENCH.md: 200 bytes).
+pub const RECORD_BYTES: usize = 200;
+
+/// BENCH.md's `{"store":"fsync-floor",…}` line.
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorReport {
+    /// Always `fsync-floor`.
+    pub store: &'static str,
+    /// Records written before each `fdatasync`.
+    pub records_per_sync: usize,
+    /// Records made durable per second.
+    pub records_per_s: f64,
+    /// `fdatasync` calls per second.
+    pub syncs_per_s: f64,
+    /// Median time of one write + `fdatasync`, microseconds.
+    pub sync_p50_us: f64,
+}
+
+/// Appends batches of `records_per_sync` 200-byte records to a scratch file in `dir`, each batch
+/// followed by one `fdatasync`, for about `duration`. The file is removed afterwards.
+pub fn fsync_floor(
+    dir: &Path,
+    records_per_sync: usize,
+    duration: Duration,
+) -> io::Result<FloorReport> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(".fsync-floor-{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let batch = vec![0x5au8; RECORD_BYTES * records_per_sync.max(1)];
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < duration || times.is_empty() {
+        let t = Instant::now();
+        file.write_all(&batch)?;
+        file.sync_data()?;
+        times.push(t.elapsed());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort();
+    let syncs = times.len() as f64;
+    Ok(FloorReport {
+        store: "fsync-floor",
+        records_per_sync,
+        records_per_s: syncs * records_per_sync as f64 / elapsed,
+        syncs_per_s: syncs / elapsed,
+        sync_p50_us: times[times.len() / 2].as_secs_f64() * 1e6,
+    })
+}
