@@ -140,7 +140,7 @@ impl Task {
         self.count.commands += 1;
         match result {
             Ok(details) => {
-                if self.count.commands % LAG_SAMPLE_EVERY == 0 {
+                if self.count.commands.is_multiple_of(LAG_SAMPLE_EVERY) {
                     self.sample_lag(details.position, Instant::now());
                 }
                 true
