@@ -28,7 +28,7 @@ macro_rules! store_conformance_tests {
             concurrent_appends_on_one_version_have_one_winner, multi_event_appends_are_atomic,
             reads_from_the_middle, empty_and_unknown_streams, read_all_pages_in_order,
             followers_never_miss_an_event, head_is_watchable, bad_input_is_rejected,
-            metadata_and_payload_round_trip);
+            metadata_and_payload_round_trip, imported_events_keep_their_time);
     };
     (@each $factory:expr; $($name:ident),*) => {
         $(
@@ -420,4 +420,36 @@ pub async fn metadata_and_payload_round_trip<S: EventStore>(store: Arc<S>) {
     assert_eq!(back.metadata, e.metadata);
     let by_stream: BTreeMap<_, _> = [(back.stream.clone(), back.sequence)].into();
     assert_eq!(by_stream[&stream("rich")], 1);
+}
+
+/// An event appended with its own `created_at` (an import) keeps that time, to the millisecond
+/// at least; ordinary events get the commit's time.
+pub async fn imported_events_keep_their_time<S: EventStore>(store: Arc<S>) {
+    use chrono::{TimeZone, Utc};
+    let then = Utc
+        .with_ymd_and_hms(2025, 3, 5, 21, 29, 22)
+        .single()
+        .expect("valid date")
+        + chrono::Duration::milliseconds(38);
+    let mut old = event("test.imported", 1);
+    old.created_at = Some(then);
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    let recorded = store
+        .append(
+            &stream("imp"),
+            ExpectedVersion::NoStream,
+            vec![old, event("test.new", 2)],
+        )
+        .await
+        .unwrap();
+    let back = store.read_stream(&stream("imp"), 1).await.unwrap();
+    assert_eq!(back, recorded);
+    assert_eq!(
+        back[0].created_at.timestamp_millis(),
+        then.timestamp_millis()
+    );
+    assert!(
+        back[1].created_at >= before,
+        "no own time: the commit's time"
+    );
 }

@@ -129,6 +129,9 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
     /// Who and what caused it.
     pub metadata: EventMetadata,
+    /// `None` (always, except on import): the store records the commit's time. `Some(t)`:
+    /// keep `t`, so a history moved between stores (`userstate import`) keeps its dates.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl NewEvent {
@@ -145,6 +148,20 @@ impl NewEvent {
             revision,
             payload,
             metadata,
+            created_at: None,
+        }
+    }
+
+    /// The event of a recorded one, keeping its id and time (for moving histories between
+    /// stores).
+    pub fn from_recorded(recorded: RecordedEvent) -> Self {
+        Self {
+            event_id: recorded.event_id,
+            event_type: recorded.event_type,
+            revision: recorded.revision,
+            payload: recorded.payload,
+            metadata: recorded.metadata,
+            created_at: Some(recorded.created_at),
         }
     }
 }
@@ -175,7 +192,8 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Records `event` at the given coordinates (for store implementations).
+    /// Records `event` at the given coordinates (for store implementations). `created_at` is
+    /// the commit's time; an event that carries its own time (an import) keeps that instead.
     pub fn record(
         stream: StreamId,
         sequence: u64,
@@ -188,7 +206,7 @@ impl RecordedEvent {
             stream,
             sequence,
             position,
-            created_at,
+            created_at: event.created_at.unwrap_or(created_at),
             event_type: event.event_type,
             revision: event.revision,
             payload: event.payload,
