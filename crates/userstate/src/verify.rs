@@ -1,0 +1,244 @@
+//! `verify`: scan a whole store and report everything that breaks the log's invariants —
+//! gapless 1-based sequences per stream, strictly increasing positions, decodable user events,
+//! and user histories that the lifecycle rules could have produced.
+//!
+//! Framing and checksums are the file store's own business: `FileStore::open` refuses a damaged
+//! log with the file and offset, and the `userstate verify` command reports that as a finding.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::domain::{User, UserCommand, UserEvent, UserId};
+use crate::engine::Error;
+use crate::store::{EventStore, RecordedEvent, StreamId};
+
+/// Events read per page.
+const PAGE: usize = 4096;
+
+/// One thing wrong in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The stream, when the finding is about one.
+    pub stream: Option<StreamId>,
+    /// The event's sequence, when the finding is about one event.
+    pub sequence: Option<u64>,
+    /// The event's position.
+    pub position: Option<u64>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(stream) = &self.stream {
+            write!(f, "stream {stream}")?;
+        }
+        if let Some(sequence) = self.sequence {
+            write!(f, " sequence {sequence}")?;
+        }
+        if let Some(position) = self.position {
+            write!(f, " (position {position})")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+/// The result of a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Events scanned.
+    pub events: u64,
+    /// Distinct streams seen.
+    pub streams: u64,
+    /// User streams seen.
+    pub users: u64,
+    /// Everything found wrong, in log order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether nothing was found wrong.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+struct StreamCheck {
+    last_sequence: u64,
+    user: Option<User>,
+}
+
+/// Scans every event of `store` in position order. `progress` is called after each page with
+/// the number of events scanned so far.
+pub async fn verify_store(
+    store: &dyn EventStore,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, Error> {
+    let mut report = Report::default();
+    let mut streams: HashMap<StreamId, StreamCheck> = HashMap::new();
+    let mut last_position = 0;
+    loop {
+        let page = store.read_all(last_position + 1, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for event in &page {
+            report.events += 1;
+            if event.position <= last_position {
+                report.findings.push(finding(
+                    event,
+                    format!("position does not increase (after {last_position})"),
+                ));
+            }
+            last_position = last_position.max(event.position);
+            let check = streams
+                .entry(event.stream.clone())
+                .or_insert_with(|| StreamCheck {
+                    last_sequence: 0,
+                    user: event
+                        .stream
+                        .as_str()
+                        .starts_with("user:")
+                        .then(User::default),
+                });
+            if event.sequence != check.last_sequence + 1 {
+                report.findings.push(finding(
+                    event,
+                    format!("sequence gap: expected {}", check.last_sequence + 1),
+                ));
+            }
+            check.last_sequence = event.sequence;
+            if let Some(user) = &mut check.user {
+                if let Some(problem) = check_user_event(user, event) {
+                    report.findings.push(finding(event, problem));
+                }
+            }
+        }
+        progress(report.events);
+    }
+    report.streams = streams.len() as u64;
+    report.users = streams.values().filter(|s| s.user.is_some()).count() as u64;
+    Ok(report)
+}
+
+fn finding(event: &RecordedEvent, problem: String) -> Finding {
+    Finding {
+        stream: Some(event.stream.clone()),
+        sequence: Some(event.sequence),
+        position: Some(event.position),
+        problem,
+    }
+}
+
+/// Folds `event` onto `user`, returning a problem when the event cannot be decoded or is not
+/// what any command could have decided in the user's state.
+fn check_user_event(user: &mut User, event: &RecordedEvent) -> Option<String> {
+    let decoded = match UserEvent::decode(&event.event_type, event.revision, &event.payload) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("undecodable user event: {e}")),
+    };
+    let id = event
+        .stream
+        .as_str()
+        .rsplit(':')
+        .next()
+        .and_then(|s| UserId::new(s).ok());
+    let problem = match (&decoded, id) {
+        (_, None) => Some("user stream name does not end in a valid user id".to_owned()),
+        (UserEvent::Added(_), Some(_)) if user.data().is_some() => {
+            Some("user.human.added on a user that already exists".to_owned())
+        }
+        (UserEvent::Added(_), Some(_)) => None,
+        (other, Some(id)) => {
+            let command = match other {
+                UserEvent::Deactivated => UserCommand::Deactivate(id),
+                UserEvent::Reactivated => UserCommand::Reactivate(id),
+                UserEvent::Locked => UserCommand::Lock(id),
+                UserEvent::Unlocked => UserCommand::Unlock(id),
+                _ => UserCommand::Remove(id),
+            };
+            user.decide(&command)
+                .err()
+                .map(|e| format!("{} breaks the lifecycle rules: {e}", event.event_type))
+        }
+    };
+    user.apply(&decoded);
+    problem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventMetadata, ExpectedVersion, MemoryStore, NewEvent};
+    use crate::{InstanceId, UserId};
+
+    fn ev(t: &str, payload: serde_json::Value) -> NewEvent {
+        NewEvent::new(t, 1, payload, EventMetadata::default())
+    }
+
+    #[tokio::test]
+    async fn reports_rule_breaks_and_bad_payloads_by_stream_and_sequence() {
+        let store = MemoryStore::new();
+        let stream = StreamId::user(&InstanceId::new("i").unwrap(), &UserId::new("u").unwrap());
+        let added = serde_json::json!({"username": "a", "resourceOwner": "o"});
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![
+                    ev("user.human.added", added),
+                    ev("user.unlocked", serde_json::json!({})),
+                    ev("user.frobbed", serde_json::json!({})),
+                ],
+            )
+            .await
+            .unwrap();
+        let report = verify_store(&store, |_| {}).await.unwrap();
+        assert_eq!((report.events, report.users), (3, 1));
+        let problems: Vec<(u64, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.sequence.unwrap(), f.problem.as_str()))
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].0, 2);
+        assert!(problems[0].1.contains("not locked"));
+        assert_eq!(problems[1].0, 3);
+        assert!(problems[1].1.contains("undecodable"));
+        assert!(report.findings[0]
+            .to_string()
+            .starts_with("stream user:i:u sequence 2"));
+    }
+
+    #[tokio::test]
+    async fn a_history_written_by_the_engine_is_clean() {
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let engine = crate::Engine::new(store.clone());
+        let ctx = crate::Context::new(crate::Principal::system("a", InstanceId::new("i").unwrap()));
+        let id = UserId::new("u").unwrap();
+        engine
+            .execute(
+                &ctx,
+                UserCommand::Add(crate::AddUser {
+                    user_id: id.clone(),
+                    username: "n".into(),
+                    organization: crate::OrgId::new("o").unwrap(),
+                    profile: None,
+                    email: None,
+                    initial: true,
+                }),
+            )
+            .await
+            .unwrap();
+        for cmd in [
+            UserCommand::Lock(id.clone()),
+            UserCommand::Unlock(id.clone()),
+            UserCommand::Remove(id),
+        ] {
+            engine.execute(&ctx, cmd).await.unwrap();
+        }
+        let report = verify_store(&*store, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.findings);
+        assert_eq!(report.streams, 2, "the user and its username reservation");
+    }
+}
