@@ -36,6 +36,23 @@ mod error;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transfer;
+pub mod verify;
+
+/// Small events for the library's own unit tests.
+#[cfg(test)]
+pub(crate) fn testkit_events(n: u64) -> Vec<store::NewEvent> {
+    (1..=n)
+        .map(|i| {
+            store::NewEvent::new(
+                "test.happened",
+                1,
+                serde_json::json!({ "n": i }),
+                store::EventMetadata::default(),
+            )
+        })
+        .collect()
+}
 
 pub use domain::{
     AddUser, DomainError, Email, InstanceId, OrgId, Profile, User, UserCommand, UserEvent, UserId,
