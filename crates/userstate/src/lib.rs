@@ -63,4 +63,7 @@ pub use engine::{
     ReadModel, UserView,
 };
 pub use error::{Classified, ErrorKind};
-pub use store::{EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError, StreamId};
+pub use store::{
+    EventStore, ExpectedVersion, FileStore, FileStoreOptions, MemoryStore, RecordedEvent,
+    StoreError, StreamId,
+};

@@ -5,14 +5,16 @@
 //! skips a committed event: a reader that has seen position `P` never later finds a new event at
 //! a position `≤ P`. Appends are atomic per call and checked against an [`ExpectedVersion`].
 //!
-//! Backends: [`MemoryStore`] here; the durable file store, PostgreSQL and KurrentDB elsewhere.
+//! Backends: [`MemoryStore`] and the durable [`FileStore`] here; PostgreSQL and KurrentDB elsewhere.
 //! Every backend passes the conformance suite in `testkit` (feature `testkit`).
 
 mod error;
+mod file;
 mod memory;
 mod types;
 
 pub use error::StoreError;
+pub use file::{record as file_record, FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 

@@ -1,0 +1,283 @@
+//! The embedded durable file store: an append-only, segmented log in one directory, written by
+//! a single writer thread with group commit. The default backend.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), userstate::StoreError> {
+//! use userstate::{EventStore, FileStore};
+//! let store = FileStore::open("./userstate-data")?;
+//! let head = store.head_position().await?;
+//! # let _ = head; Ok(()) }
+//! ```
+//!
+//! # Layout
+//! The directory holds `userstate.lock` (the OS lock keeping other processes out) and segments
+//! `segment-{first position:020}.log`. Each segment is a 16-byte header followed by record
+//! frames (length, CRC32C of the length, CRC32C of the body, body; see [`record`]). The log
+//! rotates to a new segment when a batch would take the current one past
+//! [`FileStoreOptions::segment_size`]; sealed segments are never written again.
+//!
+//! # Writes
+//! One writer thread takes every pending append, checks expected versions against the index
+//! (and against the appends accepted before it in the same batch), writes the batch with one
+//! `write`, calls `fdatasync` once, publishes the batch to readers and the head watch, then
+//! answers every caller. `Ok` means durable; there is no relaxed mode.
+//!
+//! # Reads
+//! The index (in memory, rebuilt on open by one sequential scan) maps positions to offsets and
+//! streams to positions. Reads copy what they need from it under a short lock and then read the
+//! segment files with positional reads, so they never wait for the writer, and `read_all`
+//! never loads more than the page it returns.
+//!
+//! # Fault model
+//! What the store survives, what it detects and refuses, and what it cannot see:
+//! - **Survives: a crash at any moment** (process killed, power lost after the kernel wrote a
+//!   prefix of the last write). Acknowledged appends were synced before the answer, so they are
+//!   present after reopening. The last write may be cut anywhere: a record cut short, or a tail
+//!   of zeros (a file extended but not yet written), at the end of the last segment is
+//!   truncated on open, together with the records of an append whose last record is missing,
+//!   so a multi-event append is all or nothing. The truncation is logged (`warn`) with file and
+//!   offset. A segment whose creation was cut short (header incomplete) is removed.
+//! - **Detects and refuses to open**: a record with a bad checksum anywhere but in a zero tail;
+//!   a record cut short in a sealed segment; positions out of order or sequences with a gap; a
+//!   missing segment (the next one does not start where the previous ended, or the first does
+//!   not start at 1); a file that is not a segment (bad magic); any unexpected file in the
+//!   directory. The error ([`StoreError::Corrupt`]) names the file and the offset; the store
+//!   never skips damage silently. Records are checksummed again on every read.
+//! - **Refused conservatively**: after a power loss, a disk that wrote the last batch's pages
+//!   out of order can leave a damaged record *followed by* written data; that is reported as
+//!   corruption (not truncated) because it cannot be told from damage in the middle of the log.
+//!   An operator who knows the cause can truncate the file at the reported offset.
+//! - **Cannot see**: a change that keeps every checksum valid (a bit flip in a record with a
+//!   matching CRC32C collision, about 1 in 4 billion per damaged record); the loss of the newest
+//!   segment(s) as whole files; a disk or file system that acknowledges `fdatasync` without
+//!   persisting (lying disks, some virtualised storage); an operator copying an old directory
+//!   over a newer one. After a failed `write` or `fdatasync` the writer stops taking appends
+//!   (the page cache no longer tells what is on disk); the caller of that batch gets an error
+//!   although its events may or may not have reached the disk; reopening decides.
+//!
+//! # What it is not
+//! Not shared between processes (the lock refuses a second one), not replicated, and not
+//! compacted: the log only grows.
+
+mod index;
+mod lock;
+mod read;
+pub mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use self::index::Index;
+use self::lock::DirLock;
+use self::writer::{Request, Writer};
+use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+
+/// The default segment size: 128 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
+/// The largest segment size accepted: 1 GiB (offsets in the index are 32-bit).
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+
+/// Options for opening a [`FileStore`].
+#[derive(Clone, Debug)]
+pub struct FileStoreOptions {
+    segment_size: u64,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The size at which the log starts a new segment (clamped to 4 KiB ..= 1 GiB). A batch
+    /// never spans segments, so a segment can exceed this by one batch.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.clamp(4096, MAX_SEGMENT_SIZE);
+        self
+    }
+
+    /// Opens (or creates) the store in `dir` with these options. See [`FileStore::open`].
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        FileStore::open_with(dir.as_ref(), self)
+    }
+}
+
+/// What the writer and the readers share.
+struct Shared {
+    index: RwLock<Index>,
+    head: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        // The index is only changed by pushes that cannot panic half-way; a poisoned lock still
+        // holds a consistent index.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The embedded durable event store (see the [module docs](self) for format and fault model).
+pub struct FileStore {
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl FileStore {
+    /// Opens the store in `dir` with default options, creating the directory if needed.
+    ///
+    /// Takes the directory's lock (a second open, in this or another process, fails with
+    /// [`StoreError::Unavailable`] naming the lock file), scans the log, truncates a torn tail,
+    /// and refuses damaged logs with [`StoreError::Corrupt`] naming file and offset.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        FileStoreOptions::default().open(dir)
+    }
+
+    /// Options for a customised open.
+    pub fn options() -> FileStoreOptions {
+        FileStoreOptions::default()
+    }
+
+    fn open_with(dir: &Path, options: FileStoreOptions) -> Result<FileStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let recovered = recovery::recover(dir)?;
+        let head = recovered.index.head();
+        let shared = Arc::new(Shared {
+            index: RwLock::new(recovered.index),
+            head: watch::channel(head).0,
+        });
+        let writer = Writer::new(
+            shared.clone(),
+            dir.to_path_buf(),
+            recovered.file,
+            recovered.len,
+            options.segment_size,
+        );
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("userstate-file-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(FileStore {
+            dir: dir.to_path_buf(),
+            shared,
+            tx: Some(tx),
+            writer: Some(handle),
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let spans = self.shared.read_index().spans(positions);
+        read::read_spans(&spans)
+    }
+}
+
+impl Drop for FileStore {
+    /// Lets the writer finish what it was given, then releases the lock.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for FileStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        let gone = || StoreError::Unavailable {
+            message: "the file store's writer has stopped".into(),
+            source: None,
+        };
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(request)
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let spans = {
+            let index = self.shared.read_index();
+            let positions = index.stream_positions(stream.as_str(), from_sequence);
+            if positions.is_empty() {
+                return Ok(Vec::new());
+            }
+            index.spans(&positions)
+        };
+        read::read_spans(&spans)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = from_position.max(1);
+        let head = self.shared.read_index().head();
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let positions: Vec<u64> = (from..=last).collect();
+        self.read_positions(&positions)
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.read_index().head())
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+}

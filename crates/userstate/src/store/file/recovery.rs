@@ -1,0 +1,213 @@
+//! Opening a store directory: check what is in it, scan every segment once, rebuild the index,
+//! and repair a torn tail.
+//!
+//! The rules (see the fault model in the module docs of `store::file`):
+//! - only `segment-*.log` and `userstate.lock` may be in the directory; anything else stops
+//!   the open with the names of the strangers;
+//! - segments must follow each other without a gap, the first starting at position 1;
+//! - in the last segment, a record cut short, or nothing but zeros from some offset to the end,
+//!   is a torn write: it is truncated (with a warning naming the file and offset), together
+//!   with any records of an `append` whose last record is missing;
+//! - anything else that fails a check (a checksum, a position out of order, a sequence gap, a
+//!   damaged sealed segment) stops the open with [`StoreError::Corrupt`] naming file and offset.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::index::{Index, Segment};
+use super::lock::LOCK_FILE;
+use super::record::{decode, Decoded};
+use super::segment::{self, location, SEGMENT_HEADER_LEN};
+use crate::store::StoreError;
+
+/// The state recovered from a directory.
+pub struct Recovered {
+    /// The rebuilt index.
+    pub index: Index,
+    /// A handle appending to the last segment.
+    pub file: File,
+    /// The last segment's length after repair.
+    pub len: u64,
+}
+
+/// Scans `dir` (already locked) and rebuilds the index, repairing a torn tail.
+pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
+    let started = Instant::now();
+    let segments = list_segments(dir)?;
+    let mut index = Index::default();
+    let mut buf = Vec::new();
+    let mut last: Option<(PathBuf, u64)> = None;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let is_last = i + 1 == segments.len();
+        let expected = index.head() + 1;
+        if *first != expected {
+            return Err(StoreError::Corrupt {
+                location: location(path, 0),
+                reason: format!(
+                    "missing segment: the next segment should start at position {expected}, \
+                     this one starts at {first}"
+                ),
+            });
+        }
+        buf.clear();
+        File::open(path)?.read_to_end(&mut buf)?;
+        if is_last && torn_header(&buf, *first) {
+            warn!(file = %path.display(), "removing a segment whose creation was torn");
+            fs::remove_file(path)?;
+            segment::sync_dir(dir)?;
+            break;
+        }
+        segment::check_header(path, &buf, *first)?;
+        index.add_segment(Segment {
+            first: *first,
+            path: path.clone(),
+            file: Arc::new(File::open(path)?),
+            len: SEGMENT_HEADER_LEN,
+        });
+        let end = scan(path, &buf, is_last, &mut index)?;
+        index.set_last_len(end);
+        if end < buf.len() as u64 {
+            warn!(file = %path.display(), offset = end, dropped_bytes = buf.len() as u64 - end,
+                "torn tail: truncating the log after the last whole append");
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(end)?;
+            f.sync_all()?;
+        }
+        last = Some((path.clone(), end));
+    }
+    let (file, len) = match last {
+        Some((path, len)) => (OpenOptions::new().append(true).open(path)?, len),
+        None => {
+            let (path, file) = segment::create(dir, index.head() + 1)?;
+            index.add_segment(Segment {
+                first: index.head() + 1,
+                file: Arc::new(File::open(&path)?),
+                path,
+                len: SEGMENT_HEADER_LEN,
+            });
+            (file, SEGMENT_HEADER_LEN)
+        }
+    };
+    info!(dir = %dir.display(), events = index.head(), streams = index.stream_count(),
+        segments = index.segment_count(), elapsed_ms = started.elapsed().as_millis() as u64,
+        "file store opened");
+    Ok(Recovered { index, file, len })
+}
+
+/// The segments in `dir` in position order; refuses any other file.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut segments = Vec::new();
+    let mut strangers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == LOCK_FILE {
+            continue;
+        }
+        match segment::parse_name(&name) {
+            Some(first) if entry.file_type()?.is_file() => segments.push((first, entry.path())),
+            _ => strangers.push(name.into_owned()),
+        }
+    }
+    if !strangers.is_empty() {
+        strangers.sort();
+        return Err(StoreError::Corrupt {
+            location: format!("directory {}", dir.display()),
+            reason: format!(
+                "unexpected files in the store directory: {}; a store directory holds only \
+                 segment-<20 digits>.log files and {LOCK_FILE} (move the others away)",
+                strangers.join(", ")
+            ),
+        });
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// Whether the bytes of a last segment are a header whose writing was cut short.
+fn torn_header(buf: &[u8], first: u64) -> bool {
+    let header = segment::header(first);
+    (buf.len() < header.len() && header.starts_with(buf)) || buf.iter().all(|&b| b == 0)
+}
+
+/// Scans the records of one segment into `index`. Returns the offset after the last whole
+/// append; bytes after it are a torn tail (only accepted in the last segment).
+fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64, StoreError> {
+    let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
+        location: location(path, offset as u64),
+        reason,
+    };
+    let mut offset = SEGMENT_HEADER_LEN as usize;
+    let mut committed = offset;
+    // The records of the append being read, not yet known to be whole: (offset, sequence).
+    let mut pending: Vec<u32> = Vec::new();
+    let mut pending_stream = "";
+    let mut pending_seq = 0;
+    while offset < buf.len() {
+        let (record, len) = match decode(&buf[offset..]) {
+            Decoded::Record { record, len } => (record, len),
+            Decoded::Incomplete if is_last => break,
+            Decoded::Invalid(_) if is_last && buf[offset..].iter().all(|&b| b == 0) => break,
+            Decoded::Incomplete => {
+                return Err(corrupt(
+                    offset,
+                    "record cut short in a sealed segment".into(),
+                ))
+            }
+            Decoded::Invalid(why) => return Err(corrupt(offset, why.into())),
+        };
+        let position = index.head() + 1 + pending.len() as u64;
+        if record.position != position {
+            return Err(corrupt(
+                offset,
+                format!("expected position {position}, found {}", record.position),
+            ));
+        }
+        let sequence = if pending.is_empty() {
+            index.version(record.stream) + 1
+        } else if record.stream == pending_stream {
+            pending_seq + 1
+        } else {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "an append to {pending_stream} is interleaved with one to {}",
+                    record.stream
+                ),
+            ));
+        };
+        if record.sequence != sequence {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "stream {} expected sequence {sequence}, found {}",
+                    record.stream, record.sequence
+                ),
+            ));
+        }
+        let at = u32::try_from(offset).map_err(|_| corrupt(offset, "segment too large".into()))?;
+        pending.push(at);
+        pending_stream = record.stream;
+        pending_seq = record.sequence;
+        offset += len;
+        if record.ends_append {
+            for at in pending.drain(..) {
+                index.push(pending_stream, at);
+            }
+            committed = offset;
+        }
+    }
+    if committed < buf.len() && !is_last {
+        return Err(corrupt(
+            committed,
+            "a sealed segment ends inside an append".into(),
+        ));
+    }
+    Ok(committed as u64)
+}
