@@ -1,0 +1,240 @@
+//! Recovery of the file store from damaged directories, on real files: torn tails are
+//! repaired, damage in the middle is refused with file and offset, strangers are named.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use userstate::testkit::{event, stream};
+use userstate::{EventStore, ExpectedVersion, FileStore, StoreError};
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut s: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("segment-"))
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+fn len(path: &Path) -> u64 {
+    fs::metadata(path).expect("metadata").len()
+}
+
+/// Copies the segments of `from` into a fresh directory.
+fn copy_store(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("tempdir");
+    for s in segments(from) {
+        fs::copy(&s, to.path().join(s.file_name().expect("name"))).expect("copy");
+    }
+    to
+}
+
+fn corrupt_location(result: Result<FileStore, StoreError>) -> (String, String) {
+    match result {
+        Err(StoreError::Corrupt { location, reason }) => (location, reason),
+        Err(other) => panic!("expected Corrupt, got {other:?}"),
+        Ok(_) => panic!("expected Corrupt, but the store opened"),
+    }
+}
+
+/// Builds a store with `appends` single-event appends then one 3-event append; returns the
+/// segment and its sizes after each append.
+async fn build(dir: &Path, appends: u64) -> (PathBuf, Vec<u64>) {
+    let store = FileStore::open(dir).expect("open");
+    let seg = segments(dir).remove(0);
+    let mut sizes = vec![len(&seg)];
+    for i in 0..appends {
+        store
+            .append(
+                &stream(&format!("s{}", i % 2)),
+                ExpectedVersion::Any,
+                vec![event("t", i)],
+            )
+            .await
+            .expect("append");
+        sizes.push(len(&seg));
+    }
+    let three = (0..3).map(|i| event("t.multi", i)).collect();
+    store
+        .append(&stream("multi"), ExpectedVersion::NoStream, three)
+        .await
+        .expect("append");
+    sizes.push(len(&seg));
+    (seg, sizes)
+}
+
+#[tokio::test]
+async fn a_torn_last_append_is_truncated_at_every_byte_offset() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (seg, sizes) = build(src.path(), 4).await;
+    let (whole, with_last) = (sizes[4], sizes[5]);
+    for cut in whole..with_last {
+        let dir = copy_store(src.path());
+        let copy = dir.path().join(seg.file_name().expect("name"));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .expect("open copy")
+            .set_len(cut)
+            .expect("truncate");
+        let store = FileStore::open(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(
+            store.head_position().await.unwrap(),
+            4,
+            "cut at {cut}: all or nothing"
+        );
+        assert_eq!(len(&copy), whole, "cut at {cut}: tail repaired");
+        assert!(store
+            .read_stream(&stream("multi"), 1)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = store
+            .append(
+                &stream("multi"),
+                ExpectedVersion::NoStream,
+                vec![event("t", 9)],
+            )
+            .await
+            .expect("append after repair");
+        assert_eq!(again[0].position, 5);
+        drop(store);
+        let store = FileStore::open(dir.path()).expect("reopen after repair");
+        assert_eq!(store.read_all(1, 100).await.unwrap().len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn a_zero_filled_tail_is_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seg, sizes) = build(dir.path(), 3).await;
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes.extend_from_slice(&[0; 5000]);
+    fs::write(&seg, bytes).expect("write");
+    let store = FileStore::open(dir.path()).expect("open");
+    assert_eq!(store.head_position().await.unwrap(), 6);
+    assert_eq!(len(&seg), sizes[4]);
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_middle_record_is_refused_with_file_and_offset() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (seg, sizes) = build(src.path(), 3).await;
+    let name = seg
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let (start, end) = (sizes[1], sizes[2]);
+    for at in start..end {
+        let dir = copy_store(src.path());
+        let copy = dir.path().join(&name);
+        let mut bytes = fs::read(&copy).expect("read");
+        bytes[at as usize] ^= 0x01;
+        fs::write(&copy, bytes).expect("write");
+        let (location, reason) = corrupt_location(FileStore::open(dir.path()));
+        assert!(location.contains(&name), "{location}");
+        assert!(
+            location.ends_with(&format!("at offset {start}")),
+            "flip at {at}: {location} ({reason})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn strangers_in_the_directory_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path(), 2).await;
+    fs::write(dir.path().join("notes.txt"), "hello").expect("write");
+    fs::write(dir.path().join("segment-12.log"), "x").expect("write");
+    fs::create_dir(dir.path().join("old")).expect("mkdir");
+    let (location, reason) = corrupt_location(FileStore::open(dir.path()));
+    assert!(location.contains(&dir.path().display().to_string()));
+    for name in ["notes.txt", "segment-12.log", "old"] {
+        assert!(reason.contains(name), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_segment_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = dir.path().join("segment-00000000000000000001.log");
+    fs::write(&seg, "this is not a userstate segment, just text").expect("write");
+    let (location, reason) = corrupt_location(FileStore::open(dir.path()));
+    assert!(
+        location.contains("segment-00000000000000000001.log") && location.ends_with("offset 0")
+    );
+    assert!(reason.contains("magic"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_refused_and_old_segments_are_never_rewritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::options()
+        .segment_size(4096)
+        .open(dir.path())
+        .expect("open");
+    for i in 0..200 {
+        store
+            .append(
+                &stream(&format!("r{}", i % 5)),
+                ExpectedVersion::Any,
+                vec![event("t", i)],
+            )
+            .await
+            .expect("append");
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4, "rotated into {} segments", segs.len());
+    let sealed: Vec<Vec<u8>> = segs[..segs.len() - 1]
+        .iter()
+        .map(|s| fs::read(s).unwrap())
+        .collect();
+    for i in 0..50 {
+        store
+            .append(&stream("more"), ExpectedVersion::Any, vec![event("t", i)])
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(1, 1000).await.unwrap();
+    assert_eq!(all.len(), 250);
+    drop(store);
+    for (s, before) in segs.iter().zip(&sealed) {
+        assert_eq!(
+            &fs::read(s).unwrap(),
+            before,
+            "{} was rewritten",
+            s.display()
+        );
+    }
+    let store = FileStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.read_all(1, 1000).await.unwrap(), all);
+    drop(store);
+    fs::remove_file(&segs[1]).expect("remove");
+    let (location, reason) = corrupt_location(FileStore::open(dir.path()));
+    assert!(reason.contains("missing segment"), "{location}: {reason}");
+}
+
+#[tokio::test]
+async fn a_second_open_fails_naming_the_lock_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = FileStore::open(dir.path()).expect("open");
+    match FileStore::open(dir.path()) {
+        Err(e @ StoreError::Unavailable { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&dir.path().join("userstate.lock").display().to_string()),
+                "{text}"
+            );
+            assert!(text.contains(&std::process::id().to_string()), "{text}");
+        }
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("a second open must fail while the first holds the lock"),
+    }
+    drop(first);
+    FileStore::open(dir.path()).expect("open after the first closed");
+}
