@@ -1,0 +1,69 @@
+//! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
+//! first-start admin token on an empty data directory), until SIGTERM or ctrl-c.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tracing::info;
+use userstate_server::tokens::load_or_bootstrap;
+use userstate_server::{shutdown_signal, Server, ServerConfig};
+
+use crate::store::open_store;
+
+/// Options of `userstate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token.
+    #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
+    pub data: PathBuf,
+    /// Address to listen on (port 0: any free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "USERSTATE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Tokens file (TOML, or JSON by extension). Default: DATA/tokens.toml, created with an
+    /// admin token when the data directory is empty.
+    #[arg(long, env = "USERSTATE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Event store: `file` (durable, in DATA/events) or `memory` (lost on exit).
+    #[arg(long, default_value = "file", env = "USERSTATE_STORE")]
+    pub store: String,
+    /// How long a GET waits for the read model to reach the caller's writes, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub read_timeout_ms: u64,
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let tokens = load_or_bootstrap(&args.data, args.tokens.as_deref())?;
+    info!(tokens = tokens.authenticator.len(), file = %tokens.tokens_path.display(), "tokens loaded");
+    let store = open_store(&args.store, &args.data).await?;
+    let mut config = ServerConfig::new(args.listen, store, tokens.authenticator);
+    config.read_timeout = Duration::from_millis(args.read_timeout_ms);
+    let server = Server::bind(config).await.context("starting the server")?;
+    let addr = server.local_addr();
+    println!(
+        "userstate listening on http://{addr} (store: {})",
+        args.store
+    );
+    if let Some(path) = &tokens.created_admin_token {
+        print_first_start(&path.display().to_string(), addr);
+    }
+    server.run(shutdown_signal()).await?;
+    info!("server stopped; store closed");
+    Ok(())
+}
+
+fn print_first_start(token_file: &str, addr: SocketAddr) {
+    let shown = match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        _ => addr,
+    };
+    println!("created an admin token for instance \"default\" in {token_file} (mode 0600)");
+    println!("try:");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $(cat {token_file})\" -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"username\":\"alice\",\"organization\":{{\"orgId\":\"acme\"}}}}' http://{shown}/v2/users/human"
+    );
+}

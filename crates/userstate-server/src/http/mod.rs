@@ -1,0 +1,118 @@
+//! The axum router: SPEC.md's routes (v2 and v3alpha), operations endpoints, and the layers
+//! every request passes (request id, metrics, tracing, panic safety net). Handlers only parse
+//! and format; [`UserService`](crate::service::UserService) does the work.
+
+mod extract;
+mod layers;
+mod ops;
+mod response;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use userstate::{EventStore, StoreError};
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::service::UserService;
+
+pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
+pub use layers::REQUEST_ID_HEADER;
+pub use response::{MIN_POSITION_HEADER, POSITION_HEADER};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: UserService,
+    auth: Authenticator,
+    metrics: Metrics,
+    startup_head: u64,
+}
+
+impl AppState {
+    /// State for a server on `store`: starts the projection, wraps the store with metrics and
+    /// notes the head position readiness waits for.
+    pub async fn new(
+        store: Arc<dyn EventStore>,
+        auth: Authenticator,
+        read_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let metrics = Metrics::new();
+        let store = metrics.metered(store);
+        let startup_head = store.head_position().await?;
+        let service = UserService::new(store).with_read_timeout(read_timeout);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                service,
+                auth,
+                metrics,
+                startup_head,
+            }),
+        })
+    }
+
+    /// The service behind the routes.
+    pub fn service(&self) -> &UserService {
+        &self.inner.service
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The store head when the state was built.
+    pub fn startup_head(&self) -> u64 {
+        self.inner.startup_head
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/v2/users/human", post(add_human_user))
+        .route(
+            "/v2/users/{userId}",
+            get(get_user_v2).delete(remove_user_v2),
+        )
+        .route("/v2/users/{userId}/deactivate", post(deactivate_user_v2))
+        .route("/v2/users/{userId}/reactivate", post(reactivate_user_v2))
+        .route("/v2/users/{userId}/lock", post(lock_user_v2))
+        .route("/v2/users/{userId}/unlock", post(unlock_user_v2))
+        .route("/v3alpha/users/{userId}", get(get_user_v3))
+        .route("/v3alpha/users/{userId}", delete(remove_user_v3))
+        .route(
+            "/v3alpha/users/{userId}/deactivate",
+            post(deactivate_user_v3),
+        )
+        .route("/v3alpha/users/{userId}/activate", post(activate_user_v3))
+        .route("/v3alpha/users/{userId}/lock", post(lock_user_v3))
+        .route("/v3alpha/users/{userId}/unlock", post(unlock_user_v3))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::route_not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(CatchPanicLayer::custom(ops::panic_response))
+        .layer(layers::trace())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::track,
+        ))
+        .with_state(state)
+}

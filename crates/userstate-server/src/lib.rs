@@ -1,0 +1,36 @@
+//! # userstate-server
+//!
+//! The HTTP/JSON front end of userstate: the routes of SPEC.md (v2 and v3alpha), bearer-token
+//! authentication, the wire shapes (`details`, `google.rpc.Status` errors), operations endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and graceful shutdown.
+//!
+//! The layers, so a second front end (gRPC) can reuse everything but the HTTP glue:
+//! - [`auth`]: bearer token -> [`Principal`](userstate::Principal), independent of axum;
+//! - [`tokens`]: the tokens file (hashes only) and the first-start admin token;
+//! - [`service`]: request -> [`UserCommand`](userstate::UserCommand) -> engine -> typed answer, with
+//!   read-your-writes; every front end calls it;
+//! - [`status`]: the one error value every failure becomes, built from
+//!   [`Classified`](userstate::Classified) (codes come from [`ErrorKind`](userstate::ErrorKind));
+//! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`metrics`]: Prometheus;
+//!   [`server`]: binding, signals and shutdown.
+//!
+//! It is not the place for business rules: those live in `userstate`'s domain and engine.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod server;
+pub mod service;
+pub mod status;
+pub mod tokens;
+pub mod wire;
+
+pub use auth::Authenticator;
+pub use http::{router, AppState};
+pub use server::{serve, shutdown_signal, ServeError, Server, ServerConfig};
+pub use service::{RequestMeta, UserService};
+pub use status::{ApiError, RequestError};

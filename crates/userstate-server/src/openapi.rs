@@ -1,0 +1,44 @@
+//! The OpenAPI document of the HTTP API, generated from the handlers' annotations (utoipa).
+//! Served at `/openapi.json` and checked in as `docs/openapi.json` (a test keeps them equal).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::routes;
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "userstate", description = "ZITADEL-style user lifecycle API (v2 and v3alpha). \
+        Every error has the body {code, message, details:[{@type, id, message}]}."),
+    paths(
+        routes::add_human_user, routes::get_user_v2, routes::remove_user_v2,
+        routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
+        routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
+        routes::deactivate_user_v3, routes::activate_user_v3, routes::lock_user_v3,
+        routes::unlock_user_v3,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "v2", description = "zitadel.user.v2"),
+        (name = "v3alpha", description = "zitadel.user.v3alpha"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON (what `docs/openapi.json` holds).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,207 @@
+//! The front-end-independent service: request -> [`UserCommand`] -> [`Engine`] -> typed answer.
+//! The HTTP router calls it, and a gRPC front end calls the same functions, so both answer
+//! identically.
+//!
+//! Read-your-writes: every command answer carries the global position of its last event. A read
+//! waits (at most [`UserService::read_timeout`]) until the projection reached the larger of the
+//! position the client sent (`x-userstate-min-position`) and the last position this principal
+//! (instance + subject) wrote through this process. A plain GET after a command by the same
+//! caller therefore sees the command, without the client doing anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use userstate::{
+    AddUser, Context, Details, Email, Engine, EventStore, InstanceId, OrgId, Principal, Profile,
+    Projection, UserCommand, UserId, UserView,
+};
+
+use crate::status::ApiError;
+
+/// How long a read waits for the projection by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request carries besides its payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The request id, stored as the events' correlation id.
+    pub correlation_id: Option<String>,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// A read must reflect at least this global position.
+    pub min_position: Option<u64>,
+}
+
+/// A human user to add, as parsed from a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHumanUser {
+    /// The id, or `None` to generate one.
+    pub user_id: Option<UserId>,
+    /// Login name.
+    pub username: String,
+    /// Owning organisation.
+    pub organization: OrgId,
+    /// Optional profile.
+    pub profile: Option<Profile>,
+    /// Optional email.
+    pub email: Option<Email>,
+    /// Start in the initial state.
+    pub initial: bool,
+}
+
+type CallerKey = (InstanceId, String);
+
+/// The engine, the read model and the bookkeeping for read-your-writes.
+pub struct UserService {
+    engine: Engine,
+    projection: Projection,
+    last_written: Mutex<HashMap<CallerKey, u64>>,
+    read_timeout: Duration,
+}
+
+impl UserService {
+    /// A service on `store`; starts the projection (needs a Tokio runtime).
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            engine: Engine::new(store.clone()),
+            projection: Projection::spawn(store),
+            last_written: Mutex::new(HashMap::new()),
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
+
+    /// Sets how long reads wait for the projection.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// How long reads wait for the projection.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        self.engine.store()
+    }
+
+    /// The read model.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// Adds a human user. Without an id, one is generated; with an idempotency key and no id,
+    /// the id is derived from (instance, subject, key), so a retried add answers the first
+    /// answer instead of adding a second user.
+    pub async fn add_human_user(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        new: NewHumanUser,
+    ) -> Result<(UserId, Details), ApiError> {
+        let user_id = match (new.user_id, &meta.idempotency_key) {
+            (Some(id), _) => id,
+            (None, Some(key)) => derived_user_id(principal, key),
+            (None, None) => UserId::generate(),
+        };
+        let command = UserCommand::Add(AddUser {
+            user_id: user_id.clone(),
+            username: new.username,
+            organization: new.organization,
+            profile: new.profile,
+            email: new.email,
+            initial: new.initial,
+        });
+        let details = self.execute(principal, meta, command).await?;
+        Ok((user_id, details))
+    }
+
+    /// Runs one command as `principal`.
+    pub async fn execute(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        command: UserCommand,
+    ) -> Result<Details, ApiError> {
+        let ctx = Context {
+            principal: principal.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            idempotency_key: meta.idempotency_key.clone(),
+        };
+        let details = self.engine.execute(&ctx, command).await?;
+        self.remember(principal, details.position);
+        Ok(details)
+    }
+
+    /// Reads one user from the read model, after waiting for the caller's writes (see the
+    /// module docs).
+    pub async fn get_user(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        user: &UserId,
+    ) -> Result<UserView, ApiError> {
+        let written = self.last_written(principal);
+        let target = meta.min_position.unwrap_or(0).max(written);
+        if target > self.projection.position() {
+            self.projection.wait_for(target, self.read_timeout).await?;
+        }
+        Ok(self.projection.get_user(principal, user)?)
+    }
+
+    /// Whether the store answers and the projection has reached `head` (the head read when
+    /// the service started).
+    pub async fn ready(&self, startup_head: u64) -> bool {
+        self.store().head_position().await.is_ok() && self.projection.position() >= startup_head
+    }
+
+    fn remember(&self, principal: &Principal, position: u64) {
+        let mut map = self.last_written.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry((principal.instance.clone(), principal.subject.clone()))
+            .or_insert(0);
+        *entry = (*entry).max(position);
+    }
+
+    fn last_written(&self, principal: &Principal) -> u64 {
+        let map = self.last_written.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(principal.instance.clone(), principal.subject.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The user id an add with idempotency key `key` and no id gets: 18 decimal digits from
+/// SHA-256(instance, subject, key), in the same form as [`UserId::generate`].
+pub fn derived_user_id(principal: &Principal, key: &str) -> UserId {
+    let mut hasher = Sha256::new();
+    for part in [principal.instance.as_str(), &principal.subject, key] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    let n = u128::from_be_bytes(first) % 900_000_000_000_000_000;
+    UserId::new(format!("{}", 100_000_000_000_000_000 + n))
+        .expect("an 18-digit decimal is a valid user id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_per_caller_and_key() {
+        let p = Principal::system("a", InstanceId::new("i").unwrap());
+        let q = Principal::system("b", InstanceId::new("i").unwrap());
+        let id = derived_user_id(&p, "k1");
+        assert_eq!(id, derived_user_id(&p, "k1"));
+        assert_ne!(id, derived_user_id(&p, "k2"));
+        assert_ne!(id, derived_user_id(&q, "k1"));
+        assert_eq!(id.as_str().len(), 18);
+    }
+}

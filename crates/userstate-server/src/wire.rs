@@ -1,0 +1,285 @@
+//! The JSON bodies of SPEC.md: proto3 JSON names of ZITADEL's `zitadel.user.v2` messages,
+//! 64-bit integers as strings, times as RFC 3339 UTC with milliseconds. Unknown request fields
+//! are ignored, as grpc-gateway does.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use userstate::{Details, Email, Profile, UserView};
+use utoipa::ToSchema;
+
+/// The `@type` of every error detail.
+pub const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/zitadel.v1.ErrorDetail";
+
+/// A time in the wire form: `2025-03-05T21:29:22.038Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `details` of v2 answers (with `creationDate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsV2 {
+    /// On a command: sequence of the last event appended; on a read: of the last event reduced.
+    #[schema(example = "2")]
+    pub sequence: String,
+    /// `createdAt` of that event.
+    #[schema(example = "2025-03-05T21:29:22.038Z")]
+    pub change_date: String,
+    /// The user's organisation.
+    #[schema(example = "69629023906488334")]
+    pub resource_owner: String,
+    /// On a command: the same as `changeDate`; on a read: `createdAt` of the user's first event.
+    #[schema(example = "2025-03-05T21:29:22.038Z")]
+    pub creation_date: String,
+}
+
+impl From<&Details> for DetailsV2 {
+    fn from(d: &Details) -> Self {
+        Self {
+            sequence: d.sequence.to_string(),
+            change_date: timestamp(d.change_date),
+            resource_owner: d.resource_owner.to_string(),
+            creation_date: timestamp(d.creation_date),
+        }
+    }
+}
+
+/// `details` of v3alpha answers (no `creationDate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsV3 {
+    /// On a command: sequence of the last event appended; on a read: of the last event reduced.
+    #[schema(example = "2")]
+    pub sequence: String,
+    /// `createdAt` of that event.
+    #[schema(example = "2024-06-25T13:35:39.148Z")]
+    pub change_date: String,
+    /// The user's organisation.
+    #[schema(example = "69629023906488334")]
+    pub resource_owner: String,
+}
+
+impl From<&Details> for DetailsV3 {
+    fn from(d: &Details) -> Self {
+        Self {
+            sequence: d.sequence.to_string(),
+            change_date: timestamp(d.change_date),
+            resource_owner: d.resource_owner.to_string(),
+        }
+    }
+}
+
+/// The organisation a new user belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    /// The organisation's id (required; `orgDomain` is not supported).
+    pub org_id: Option<String>,
+}
+
+/// A profile on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileJson {
+    /// Given (first) name.
+    #[serde(default)]
+    pub given_name: String,
+    /// Family (last) name.
+    #[serde(default)]
+    pub family_name: String,
+}
+
+impl From<ProfileJson> for Profile {
+    fn from(p: ProfileJson) -> Self {
+        Profile {
+            given_name: p.given_name,
+            family_name: p.family_name,
+        }
+    }
+}
+
+impl From<&Profile> for ProfileJson {
+    fn from(p: &Profile) -> Self {
+        Self {
+            given_name: p.given_name.clone(),
+            family_name: p.family_name.clone(),
+        }
+    }
+}
+
+/// An email address on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailJson {
+    /// The address.
+    #[serde(default)]
+    pub email: String,
+    /// Whether it was verified when given.
+    #[serde(default)]
+    pub is_verified: bool,
+}
+
+impl From<EmailJson> for Email {
+    fn from(e: EmailJson) -> Self {
+        Email {
+            email: e.email,
+            is_verified: e.is_verified,
+        }
+    }
+}
+
+impl From<&Email> for EmailJson {
+    fn from(e: &Email) -> Self {
+        Self {
+            email: e.email.clone(),
+            is_verified: e.is_verified,
+        }
+    }
+}
+
+/// Body of `POST /v2/users/human`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddHumanUserRequest {
+    /// The new user's id; generated (a decimal string) when absent.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Login name, unique per instance.
+    #[serde(default)]
+    pub username: String,
+    /// The owning organisation.
+    #[serde(default)]
+    pub organization: Option<Organization>,
+    /// Optional profile.
+    #[serde(default)]
+    pub profile: Option<ProfileJson>,
+    /// Optional email.
+    #[serde(default)]
+    pub email: Option<EmailJson>,
+    /// (ours) Start in `USER_STATE_INITIAL` instead of active.
+    #[serde(default)]
+    pub initial: Option<bool>,
+}
+
+/// Answer of `POST /v2/users/human` (201).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddHumanUserResponse {
+    /// The user's id.
+    pub user_id: String,
+    /// Manipulation details.
+    pub details: DetailsV2,
+}
+
+/// Answer of a v2 command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DetailsResponseV2 {
+    /// Manipulation details.
+    pub details: DetailsV2,
+}
+
+/// Answer of a v3alpha command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DetailsResponseV3 {
+    /// Manipulation details (no `creationDate`).
+    pub details: DetailsV3,
+}
+
+/// A human user's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HumanJson {
+    /// Profile, when given on add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileJson>,
+    /// Email, when given on add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailJson>,
+}
+
+/// A user as read from the read model; `D` is [`DetailsV2`] or [`DetailsV3`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserJson<D> {
+    /// The user's id.
+    pub user_id: String,
+    /// Read details.
+    pub details: D,
+    /// `USER_STATE_INITIAL`, `_ACTIVE`, `_INACTIVE` or `_LOCKED`.
+    #[schema(example = "USER_STATE_ACTIVE")]
+    pub state: String,
+    /// Login name.
+    pub username: String,
+    /// Human data.
+    pub human: HumanJson,
+}
+
+/// Answer of `GET /v2/users/{userId}` and `GET /v3alpha/users/{userId}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GetUserResponse<D> {
+    /// Read details.
+    pub details: D,
+    /// The user.
+    pub user: UserJson<D>,
+}
+
+impl<D: for<'a> From<&'a Details>> GetUserResponse<D> {
+    /// The answer for one user of the read model.
+    pub fn of(view: &UserView) -> Self {
+        let details = view.details();
+        Self {
+            details: D::from(&details),
+            user: UserJson {
+                user_id: view.user_id.to_string(),
+                details: D::from(&details),
+                state: view.state.wire_name().to_owned(),
+                username: view.username.clone(),
+                human: HumanJson {
+                    profile: view.profile.as_ref().map(ProfileJson::from),
+                    email: view.email.as_ref().map(EmailJson::from),
+                },
+            },
+        }
+    }
+}
+
+/// One `zitadel.v1.ErrorDetail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Always `type.googleapis.com/zitadel.v1.ErrorDetail`.
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    /// Stable error id, e.g. `COMMAND-olb9vb0oca`.
+    pub id: String,
+    /// Message key, e.g. `Errors.User.NotLocked`.
+    pub message: String,
+}
+
+/// Every error's body (`google.rpc.Status` JSON form).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// gRPC code.
+    #[schema(example = 9)]
+    pub code: i32,
+    /// Human message.
+    pub message: String,
+    /// Exactly one `ErrorDetail`.
+    pub details: Vec<ErrorDetail>,
+}
+
+/// Body of a command route: an empty object (or no body at all); unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EmptyRequest {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_have_milliseconds_and_z() {
+        let t = Utc.timestamp_millis_opt(1_741_210_162_038).unwrap();
+        assert_eq!(timestamp(t), "2025-03-05T21:29:22.038Z");
+        let whole = Utc.timestamp_opt(1_741_210_162, 0).unwrap();
+        assert_eq!(timestamp(whole), "2025-03-05T21:29:22.000Z");
+    }
+}
