@@ -42,7 +42,7 @@ async fn child(dir: String) {
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let store = store.clone();
-            tokio::spawn(async move { append_forever(&*store, t).await })
+            tokio::spawn(async move { append_forever(&store, t).await })
         })
         .collect();
     for t in tasks {
@@ -57,7 +57,7 @@ async fn append_forever(store: &FileStore, task: usize) {
     loop {
         k += 1;
         // Every fourth append goes to a stream all tasks share, so versions conflict.
-        let s = if k % 4 == 0 {
+        let s = if k.is_multiple_of(4) {
             stream("shared")
         } else {
             stream(&format!("t{task}-{}", k % 3))
