@@ -1,0 +1,75 @@
+//! Between Rust values and table rows: decoding recorded events, deriving the `instance`
+//! column.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use userstate::store::EventMetadata;
+use userstate::{RecordedEvent, StoreError, StreamId};
+use uuid::Uuid;
+
+/// The `instance` column of a stream: the second `:`-separated part of a name with at least
+/// three parts (`user:{instance}:{user}`, `username:{instance}:{name}`), else empty.
+///
+/// It is a function of the stream name alone, so the primary key (instance, stream, sequence)
+/// identifies the same rows as (stream, sequence) and `read_stream` needs only the name. The
+/// event metadata's `instance` is stored unchanged in `metadata`.
+pub(crate) fn stream_instance(stream: &StreamId) -> &str {
+    let mut parts = stream.as_str().splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(instance), Some(_)) => instance,
+        _ => "",
+    }
+}
+
+/// A `u64` coordinate as a `bigint` parameter.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Decodes a row of `read_stream.sql` / `read_all.sql`.
+pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |reason: String| {
+        let position: i64 = row.try_get(2).unwrap_or_default();
+        StoreError::Corrupt {
+            location: format!("events position {position}"),
+            reason,
+        }
+    };
+    let get_err = |e: tokio_postgres::Error| corrupt(format!("unreadable column: {e}"));
+    let stream: String = row.try_get(0).map_err(get_err)?;
+    let sequence: i64 = row.try_get(1).map_err(get_err)?;
+    let position: i64 = row.try_get(2).map_err(get_err)?;
+    let created_at: DateTime<Utc> = row.try_get(3).map_err(get_err)?;
+    let event_type: String = row.try_get(4).map_err(get_err)?;
+    let revision: i32 = row.try_get(5).map_err(get_err)?;
+    let payload: serde_json::Value = row.try_get(6).map_err(get_err)?;
+    let metadata: serde_json::Value = row.try_get(7).map_err(get_err)?;
+    let event_id: Uuid = row.try_get(8).map_err(get_err)?;
+    let metadata: EventMetadata = serde_json::from_value(metadata)
+        .map_err(|e| corrupt(format!("metadata is not event metadata: {e}")))?;
+    Ok(RecordedEvent {
+        event_id,
+        stream: StreamId::new(stream).map_err(|e| corrupt(e.to_string()))?,
+        sequence: u64::try_from(sequence).map_err(|_| corrupt("negative sequence".into()))?,
+        position: u64::try_from(position).map_err(|_| corrupt("negative position".into()))?,
+        created_at,
+        event_type,
+        revision: u16::try_from(revision).map_err(|_| corrupt("revision out of range".into()))?,
+        payload,
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_is_the_middle_part_of_three() {
+        let s = |n: &str| StreamId::new(n).expect("valid");
+        assert_eq!(stream_instance(&s("user:inst1:u1")), "inst1");
+        assert_eq!(stream_instance(&s("username:i:a:b")), "i");
+        assert_eq!(stream_instance(&s("test:a")), "");
+        assert_eq!(stream_instance(&s("plain")), "");
+    }
+}

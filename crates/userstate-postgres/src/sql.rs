@@ -1,0 +1,50 @@
+//! Every SQL statement the backend runs, loaded from the `.sql` files beside this module.
+//!
+//! Statements run with `search_path` set to the store's schema, so they name tables without a
+//! schema.
+
+/// Creates the migration bookkeeping table.
+pub(crate) const MIGRATIONS_TABLE: &str = include_str!("sql/migrations_table.sql");
+/// Locks the position counter and reads the commit timestamp.
+pub(crate) const LOCK_POSITION: &str = include_str!("sql/lock_position.sql");
+/// The current version of each stream of a batch.
+pub(crate) const STREAM_VERSIONS: &str = include_str!("sql/stream_versions.sql");
+/// The current version of one stream.
+pub(crate) const STREAM_VERSION: &str = include_str!("sql/stream_version.sql");
+/// Inserts a batch, moves the counter and notifies listeners.
+pub(crate) const INSERT_EVENTS: &str = include_str!("sql/insert_events.sql");
+/// One stream from a sequence on.
+pub(crate) const READ_STREAM: &str = include_str!("sql/read_stream.sql");
+/// Every stream from a position on.
+pub(crate) const READ_ALL: &str = include_str!("sql/read_all.sql");
+/// The committed head position.
+pub(crate) const HEAD_POSITION: &str = include_str!("sql/head_position.sql");
+/// Upserts a checkpoint.
+pub(crate) const CHECKPOINT_SAVE: &str = include_str!("sql/checkpoint_save.sql");
+/// Reads a checkpoint.
+pub(crate) const CHECKPOINT_LOAD: &str = include_str!("sql/checkpoint_load.sql");
+
+/// One versioned schema migration.
+pub(crate) struct Migration {
+    /// Applied in increasing order; never reused.
+    pub(crate) version: i32,
+    /// Human-readable name (the file name).
+    pub(crate) name: &'static str,
+    /// The statements.
+    pub(crate) sql: &'static str,
+}
+
+/// Every migration, oldest first. Append new ones; never edit an applied one (its checksum
+/// is verified on connect).
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_events",
+        sql: include_str!("sql/migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_checkpoints",
+        sql: include_str!("sql/migrations/0002_checkpoints.sql"),
+    },
+];

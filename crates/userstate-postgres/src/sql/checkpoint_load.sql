@@ -1,0 +1,1 @@
+SELECT position FROM checkpoints WHERE name = $1

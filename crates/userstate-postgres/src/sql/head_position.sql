@@ -1,0 +1,1 @@
+SELECT value FROM position_counter WHERE id = 1
