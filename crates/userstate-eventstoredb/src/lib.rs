@@ -1,0 +1,39 @@
+//! # userstate-eventstoredb
+//!
+//! A userstate [`EventStore`](userstate::EventStore) on KurrentDB / EventStoreDB, through the
+//! official Rust client [`kurrentdb`] (see `docs/adr/0003-kurrentdb-client.md` for why not the
+//! older `eventstore` crate).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), userstate::StoreError> {
+//! // `--store esdb://…` / `kurrentdb://…` map straight onto this:
+//! let store = userstate_eventstoredb::EsdbStore::connect("esdb://localhost:2113?tls=false").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - One KurrentDB stream per userstate stream, named `{namespace}-{stream id}` ([`naming`]).
+//! - Events are JSON events with our type strings and ids; our metadata, schema revision and
+//!   commit time go in the custom metadata ([`codec`]).
+//! - `ExpectedVersion` maps onto the client's `StreamState` (`Any`, `NoStream`,
+//!   `StreamRevision(n - 1)`: KurrentDB revisions are 0-based); its wrong-expected-version
+//!   becomes [`StoreError::Conflict`](userstate::StoreError::Conflict).
+//! - Global positions are `$all` log positions plus one; `read_all` pages `$all` filtered to
+//!   the namespace and the head is followed with a `$all` subscription.
+//! - A dead client is replaced with backoff; meanwhile calls answer
+//!   [`StoreError::Unavailable`](userstate::StoreError::Unavailable) ([`connection`]).
+//!
+//! `docs/EVENTSTOREDB.md` documents the mapping, the guarantees and what has been verified.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod codec;
+mod config;
+pub mod connection;
+mod head;
+pub mod naming;
+mod positions;
+mod store;
+
+pub use config::{EsdbConfig, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
+pub use store::EsdbStore;

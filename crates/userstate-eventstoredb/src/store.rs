@@ -1,0 +1,364 @@
+//! [`EsdbStore`]: the [`EventStore`] contract on KurrentDB / EventStoreDB.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kurrentdb::{
+    AppendToStreamOptions, CurrentRevision, Position, ReadAllOptions, ReadStreamOptions,
+    StreamPosition, StreamState, SubscriptionFilter,
+};
+use tokio::sync::watch;
+use userstate::store::NewEvent;
+use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
+
+use crate::codec::{decode, encode, our_position};
+use crate::connection::Connection;
+use crate::naming::StreamNaming;
+use crate::positions::PositionIndex;
+use crate::{head, EsdbConfig};
+
+/// Events read per request when paging.
+const PAGE: usize = 512;
+/// Positions remembered for starting `$all` reads.
+const INDEX_CAPACITY: usize = 65_536;
+
+/// What the store and its head follower share.
+pub(crate) struct Shared {
+    pub(crate) connection: Connection,
+    pub(crate) naming: StreamNaming,
+    pub(crate) index: PositionIndex,
+    pub(crate) head: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Raises the head watch to `position` if it is higher.
+    pub(crate) fn raise_head(&self, position: u64) {
+        self.head.send_if_modified(|h| {
+            let higher = *h < position;
+            *h = (*h).max(position);
+            higher
+        });
+    }
+
+    pub(crate) fn filter(&self) -> SubscriptionFilter {
+        SubscriptionFilter::on_stream_name().add_prefix(self.naming.prefix())
+    }
+
+    /// The last event of the namespace in `$all`, if any.
+    pub(crate) async fn last_event(&self) -> Result<Option<(u64, Position)>, StoreError> {
+        let lease = self.connection.lease()?;
+        let options = ReadAllOptions::default()
+            .backwards()
+            .position(StreamPosition::End)
+            .filter(self.filter())
+            .max_count(1);
+        let result = async {
+            let mut read = lease.client.read_all(&options).await?;
+            read.next().await
+        }
+        .await;
+        match result {
+            Ok(event) => {
+                self.connection.succeeded(&lease);
+                Ok(event.map(|e| {
+                    let p = e.get_original_event().position;
+                    (our_position(p), p)
+                }))
+            }
+            Err(e) => Err(self.connection.fail(&lease, e)),
+        }
+    }
+}
+
+/// An event store on KurrentDB / EventStoreDB, through the official `kurrentdb` client.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), userstate::StoreError> {
+/// use std::sync::Arc;
+/// let store = userstate_eventstoredb::EsdbStore::connect("esdb://localhost:2113?tls=false").await?;
+/// let engine = userstate::Engine::new(Arc::new(store));
+/// # Ok(()) }
+/// ```
+///
+/// Dropping the store stops its head follower.
+pub struct EsdbStore {
+    shared: Arc<Shared>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl EsdbStore {
+    /// Connects with a connection string (`esdb://host:2113?tls=false`, `kurrentdb://…`, see
+    /// [`EsdbConfig::from_url`]). Must be called inside a tokio runtime. It does not wait for
+    /// the server: an unreachable server shows as [`StoreError::Unavailable`] on calls, until
+    /// it is reachable.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(EsdbConfig::from_url(url)?).await
+    }
+
+    /// Connects with a full configuration.
+    pub async fn connect_with(config: EsdbConfig) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            connection: Connection::new(&config)?,
+            naming: StreamNaming::new(config.namespace()),
+            index: PositionIndex::new(INDEX_CAPACITY),
+            head: watch::channel(0).0,
+        });
+        let follower = tokio::spawn(head::follow(shared.clone()));
+        Ok(Self { shared, follower })
+    }
+
+    /// The namespace prefix of this store's KurrentDB stream names.
+    pub fn stream_prefix(&self) -> &str {
+        self.shared.naming.prefix()
+    }
+
+    /// The KurrentDB stream name of `stream`.
+    pub fn esdb_stream_name(&self, stream: &StreamId) -> String {
+        self.shared.naming.to_esdb(stream)
+    }
+
+    /// Reads `stream` from 0-based `revision`, at most `count` events.
+    async fn read_revisions(
+        &self,
+        stream: &StreamId,
+        revision: u64,
+        count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let s = &self.shared;
+        let name = s.naming.to_esdb(stream);
+        let lease = s.connection.lease()?;
+        let options = ReadStreamOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(revision))
+            .max_count(count);
+        let mut out = Vec::new();
+        let mut read = match lease.client.read_stream(name.as_str(), &options).await {
+            Ok(r) => r,
+            Err(e) => return Err(s.connection.fail(&lease, e)),
+        };
+        loop {
+            match read.next().await {
+                Ok(Some(e)) => {
+                    let event = e.get_original_event();
+                    s.index
+                        .remember(our_position(event.position), event.position);
+                    out.push(decode(&s.naming, event)?);
+                }
+                Ok(None) => break,
+                // Reported on the first read, not on the call: a missing stream is empty.
+                Err(kurrentdb::Error::ResourceNotFound) => break,
+                Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
+                Err(e) => return Err(s.connection.fail(&lease, e)),
+            }
+        }
+        s.connection.succeeded(&lease);
+        Ok(out)
+    }
+
+    /// One `$all` page from `start` (inclusive), at most `count` raw events.
+    async fn read_all_page(
+        &self,
+        start: StreamPosition<Position>,
+        count: usize,
+    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+        let s = &self.shared;
+        let lease = s.connection.lease()?;
+        let options = ReadAllOptions::default()
+            .forwards()
+            .position(start)
+            .filter(s.filter())
+            .max_count(count);
+        let mut read = match lease.client.read_all(&options).await {
+            Ok(r) => r,
+            Err(e) => return Err(s.connection.fail(&lease, e)),
+        };
+        let mut out = Vec::new();
+        loop {
+            match read.next().await {
+                Ok(Some(e)) => {
+                    let event = e.get_original_event();
+                    out.push((event.position, decode(&s.naming, event)?));
+                }
+                Ok(None) => break,
+                Err(e) => return Err(s.connection.fail(&lease, e)),
+            }
+        }
+        s.connection.succeeded(&lease);
+        Ok(out)
+    }
+}
+
+impl Drop for EsdbStore {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+fn deleted(stream: &StreamId, name: &str) -> StoreError {
+    StoreError::Backend {
+        message: format!(
+            "stream {stream} (KurrentDB stream {name}) was deleted in KurrentDB; its events are \
+             gone and it cannot be written again"
+        ),
+        source: None,
+    }
+}
+
+fn stream_state(expected: ExpectedVersion) -> StreamState {
+    match expected {
+        ExpectedVersion::Any => StreamState::Any,
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamState::NoStream,
+        // KurrentDB revisions are 0-based: our version n is its revision n - 1.
+        ExpectedVersion::Exact(n) => StreamState::StreamRevision(n - 1),
+    }
+}
+
+#[async_trait]
+impl EventStore for EsdbStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let s = &self.shared;
+        let name = s.naming.to_esdb(stream);
+        let now = Utc::now();
+        let data = events
+            .iter()
+            .map(|e| encode(e, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = AppendToStreamOptions::default().stream_state(stream_state(expected));
+        let lease = s.connection.lease()?;
+        let written = match lease
+            .client
+            .append_to_stream(name.as_str(), &options, data)
+            .await
+        {
+            Ok(w) => w,
+            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                s.connection.succeeded(&lease);
+                let actual = match current {
+                    CurrentRevision::Current(r) => r + 1,
+                    CurrentRevision::NoStream => 0,
+                };
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
+            Err(e) => return Err(s.connection.fail(&lease, e)),
+        };
+        s.connection.succeeded(&lease);
+        // The append answers only the last revision; read the events back for their
+        // positions, so that what we return equals what every later read returns.
+        let n = events.len() as u64;
+        let first = (written.next_expected_version + 1).saturating_sub(n);
+        let recorded = self.read_revisions(stream, first, events.len()).await?;
+        let ids_match = recorded.len() == events.len()
+            && recorded
+                .iter()
+                .zip(&events)
+                .all(|(r, e)| r.event_id == e.event_id);
+        if !ids_match {
+            return Err(StoreError::Corrupt {
+                location: format!("stream {name} from revision {first}"),
+                reason: "the events read back after an append are not the ones appended".into(),
+            });
+        }
+        if let Some(last) = recorded.last() {
+            s.raise_head(last.position);
+        }
+        Ok(recorded)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut revision = from_sequence.saturating_sub(1);
+        let mut out = Vec::new();
+        loop {
+            let page = self.read_revisions(stream, revision, PAGE).await?;
+            let full = page.len() == PAGE;
+            revision += page.len() as u64;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let s = &self.shared;
+        let from = from_position.max(1);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut start = match s.index.at_or_before(from) {
+            Some((_, p)) => StreamPosition::Position(p),
+            None => StreamPosition::Start,
+        };
+        let mut last_seen: Option<u64> = None;
+        loop {
+            let count = (limit - out.len()).saturating_add(1).min(PAGE);
+            let page = self.read_all_page(start, count).await?;
+            let full = page.len() == count;
+            for (theirs, event) in page {
+                let ours = event.position;
+                s.index.remember(ours, theirs);
+                start = StreamPosition::Position(theirs);
+                if let Some(last) = last_seen {
+                    if ours == last {
+                        continue; // the inclusive start of this page, already handled
+                    }
+                    if ours < last {
+                        return Err(StoreError::Corrupt {
+                            location: format!("$all at {theirs}"),
+                            reason: format!("position {ours} after {last}: $all out of order"),
+                        });
+                    }
+                }
+                last_seen = Some(ours);
+                if ours >= from {
+                    s.raise_head(ours);
+                    out.push(event);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let head = self.shared.last_event().await?;
+        let position = head.map_or(0, |(ours, theirs)| {
+            self.shared.index.remember(ours, theirs);
+            ours
+        });
+        self.shared.raise_head(position);
+        Ok(position)
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+}

@@ -1,0 +1,492 @@
+//! `event_store.client.streams.Streams`: Append (expected revision checks), Read (one stream and
+//! `$all`, forwards and backwards, with prefix filters and catch-up subscriptions to `$all`) and
+//! Tombstone, answering with the fields KurrentDB fills.
+
+// `tonic::Status` is the protocol's error type; boxing it here would only add noise.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::log::{AppendOutcome, Expected, Log, Proposed, Record};
+use super::proto::event_store::client::streams::{
+    append_req, append_resp, read_req, read_resp, streams_server, tombstone_resp, AppendReq,
+    AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq, ReadResp,
+    TombstoneReq, TombstoneResp,
+};
+use super::proto::event_store::client::{uuid as proto_uuid, Empty, StreamIdentifier, Uuid};
+
+type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The Streams service over a shared [`Log`].
+pub struct StreamsService {
+    pub log: Log,
+}
+
+fn empty() -> Empty {
+    Empty {}
+}
+
+/// The status KurrentDB answers for a tombstoned stream (the client maps it by the
+/// `exception` trailer to `ResourceDeleted`).
+fn stream_deleted(stream: &[u8]) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "Event stream '{}' is deleted.",
+        String::from_utf8_lossy(stream)
+    ));
+    status
+        .metadata_mut()
+        .insert("exception", MetadataValue::from_static("stream-deleted"));
+    if let Ok(name) = MetadataValue::try_from(String::from_utf8_lossy(stream).as_ref()) {
+        status.metadata_mut().insert("stream-name", name);
+    }
+    status
+}
+
+fn proto_id(id: uuid::Uuid, as_string: bool) -> Uuid {
+    let value = if as_string {
+        proto_uuid::Value::String(id.to_string())
+    } else {
+        let n = id.as_u128();
+        proto_uuid::Value::Structured(proto_uuid::Structured {
+            most_significant_bits: (n >> 64) as u64 as i64,
+            least_significant_bits: n as u64 as i64,
+        })
+    };
+    Uuid { value: Some(value) }
+}
+
+fn parse_id(id: Option<Uuid>) -> Result<uuid::Uuid, Status> {
+    match id.and_then(|u| u.value) {
+        Some(proto_uuid::Value::String(s)) => s
+            .parse()
+            .map_err(|_| Status::invalid_argument("event id is not a UUID")),
+        Some(proto_uuid::Value::Structured(s)) => Ok(uuid::Uuid::from_u128(
+            ((s.most_significant_bits as u64 as u128) << 64)
+                | s.least_significant_bits as u64 as u128,
+        )),
+        None => Err(Status::invalid_argument("event id is required")),
+    }
+}
+
+fn event_message(record: &Record, ids_as_string: bool) -> ReadResp {
+    let event = read_resp::read_event::RecordedEvent {
+        id: Some(proto_id(record.id, ids_as_string)),
+        stream_identifier: Some(StreamIdentifier {
+            stream_name: record.stream.clone(),
+        }),
+        stream_revision: record.revision,
+        prepare_position: record.position,
+        commit_position: record.position,
+        metadata: record.metadata.clone(),
+        custom_metadata: record.custom_metadata.clone(),
+        data: record.data.clone(),
+    };
+    ReadResp {
+        content: Some(read_resp::Content::Event(read_resp::ReadEvent {
+            event: Some(event),
+            link: None,
+            position: Some(read_resp::read_event::Position::CommitPosition(
+                record.position,
+            )),
+        })),
+    }
+}
+
+/// A `$all` filter: stream-name or event-type prefixes (regexes are not reproduced).
+struct Filter {
+    on_stream: bool,
+    prefixes: Vec<String>,
+}
+
+impl Filter {
+    fn parse(option: Option<read_req::options::FilterOption>) -> Result<Option<Self>, Status> {
+        use read_req::options::filter_options::Filter as F;
+        let Some(read_req::options::FilterOption::Filter(f)) = option else {
+            return Ok(None);
+        };
+        let (on_stream, expr) = match f.filter {
+            Some(F::StreamIdentifier(e)) => (true, e),
+            Some(F::EventType(e)) => (false, e),
+            None => return Ok(None),
+        };
+        if !expr.regex.is_empty() {
+            return Err(Status::unimplemented(
+                "the test server has no regex filters",
+            ));
+        }
+        Ok(Some(Self {
+            on_stream,
+            prefixes: expr.prefix,
+        }))
+    }
+
+    fn matches(&self, r: &Record) -> bool {
+        let subject = if self.on_stream {
+            String::from_utf8_lossy(&r.stream).into_owned()
+        } else {
+            r.metadata.get("type").cloned().unwrap_or_default()
+        };
+        self.prefixes
+            .iter()
+            .any(|p| subject.starts_with(p.as_str()))
+    }
+}
+
+fn boxed(items: Vec<Result<ReadResp, Status>>) -> RespStream<ReadResp> {
+    futures::stream::iter(items).boxed()
+}
+
+impl StreamsService {
+    fn read_stream(
+        &self,
+        opts: read_req::options::StreamOptions,
+        backwards: bool,
+        count: u64,
+        ids_as_string: bool,
+    ) -> Result<RespStream<ReadResp>, Status> {
+        use read_req::options::stream_options::RevisionOption;
+        let name = opts.stream_identifier.unwrap_or_default().stream_name;
+        let Some(records) = self.log.stream(&name) else {
+            return Err(stream_deleted(&name));
+        };
+        if records.is_empty() {
+            let nf = read_resp::StreamNotFound {
+                stream_identifier: Some(StreamIdentifier { stream_name: name }),
+            };
+            return Ok(boxed(vec![Ok(ReadResp {
+                content: Some(read_resp::Content::StreamNotFound(nf)),
+            })]));
+        }
+        let take = usize::try_from(count).unwrap_or(usize::MAX);
+        let selected: Vec<&Record> = match (opts.revision_option, backwards) {
+            (Some(RevisionOption::Revision(r)), false) => records
+                .iter()
+                .filter(|e| e.revision >= r)
+                .take(take)
+                .collect(),
+            (Some(RevisionOption::Revision(r)), true) => records
+                .iter()
+                .rev()
+                .filter(|e| e.revision <= r)
+                .take(take)
+                .collect(),
+            (Some(RevisionOption::End(_)), false) => Vec::new(),
+            (Some(RevisionOption::End(_)), true) => records.iter().rev().take(take).collect(),
+            (_, false) => records.iter().take(take).collect(),
+            (_, true) => Vec::new(),
+        };
+        Ok(boxed(
+            selected
+                .into_iter()
+                .map(|r| Ok(event_message(r, ids_as_string)))
+                .collect(),
+        ))
+    }
+
+    fn read_all(
+        &self,
+        options: read_req::Options,
+        backwards: bool,
+        ids_as_string: bool,
+    ) -> Result<RespStream<ReadResp>, Status> {
+        use read_req::options::all_options::AllOption;
+        use read_req::options::{CountOption, StreamOption};
+        let Some(StreamOption::All(all)) = options.stream_option else {
+            return Err(Status::invalid_argument("not an $all read"));
+        };
+        let filter = Filter::parse(options.filter_option)?;
+        let keep = move |r: &Record| filter.as_ref().is_none_or(|f| f.matches(r));
+        let (records, _) = self.log.records_from(0);
+        match options.count_option {
+            Some(CountOption::Subscription(_)) if !backwards => {
+                // Catch-up subscriptions start *after* the given position.
+                let after = match all.all_option {
+                    Some(AllOption::Position(p)) => Some(p.commit_position),
+                    Some(AllOption::End(_)) => Some(u64::MAX),
+                    _ => None,
+                };
+                Ok(self.subscribe_all(after, Box::new(keep), ids_as_string))
+            }
+            Some(CountOption::Count(count)) => {
+                let take = usize::try_from(count).unwrap_or(usize::MAX);
+                let selected: Vec<&Record> = if backwards {
+                    let before = match all.all_option {
+                        Some(AllOption::Position(p)) => p.commit_position,
+                        Some(AllOption::Start(_)) => 0,
+                        _ => u64::MAX,
+                    };
+                    records
+                        .iter()
+                        .rev()
+                        .filter(|r| r.position < before && keep(r))
+                        .take(take)
+                        .collect()
+                } else {
+                    // Forwards reads include the event at the given position (KurrentDB
+                    // reads from the closest record at or after it).
+                    let from = match all.all_option {
+                        Some(AllOption::Position(p)) => p.commit_position,
+                        Some(AllOption::End(_)) => u64::MAX,
+                        _ => 0,
+                    };
+                    records
+                        .iter()
+                        .filter(|r| r.position >= from && keep(r))
+                        .take(take)
+                        .collect()
+                };
+                Ok(boxed(
+                    selected
+                        .into_iter()
+                        .map(|r| Ok(event_message(r, ids_as_string)))
+                        .collect(),
+                ))
+            }
+            _ => Err(Status::invalid_argument("unsupported $all read options")),
+        }
+    }
+
+    /// Confirmation, the stored events after `after`, caught-up, then live events.
+    fn subscribe_all(
+        &self,
+        after: Option<u64>,
+        keep: Box<dyn Fn(&Record) -> bool + Send>,
+        ids_as_string: bool,
+    ) -> RespStream<ReadResp> {
+        let (tx, rx) = mpsc::channel::<Result<ReadResp, Status>>(64);
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let confirmation = read_resp::SubscriptionConfirmation {
+                subscription_id: uuid::Uuid::new_v4().to_string(),
+            };
+            let content = read_resp::Content::Confirmation(confirmation);
+            if tx
+                .send(Ok(ReadResp {
+                    content: Some(content),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut len = log.watch_len();
+            let mut next = 0usize;
+            let mut caught_up = false;
+            loop {
+                len.borrow_and_update();
+                let (records, total) = log.records_from(next);
+                next = total;
+                for r in records
+                    .iter()
+                    .filter(|r| after.is_none_or(|a| r.position > a))
+                {
+                    if keep(r) && tx.send(Ok(event_message(r, ids_as_string))).await.is_err() {
+                        return;
+                    }
+                }
+                if !caught_up {
+                    caught_up = true;
+                    let position = records.last().map(|r| read_resp::Position {
+                        commit_position: r.position,
+                        prepare_position: r.position,
+                    });
+                    let msg = read_resp::CaughtUp {
+                        timestamp: Some(std::time::SystemTime::now().into()),
+                        stream_revision: None,
+                        position,
+                    };
+                    let content = Some(read_resp::Content::CaughtUp(msg));
+                    if tx.send(Ok(ReadResp { content })).await.is_err() {
+                        return;
+                    }
+                }
+                if len.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+            .boxed()
+    }
+}
+
+#[tonic::async_trait]
+impl streams_server::Streams for StreamsService {
+    type ReadStream = RespStream<ReadResp>;
+    type BatchAppendStream = RespStream<BatchAppendResp>;
+
+    async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        use read_req::options::{uuid_option, CountOption, StreamOption};
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("read options are required"))?;
+        let backwards =
+            options.read_direction == read_req::options::ReadDirection::Backwards as i32;
+        let ids_as_string = matches!(
+            options
+                .uuid_option
+                .as_ref()
+                .and_then(|u| u.content.as_ref()),
+            Some(uuid_option::Content::String(_))
+        );
+        let stream = match options.stream_option.clone() {
+            Some(StreamOption::Stream(s)) => match options.count_option {
+                Some(CountOption::Count(count)) => {
+                    self.read_stream(s, backwards, count, ids_as_string)?
+                }
+                _ => {
+                    return Err(Status::unimplemented(
+                        "the test server has no stream subscriptions",
+                    ))
+                }
+            },
+            Some(StreamOption::All(_)) => self.read_all(options, backwards, ids_as_string)?,
+            None => return Err(Status::invalid_argument("a stream or $all is required")),
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<AppendReq>>,
+    ) -> Result<Response<AppendResp>, Status> {
+        use append_req::options::ExpectedStreamRevision as E;
+        let mut messages = request.into_inner();
+        let Some(AppendReq {
+            content: Some(append_req::Content::Options(options)),
+        }) = messages.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "an append starts with its options",
+            ));
+        };
+        let stream = options.stream_identifier.unwrap_or_default().stream_name;
+        let (expected, expected_msg) = match options.expected_stream_revision {
+            Some(E::Revision(r)) => (Expected::Revision(r), ExpectedMsg::Revision(r)),
+            Some(E::NoStream(_)) => (Expected::NoStream, ExpectedMsg::NoStream),
+            Some(E::StreamExists(_)) => (Expected::StreamExists, ExpectedMsg::Exists),
+            Some(E::Any(_)) | None => (Expected::Any, ExpectedMsg::Any),
+        };
+        let mut events = Vec::new();
+        while let Some(msg) = messages.message().await? {
+            let Some(append_req::Content::ProposedMessage(p)) = msg.content else {
+                return Err(Status::invalid_argument("expected a proposed message"));
+            };
+            let metadata: HashMap<String, String> = p.metadata;
+            for required in ["type", "content-type"] {
+                if !metadata.contains_key(required) {
+                    return Err(Status::invalid_argument(format!("{required} is required")));
+                }
+            }
+            events.push(Proposed {
+                id: parse_id(p.id)?,
+                metadata,
+                custom_metadata: p.custom_metadata,
+                data: p.data,
+            });
+        }
+        let result = match self.log.append(&stream, expected, events) {
+            AppendOutcome::Deleted => return Err(stream_deleted(&stream)),
+            AppendOutcome::Written { revision, position } => {
+                append_resp::Result::Success(append_resp::Success {
+                    current_revision_option: Some(
+                        append_resp::success::CurrentRevisionOption::CurrentRevision(revision),
+                    ),
+                    position_option: Some(append_resp::success::PositionOption::Position(
+                        append_resp::Position {
+                            commit_position: position,
+                            prepare_position: position,
+                        },
+                    )),
+                })
+            }
+            AppendOutcome::WrongExpectedVersion { current } => {
+                append_resp::Result::WrongExpectedVersion(wrong_expected(current, expected_msg))
+            }
+        };
+        Ok(Response::new(AppendResp {
+            result: Some(result),
+        }))
+    }
+
+    async fn delete(&self, _: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        Err(Status::unimplemented("the test server has no soft delete"))
+    }
+
+    async fn tombstone(
+        &self,
+        request: Request<TombstoneReq>,
+    ) -> Result<Response<TombstoneResp>, Status> {
+        let stream = request
+            .into_inner()
+            .options
+            .and_then(|o| o.stream_identifier)
+            .unwrap_or_default()
+            .stream_name;
+        self.log.tombstone(&stream);
+        Ok(Response::new(TombstoneResp {
+            position_option: Some(tombstone_resp::PositionOption::NoPosition(empty())),
+        }))
+    }
+
+    async fn batch_append(
+        &self,
+        _: Request<Streaming<BatchAppendReq>>,
+    ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        Err(Status::unimplemented("the test server has no batch append"))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ExpectedMsg {
+    Any,
+    NoStream,
+    Exists,
+    Revision(u64),
+}
+
+/// Both the current and the pre-20.6 fields, as KurrentDB sends them.
+fn wrong_expected(
+    current: Option<u64>,
+    expected: ExpectedMsg,
+) -> append_resp::WrongExpectedVersion {
+    use append_resp::wrong_expected_version as w;
+    let (cur_old, cur) = match current {
+        Some(r) => (
+            w::CurrentRevisionOption2060::CurrentRevision2060(r),
+            w::CurrentRevisionOption::CurrentRevision(r),
+        ),
+        None => (
+            w::CurrentRevisionOption2060::NoStream2060(empty()),
+            w::CurrentRevisionOption::CurrentNoStream(empty()),
+        ),
+    };
+    let (exp_old, exp) = match expected {
+        ExpectedMsg::Any => (
+            Some(w::ExpectedRevisionOption2060::Any2060(empty())),
+            w::ExpectedRevisionOption::ExpectedAny(empty()),
+        ),
+        ExpectedMsg::NoStream => (None, w::ExpectedRevisionOption::ExpectedNoStream(empty())),
+        ExpectedMsg::Exists => (
+            Some(w::ExpectedRevisionOption2060::StreamExists2060(empty())),
+            w::ExpectedRevisionOption::ExpectedStreamExists(empty()),
+        ),
+        ExpectedMsg::Revision(r) => (
+            Some(w::ExpectedRevisionOption2060::ExpectedRevision2060(r)),
+            w::ExpectedRevisionOption::ExpectedRevision(r),
+        ),
+    };
+    append_resp::WrongExpectedVersion {
+        current_revision_option_20_6_0: Some(cur_old),
+        expected_revision_option_20_6_0: exp_old,
+        current_revision_option: Some(cur),
+        expected_revision_option: Some(exp),
+    }
+}
