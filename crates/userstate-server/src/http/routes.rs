@@ -52,8 +52,10 @@ async fn run_command(
     })
 }
 
-/// Add a human user (201). Without `userId` one is generated; with an `Idempotency-Key` and
-/// no `userId` it is derived from the key, so a retried add answers the first answer.
+/// Add a human user (201).
+///
+/// Without `userId` one is generated; with an `Idempotency-Key` and no `userId` it is derived
+/// from the key, so a retried add answers the first answer.
 #[utoipa::path(post, path = "/v2/users/human", tag = "v2",
     request_body(content = AddHumanUserRequest, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry key: a repeated request answers the first answer")),
