@@ -16,7 +16,7 @@ use tracing::{error, warn};
 
 use super::{decode, Details, Error, Permission, Principal};
 use crate::domain::{DomainError, Email, InstanceId, OrgId, Profile, UserEvent, UserId, UserState};
-use crate::store::{EventStore, RecordedEvent};
+use crate::store::{EventStore, RecordedEvent, StreamId};
 
 /// Events read per `read_all` call.
 const PAGE: usize = 1024;
@@ -62,10 +62,29 @@ impl UserView {
 }
 
 /// Every user of every instance, folded from the store.
+///
+/// Kept compact because it holds every user in memory: one map entry per user keyed by its
+/// stream name, organisations interned, profile and email boxed only when present (see
+/// docs/PERFORMANCE.md for the measured bytes per user).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadModel {
-    users: HashMap<(InstanceId, UserId), UserView>,
+    users: HashMap<Box<str>, Entry>,
+    orgs: Vec<OrgId>,
+    org_index: HashMap<OrgId, u32>,
     position: u64,
+}
+
+/// One user in the read model; [`UserView`] is its public, owned form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    username: Box<str>,
+    extra: Option<Box<(Option<Profile>, Option<Email>)>>,
+    change_date: DateTime<Utc>,
+    creation_date: DateTime<Utc>,
+    sequence: u64,
+    position: u64,
+    org: u32,
+    state: UserState,
 }
 
 impl ReadModel {
@@ -99,24 +118,42 @@ impl ReadModel {
     }
 
     /// One user, removed ones included.
-    pub fn user(&self, instance: &InstanceId, user: &UserId) -> Option<&UserView> {
-        self.users.get(&(instance.clone(), user.clone()))
+    pub fn user(&self, instance: &InstanceId, user: &UserId) -> Option<UserView> {
+        let key = StreamId::user(instance, user);
+        let entry = self.users.get(key.as_str())?;
+        let (profile, email) = entry.extra.as_deref().cloned().unwrap_or_default();
+        Some(UserView {
+            user_id: user.clone(),
+            username: entry.username.to_string(),
+            resource_owner: self.orgs[entry.org as usize].clone(),
+            state: entry.state,
+            profile,
+            email,
+            sequence: entry.sequence,
+            position: entry.position,
+            change_date: entry.change_date,
+            creation_date: entry.creation_date,
+        })
+    }
+
+    fn intern(&mut self, org: OrgId) -> u32 {
+        if let Some(&i) = self.org_index.get(&org) {
+            return i;
+        }
+        let i = self.orgs.len() as u32;
+        self.orgs.push(org.clone());
+        self.org_index.insert(org, i);
+        i
     }
 
     /// Folds one recorded event. Events of other kinds (username reservations) only move the
     /// position. An event that cannot be decoded is logged and skipped here; `verify` reports it.
     pub fn apply(&mut self, event: &RecordedEvent) {
         self.position = self.position.max(event.position);
-        let Some(rest) = event.stream.as_str().strip_prefix("user:") else {
+        let name = event.stream.as_str();
+        if !name.starts_with("user:") {
             return;
-        };
-        let Some((instance, user)) = rest.split_once(':') else {
-            return;
-        };
-        let (Ok(instance), Ok(user_id)) = (InstanceId::new(instance), UserId::new(user)) else {
-            warn!(stream = %event.stream, "user stream with an invalid name; skipped");
-            return;
-        };
+        }
         let decoded = match decode(event) {
             Ok(e) => e,
             Err(e) => {
@@ -124,43 +161,50 @@ impl ReadModel {
                 return;
             }
         };
-        let key = (instance, user_id);
         if let UserEvent::Added(added) = decoded {
+            let valid = name[5..]
+                .split_once(':')
+                .is_some_and(|(i, u)| InstanceId::new(i).is_ok() && UserId::new(u).is_ok());
+            if !valid {
+                warn!(stream = %event.stream, "user stream with an invalid name; skipped");
+                return;
+            }
+            let org = self.intern(added.resource_owner);
+            let extra = (added.profile.is_some() || added.email.is_some())
+                .then(|| Box::new((added.profile, added.email)));
             self.users.insert(
-                key.clone(),
-                UserView {
-                    user_id: key.1,
-                    username: added.username,
-                    resource_owner: added.resource_owner,
+                name.into(),
+                Entry {
+                    username: added.username.into_boxed_str(),
+                    extra,
+                    change_date: event.created_at,
+                    creation_date: event.created_at,
+                    sequence: event.sequence,
+                    position: event.position,
+                    org,
                     state: if added.initial {
                         UserState::Initial
                     } else {
                         UserState::Active
                     },
-                    profile: added.profile,
-                    email: added.email,
-                    sequence: event.sequence,
-                    position: event.position,
-                    change_date: event.created_at,
-                    creation_date: event.created_at,
                 },
             );
             return;
         }
-        let Some(view) = self.users.get_mut(&key) else {
+        let Some(entry) = self.users.get_mut(name) else {
             warn!(stream = %event.stream, "event for a user never added; skipped");
             return;
         };
-        view.state = match decoded {
+        entry.state = match decoded {
             UserEvent::Deactivated => UserState::Inactive,
             UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
             UserEvent::Locked => UserState::Locked,
             UserEvent::Removed => UserState::Deleted,
             UserEvent::Added(_) => unreachable!("handled above"),
         };
-        view.sequence = event.sequence;
-        view.position = event.position;
-        view.change_date = event.created_at;
+        entry.sequence = event.sequence;
+        entry.position = event.position;
+        entry.change_date = event.created_at;
     }
 }
 
@@ -232,7 +276,7 @@ impl Projection {
                 permission: Permission::UserRead,
             });
         }
-        Ok(view.clone())
+        Ok(view)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ReadModel> {
