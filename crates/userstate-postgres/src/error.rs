@@ -103,6 +103,15 @@ pub(crate) fn share(e: &Arc<StoreError>) -> StoreError {
             source: Some(Box::new(e.clone())),
         },
         StoreError::InvalidArgument(m) => StoreError::InvalidArgument(m.clone()),
+        StoreError::Conflict {
+            stream,
+            expected,
+            actual,
+        } => StoreError::Conflict {
+            stream: stream.clone(),
+            expected: *expected,
+            actual: *actual,
+        },
         other => StoreError::Backend {
             message: other.to_string(),
             source: Some(Box::new(e.clone())),

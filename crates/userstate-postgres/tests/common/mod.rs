@@ -30,7 +30,8 @@ pub fn url() -> Option<String> {
 
 /// Drops its schema (and everything in it) when dropped.
 pub struct SchemaGuard {
-    url: String,
+    /// The server.
+    pub url: String,
     /// The schema's name.
     pub schema: String,
 }
