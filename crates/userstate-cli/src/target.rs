@@ -1,0 +1,62 @@
+//! Options shared by the commands that work on a store directly (not through the HTTP API):
+//! which store, and as whom.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use userstate::{EventStore, InstanceId, Principal};
+
+use crate::store::open_store;
+
+/// Which store a command works on.
+#[derive(Clone, Debug, Args)]
+pub struct StoreArgs {
+    /// Data directory of the embedded file store (`DATA/events`).
+    #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
+    pub data: PathBuf,
+    /// Event store: `file` (default), `memory`, `postgres://…`, `esdb://…` or `kurrentdb://…`.
+    #[arg(long, default_value = "file", env = "USERSTATE_STORE")]
+    pub store: String,
+}
+
+impl StoreArgs {
+    /// Opens the store.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        open_store(&self.store, &self.data).await
+    }
+}
+
+/// On whose behalf a command acts. The command line runs with every permission in the
+/// instance: whoever can read the data directory or the database already has them.
+#[derive(Clone, Debug, Args)]
+pub struct ActorArgs {
+    /// Instance (tenant) to act in.
+    #[arg(long, default_value = "default", env = "USERSTATE_INSTANCE")]
+    pub instance: String,
+    /// Subject recorded as the creator of the events this command appends.
+    #[arg(long = "as", default_value = "cli", env = "USERSTATE_SUBJECT")]
+    pub subject: String,
+}
+
+impl ActorArgs {
+    /// The principal to run as.
+    pub fn principal(&self) -> anyhow::Result<Principal> {
+        Ok(Principal::system(
+            self.subject.clone(),
+            InstanceId::new(&self.instance)?,
+        ))
+    }
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table for people.
+    #[default]
+    Table,
+    /// JSON (the SPEC.md wire form; JSON Lines for lists).
+    Json,
+    /// Comma-separated values (lists only).
+    Csv,
+}

@@ -1,0 +1,211 @@
+//! `userstate serve` as an operator runs it: on an empty data directory it creates the admin
+//! token file (mode 0600), prints where it is, serves the API, stops cleanly on SIGTERM, and a
+//! second start on the same directory reuses the tokens and finds the users again.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Running {
+    child: Child,
+    addr: String,
+    lines: Vec<String>,
+}
+
+/// Starts the binary and reads stdout until the listening line (and the token line, when one
+/// is expected).
+fn start(data: &Path, expect_token_line: bool) -> Running {
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let mut addr = None;
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("userstate exited early with {status}");
+            }
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("userstate listening on http://") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        lines.push(line);
+        let token_seen = lines.iter().any(|l| l.contains("curl"));
+        if addr.is_some() && (!expect_token_line || token_seen) {
+            break;
+        }
+    }
+    Running {
+        child,
+        addr: addr.expect("listening line on stdout"),
+        lines,
+    }
+}
+
+/// SIGTERM, then waits (bounded) for a clean exit.
+fn stop(mut running: Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = running.child.kill();
+            panic!("userstate did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value, Option<u64>) {
+    let mut req = client.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let position = resp
+        .headers()
+        .get("x-userstate-position")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body, position)
+}
+
+fn token_file_from(lines: &[String]) -> PathBuf {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("created an admin token"))
+        .expect("token line");
+    let path = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" (mode 0600)"))
+        .expect("token path in the line");
+    PathBuf::from(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_creates_a_private_token_serves_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let running = start(&data, true);
+    let token_path = token_file_from(&running.lines);
+    assert_eq!(token_path, data.join("admin-token"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let printed = running.lines.join("\n");
+    assert!(!printed.contains(&token), "the token itself was printed");
+    let tokens_file = std::fs::read_to_string(data.join("tokens.toml")).unwrap();
+    assert!(
+        !tokens_file.contains(&token),
+        "the token itself is in the tokens file"
+    );
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    assert!(!log.contains(&token), "the token is in the log");
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", running.addr);
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (status, body, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v2/users/human"),
+        &token,
+        Some(json!({"userId": "u1", "username": "alice", "organization": {"orgId": "acme"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, position) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v2/users/u1/lock"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let position = position.expect("position header");
+    let (status, before, _) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}/v2/users/u1"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(before["user"]["state"], "USER_STATE_LOCKED");
+    let (status, _, _) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}/v2/users/u1"),
+        "wrong",
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    stop(running);
+
+    let running = start(&data, false);
+    assert!(
+        !running
+            .lines
+            .iter()
+            .any(|l| l.contains("created an admin token")),
+        "a second admin token was created"
+    );
+    let base = format!("http://{}", running.addr);
+    let resp = client
+        .get(format!("{base}/v2/users/u1"))
+        .bearer_auth(&token)
+        .header("x-userstate-min-position", position.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let after: Value = resp.json().await.unwrap();
+    assert_eq!(before, after);
+    stop(running);
+}
