@@ -132,28 +132,31 @@ impl EsdbStore {
             .forwards()
             .position(StreamPosition::Position(revision))
             .max_count(count);
-        let mut out = Vec::new();
-        let mut read = match lease.client.read_stream(name.as_str(), &options).await {
-            Ok(r) => r,
-            Err(e) => return Err(s.connection.fail(&lease, e)),
-        };
-        loop {
-            match read.next().await {
-                Ok(Some(e)) => {
-                    let event = e.get_original_event();
-                    s.index
-                        .remember(our_position(event.position), event.position);
-                    out.push(decode(&s.naming, event)?);
-                }
-                Ok(None) => break,
-                // Reported on the first read, not on the call: a missing stream is empty.
-                Err(kurrentdb::Error::ResourceNotFound) => break,
-                Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
-                Err(e) => return Err(s.connection.fail(&lease, e)),
+        let mut raw = Vec::new();
+        let result = async {
+            let mut read = lease.client.read_stream(name.as_str(), &options).await?;
+            while let Some(e) = read.next().await? {
+                raw.push(e);
             }
+            Ok(())
+        }
+        .await;
+        match result {
+            // A missing stream is reported on the first read (or, by some servers, on the
+            // call): it is empty.
+            Ok(()) | Err(kurrentdb::Error::ResourceNotFound) => {}
+            Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
+            Err(e) => return Err(s.connection.fail(&lease, e)),
         }
         s.connection.succeeded(&lease);
-        Ok(out)
+        raw.iter()
+            .map(|e| {
+                let event = e.get_original_event();
+                s.index
+                    .remember(our_position(event.position), event.position);
+                decode(&s.naming, event)
+            })
+            .collect()
     }
 
     /// One `$all` page from `start` (inclusive), at most `count` raw events.

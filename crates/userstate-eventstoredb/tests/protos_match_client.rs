@@ -1,6 +1,7 @@
 //! The protos the test server is generated from (`protos/`) are the ones shipped inside the
 //! `kurrentdb` crate this workspace locks, byte for byte.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn locked_kurrentdb_version(root: &Path) -> Option<String> {
@@ -34,7 +35,9 @@ fn vendored_protos_are_the_clients() {
         panic!("kurrentdb is not in Cargo.lock");
     };
     let Some(shipped) = shipped_protos(&version) else {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture: never skipped silently.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: kurrentdb {version} sources not found under $CARGO_HOME/registry/src \
              (vendored or offline build); cannot compare the protos"
         );
@@ -48,7 +51,10 @@ fn vendored_protos_are_the_clients() {
         let ours = std::fs::read(&path).expect("read vendored proto");
         let theirs = std::fs::read(shipped.join(name))
             .unwrap_or_else(|e| panic!("{name:?} is not shipped with kurrentdb {version}: {e}"));
-        assert!(ours == theirs, "{name:?} differs from kurrentdb {version}'s");
+        assert!(
+            ours == theirs,
+            "{name:?} differs from kurrentdb {version}'s"
+        );
         compared += 1;
     }
     assert_eq!(compared, 5, "streams, shared, status, code, serverfeatures");
