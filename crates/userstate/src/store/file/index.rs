@@ -71,6 +71,34 @@ impl Index {
         }
     }
 
+    /// Like [`push`](Self::push), but only if `sequence` is the stream's next one; otherwise
+    /// returns the sequence that was due. One map lookup: the open-time scan's hot path.
+    pub fn push_checked(&mut self, stream: &str, offset: u32, sequence: u64) -> Result<(), u64> {
+        let position = self.head() + 1;
+        match self.streams.get_mut(stream) {
+            Some(positions) if positions.len() as u64 + 1 == sequence => positions.push(position),
+            Some(positions) => return Err(positions.len() as u64 + 1),
+            None if sequence == 1 => {
+                self.streams.insert(stream.into(), vec![position]);
+            }
+            None => return Err(1),
+        }
+        self.offsets.push(offset);
+        Ok(())
+    }
+
+    /// Takes back the last `count` pushes, all of them to `stream` (a torn append).
+    pub fn pop(&mut self, stream: &str, count: usize) {
+        let keep = self.offsets.len().saturating_sub(count);
+        self.offsets.truncate(keep);
+        if let Some(positions) = self.streams.get_mut(stream) {
+            positions.truncate(positions.len().saturating_sub(count));
+            if positions.is_empty() {
+                self.streams.remove(stream);
+            }
+        }
+    }
+
     /// Adds a new (last) segment.
     pub fn add_segment(&mut self, segment: Segment) {
         self.segments.push(segment);

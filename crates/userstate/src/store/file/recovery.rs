@@ -55,7 +55,9 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
             });
         }
         buf.clear();
-        File::open(path)?.read_to_end(&mut buf)?;
+        let mut file = File::open(path)?;
+        buf.reserve(usize::try_from(file.metadata()?.len()).unwrap_or(0));
+        file.read_to_end(&mut buf)?;
         if is_last && torn_header(&buf, *first) {
             warn!(file = %path.display(), "removing a segment whose creation was torn");
             fs::remove_file(path)?;
@@ -145,10 +147,9 @@ fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64
     };
     let mut offset = SEGMENT_HEADER_LEN as usize;
     let mut committed = offset;
-    // The records of the append being read, not yet known to be whole: (offset, sequence).
-    let mut pending: Vec<u32> = Vec::new();
+    // The append being read, not yet known to be whole: its stream and records so far.
     let mut pending_stream = "";
-    let mut pending_seq = 0;
+    let mut pending = 0usize;
     while offset < buf.len() {
         let (record, len) = match decode(&buf[offset..]) {
             Decoded::Record { record, len } => (record, len),
@@ -162,18 +163,14 @@ fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64
             }
             Decoded::Invalid(why) => return Err(corrupt(offset, why.into())),
         };
-        let position = index.head() + 1 + pending.len() as u64;
+        let position = index.head() + 1;
         if record.position != position {
             return Err(corrupt(
                 offset,
                 format!("expected position {position}, found {}", record.position),
             ));
         }
-        let sequence = if pending.is_empty() {
-            index.version(record.stream) + 1
-        } else if record.stream == pending_stream {
-            pending_seq + 1
-        } else {
+        if pending > 0 && record.stream != pending_stream {
             return Err(corrupt(
                 offset,
                 format!(
@@ -181,25 +178,22 @@ fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64
                     record.stream
                 ),
             ));
-        };
-        if record.sequence != sequence {
+        }
+        let at = u32::try_from(offset).map_err(|_| corrupt(offset, "segment too large".into()))?;
+        if let Err(due) = index.push_checked(record.stream, at, record.sequence) {
             return Err(corrupt(
                 offset,
                 format!(
-                    "stream {} expected sequence {sequence}, found {}",
+                    "stream {} expected sequence {due}, found {}",
                     record.stream, record.sequence
                 ),
             ));
         }
-        let at = u32::try_from(offset).map_err(|_| corrupt(offset, "segment too large".into()))?;
-        pending.push(at);
         pending_stream = record.stream;
-        pending_seq = record.sequence;
+        pending += 1;
         offset += len;
         if record.ends_append {
-            for at in pending.drain(..) {
-                index.push(pending_stream, at);
-            }
+            pending = 0;
             committed = offset;
         }
     }
@@ -208,6 +202,9 @@ fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64
             committed,
             "a sealed segment ends inside an append".into(),
         ));
+    }
+    if pending > 0 {
+        index.pop(pending_stream, pending);
     }
     Ok(committed as u64)
 }
