@@ -80,7 +80,7 @@ pub fn decode(
             source: None,
         });
     }
-    let stream = naming.from_esdb(e.stream_id())?;
+    let stream = naming.stream_id_of(e.stream_id())?;
     let meta: StoredMetadata = serde_json::from_slice(&e.custom_metadata)
         .map_err(|err| corrupt(format!("custom metadata is not userstate's: {err}")))?;
     let payload: serde_json::Value = serde_json::from_slice(&e.data)

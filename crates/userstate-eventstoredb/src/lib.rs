@@ -11,27 +11,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - One KurrentDB stream per userstate stream, named `{namespace}-{stream id}` ([`naming`]).
+//! - One KurrentDB stream per userstate stream, named `{namespace}-{stream id}`
+//!   (`src/naming.rs`).
 //! - Events are JSON events with our type strings and ids; our metadata, schema revision and
-//!   commit time go in the custom metadata ([`codec`]).
+//!   commit time go in the custom metadata (`src/codec.rs`).
 //! - `ExpectedVersion` maps onto the client's `StreamState` (`Any`, `NoStream`,
 //!   `StreamRevision(n - 1)`: KurrentDB revisions are 0-based); its wrong-expected-version
 //!   becomes [`StoreError::Conflict`](userstate::StoreError::Conflict).
 //! - Global positions are `$all` log positions plus one; `read_all` pages `$all` filtered to
 //!   the namespace and the head is followed with a `$all` subscription.
 //! - A dead client is replaced with backoff; meanwhile calls answer
-//!   [`StoreError::Unavailable`](userstate::StoreError::Unavailable) ([`connection`]).
+//!   [`StoreError::Unavailable`](userstate::StoreError::Unavailable) (`src/connection.rs`).
 //!
 //! `docs/EVENTSTOREDB.md` documents the mapping, the guarantees and what has been verified.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod codec;
+mod codec;
 mod config;
-pub mod connection;
+mod connection;
 mod head;
-pub mod naming;
+mod naming;
 mod positions;
 mod store;
 

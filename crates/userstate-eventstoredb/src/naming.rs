@@ -29,12 +29,12 @@ impl StreamNaming {
     }
 
     /// The KurrentDB stream name of `stream`.
-    pub fn to_esdb(&self, stream: &StreamId) -> String {
+    pub fn esdb_name(&self, stream: &StreamId) -> String {
         format!("{}{}", self.prefix, stream.as_str())
     }
 
     /// The stream id of a KurrentDB stream name of this namespace.
-    pub fn from_esdb(&self, name: &str) -> Result<StreamId, StoreError> {
+    pub fn stream_id_of(&self, name: &str) -> Result<StreamId, StoreError> {
         let Some(id) = name.strip_prefix(&self.prefix) else {
             return Err(StoreError::Corrupt {
                 location: format!("stream {name}"),
@@ -56,10 +56,12 @@ mod tests {
     fn names_round_trip_and_stay_apart() {
         let n = StreamNaming::new("userstate");
         let s = StreamId::new("user:default:u-1").unwrap();
-        assert_eq!(n.to_esdb(&s), "userstate-user:default:u-1");
-        assert_eq!(n.from_esdb(&n.to_esdb(&s)).unwrap(), s);
+        assert_eq!(n.esdb_name(&s), "userstate-user:default:u-1");
+        assert_eq!(n.stream_id_of(&n.esdb_name(&s)).unwrap(), s);
         let dollar = StreamId::new("$odd").unwrap();
-        assert!(!n.to_esdb(&dollar).starts_with('$'));
-        assert!(StreamNaming::new("other").from_esdb("userstate-x").is_err());
+        assert!(!n.esdb_name(&dollar).starts_with('$'));
+        assert!(StreamNaming::new("other")
+            .stream_id_of("userstate-x")
+            .is_err());
     }
 }

@@ -115,7 +115,7 @@ impl EsdbStore {
 
     /// The KurrentDB stream name of `stream`.
     pub fn esdb_stream_name(&self, stream: &StreamId) -> String {
-        self.shared.naming.to_esdb(stream)
+        self.shared.naming.esdb_name(stream)
     }
 
     /// Reads `stream` from 0-based `revision`, at most `count` events.
@@ -126,7 +126,7 @@ impl EsdbStore {
         count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let s = &self.shared;
-        let name = s.naming.to_esdb(stream);
+        let name = s.naming.esdb_name(stream);
         let lease = s.connection.lease()?;
         let options = ReadStreamOptions::default()
             .forwards()
@@ -231,7 +231,7 @@ impl EventStore for EsdbStore {
             ));
         }
         let s = &self.shared;
-        let name = s.naming.to_esdb(stream);
+        let name = s.naming.esdb_name(stream);
         let now = Utc::now();
         let data = events
             .iter()

@@ -4,3 +4,4 @@ pub mod log;
 pub mod proto;
 pub mod server;
 pub mod streams;
+pub mod wire;
