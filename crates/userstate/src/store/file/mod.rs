@@ -64,6 +64,7 @@ mod lock;
 mod read;
 pub mod record;
 mod recovery;
+mod scan;
 mod segment;
 mod writer;
 

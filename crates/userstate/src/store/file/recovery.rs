@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::index::{Index, Segment};
 use super::lock::LOCK_FILE;
-use super::record::{decode, Decoded};
+use super::scan::scan_segment;
 use super::segment::{self, location, SEGMENT_HEADER_LEN};
 use crate::store::StoreError;
 
@@ -40,7 +40,6 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let segments = list_segments(dir)?;
     let mut index = Index::default();
-    let mut buf = Vec::new();
     let mut last: Option<(PathBuf, u64)> = None;
     for (i, (first, path)) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
@@ -54,27 +53,23 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                 ),
             });
         }
-        buf.clear();
-        let mut file = File::open(path)?;
-        buf.reserve(usize::try_from(file.metadata()?.len()).unwrap_or(0));
-        file.read_to_end(&mut buf)?;
-        if is_last && torn_header(&buf, *first) {
+        if is_last && torn_segment(path, *first)? {
             warn!(file = %path.display(), "removing a segment whose creation was torn");
             fs::remove_file(path)?;
             segment::sync_dir(dir)?;
             break;
         }
-        segment::check_header(path, &buf, *first)?;
         index.add_segment(Segment {
             first: *first,
             path: path.clone(),
             file: Arc::new(File::open(path)?),
             len: SEGMENT_HEADER_LEN,
         });
-        let end = scan(path, &buf, is_last, &mut index)?;
+        let end = scan_segment(path, *first, is_last, &mut index)?;
         index.set_last_len(end);
-        if end < buf.len() as u64 {
-            warn!(file = %path.display(), offset = end, dropped_bytes = buf.len() as u64 - end,
+        let file_len = fs::metadata(path)?.len();
+        if end < file_len {
+            warn!(file = %path.display(), offset = end, dropped_bytes = file_len - end,
                 "torn tail: truncating the log after the last whole append");
             let f = OpenOptions::new().write(true).open(path)?;
             f.set_len(end)?;
@@ -132,79 +127,19 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(segments)
 }
 
-/// Whether the bytes of a last segment are a header whose writing was cut short.
-fn torn_header(buf: &[u8], first: u64) -> bool {
+/// Whether a last segment holds nothing but a header whose writing was cut short (a prefix of
+/// it, or zeros).
+fn torn_segment(path: &Path, first: u64) -> Result<bool, StoreError> {
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+    File::open(path)?
+        .take(SEGMENT_HEADER_LEN)
+        .read_to_end(&mut head)?;
     let header = segment::header(first);
-    (buf.len() < header.len() && header.starts_with(buf)) || buf.iter().all(|&b| b == 0)
-}
-
-/// Scans the records of one segment into `index`. Returns the offset after the last whole
-/// append; bytes after it are a torn tail (only accepted in the last segment).
-fn scan(path: &Path, buf: &[u8], is_last: bool, index: &mut Index) -> Result<u64, StoreError> {
-    let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
-        location: location(path, offset as u64),
-        reason,
-    };
-    let mut offset = SEGMENT_HEADER_LEN as usize;
-    let mut committed = offset;
-    // The append being read, not yet known to be whole: its stream and records so far.
-    let mut pending_stream = "";
-    let mut pending = 0usize;
-    while offset < buf.len() {
-        let (record, len) = match decode(&buf[offset..]) {
-            Decoded::Record { record, len } => (record, len),
-            Decoded::Incomplete if is_last => break,
-            Decoded::Invalid(_) if is_last && buf[offset..].iter().all(|&b| b == 0) => break,
-            Decoded::Incomplete => {
-                return Err(corrupt(
-                    offset,
-                    "record cut short in a sealed segment".into(),
-                ))
-            }
-            Decoded::Invalid(why) => return Err(corrupt(offset, why.into())),
-        };
-        let position = index.head() + 1;
-        if record.position != position {
-            return Err(corrupt(
-                offset,
-                format!("expected position {position}, found {}", record.position),
-            ));
-        }
-        if pending > 0 && record.stream != pending_stream {
-            return Err(corrupt(
-                offset,
-                format!(
-                    "an append to {pending_stream} is interleaved with one to {}",
-                    record.stream
-                ),
-            ));
-        }
-        let at = u32::try_from(offset).map_err(|_| corrupt(offset, "segment too large".into()))?;
-        if let Err(due) = index.push_checked(record.stream, at, record.sequence) {
-            return Err(corrupt(
-                offset,
-                format!(
-                    "stream {} expected sequence {due}, found {}",
-                    record.stream, record.sequence
-                ),
-            ));
-        }
-        pending_stream = record.stream;
-        pending += 1;
-        offset += len;
-        if record.ends_append {
-            pending = 0;
-            committed = offset;
-        }
+    if head.len() < header.len() && header.starts_with(&head) {
+        return Ok(true);
     }
-    if committed < buf.len() && !is_last {
-        return Err(corrupt(
-            committed,
-            "a sealed segment ends inside an append".into(),
-        ));
+    if head.iter().any(|&b| b != 0) {
+        return Ok(false);
     }
-    if pending > 0 {
-        index.pop(pending_stream, pending);
-    }
-    Ok(committed as u64)
+    Ok(fs::read(path)?.iter().all(|&b| b == 0))
 }

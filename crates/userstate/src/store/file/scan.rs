@@ -1,0 +1,169 @@
+//! The open-time scan of one segment: reads it front to back in cache-sized chunks, checks
+//! every frame and its place in the log, and feeds the index.
+//!
+//! Chunks (1 MiB, grown only for a larger record) keep the checked bytes in cache right after
+//! the kernel copied them, and keep memory flat however large the segment is.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use super::index::Index;
+use super::record::{decode, Decoded};
+use super::segment::{check_header, location, SEGMENT_HEADER_LEN};
+use crate::store::StoreError;
+
+const CHUNK: usize = 1 << 20;
+
+/// A forward-only window over a file.
+struct Window {
+    file: File,
+    buf: Vec<u8>,
+    /// `buf[pos..end]` holds unread bytes; `buf[pos]` is at file offset `offset`.
+    pos: usize,
+    end: usize,
+    offset: u64,
+    eof: bool,
+}
+
+impl Window {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+        self.offset += n as u64;
+    }
+
+    /// Reads more, keeping the unread bytes; grows the buffer if they already fill it.
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        while self.end < self.buf.len() {
+            let n = self.file.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    /// Whether every byte from here to the end of the file is zero.
+    fn rest_is_zero(&mut self) -> std::io::Result<bool> {
+        loop {
+            if self.bytes().iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            if self.eof {
+                return Ok(true);
+            }
+            let n = self.end - self.pos;
+            self.advance(n);
+            self.refill()?;
+        }
+    }
+}
+
+/// Scans the segment at `path` (whose name says it starts at `first`) into `index`. Returns
+/// the offset after the last whole append; bytes after it are a torn tail, accepted only in the
+/// last segment (a sealed segment must end exactly there).
+pub fn scan_segment(
+    path: &Path,
+    first: u64,
+    is_last: bool,
+    index: &mut Index,
+) -> Result<u64, StoreError> {
+    let mut w = Window {
+        file: File::open(path)?,
+        buf: vec![0; CHUNK],
+        pos: 0,
+        end: 0,
+        offset: 0,
+        eof: false,
+    };
+    w.refill()?;
+    check_header(path, w.bytes(), first)?;
+    w.advance(SEGMENT_HEADER_LEN as usize);
+    let corrupt = |offset: u64, reason: String| StoreError::Corrupt {
+        location: location(path, offset),
+        reason,
+    };
+    let mut committed = w.offset;
+    // The append being read, not yet known to be whole: its stream and records so far.
+    let mut pending_stream = String::new();
+    let mut pending = 0usize;
+    loop {
+        let at = w.offset;
+        let (record, len) = match decode(w.bytes()) {
+            Decoded::Record { record, len } => (record, len),
+            Decoded::Incomplete if !w.eof => {
+                w.refill()?;
+                continue;
+            }
+            Decoded::Incomplete if w.bytes().is_empty() || is_last => break,
+            Decoded::Incomplete => {
+                return Err(corrupt(at, "record cut short in a sealed segment".into()))
+            }
+            Decoded::Invalid(why) => {
+                if is_last && w.rest_is_zero()? {
+                    break;
+                }
+                return Err(corrupt(at, why.into()));
+            }
+        };
+        let position = index.head() + 1;
+        if record.position != position {
+            return Err(corrupt(
+                at,
+                format!("expected position {position}, found {}", record.position),
+            ));
+        }
+        if pending > 0 && record.stream != pending_stream {
+            return Err(corrupt(
+                at,
+                format!(
+                    "an append to {pending_stream} is interleaved with one to {}",
+                    record.stream
+                ),
+            ));
+        }
+        let offset = u32::try_from(at).map_err(|_| corrupt(at, "segment too large".into()))?;
+        if let Err(due) = index.push_checked(record.stream, offset, record.sequence) {
+            return Err(corrupt(
+                at,
+                format!(
+                    "stream {} expected sequence {due}, found {}",
+                    record.stream, record.sequence
+                ),
+            ));
+        }
+        if record.ends_append {
+            pending = 0;
+            w.advance(len);
+            committed = w.offset;
+        } else {
+            if pending == 0 {
+                record.stream.clone_into(&mut pending_stream);
+            }
+            pending += 1;
+            w.advance(len);
+        }
+    }
+    if pending > 0 {
+        index.pop(&pending_stream, pending);
+    }
+    if !is_last && (committed != w.offset || !w.bytes().is_empty()) {
+        return Err(corrupt(
+            committed,
+            "a sealed segment ends inside an append".into(),
+        ));
+    }
+    Ok(committed)
+}
