@@ -190,6 +190,12 @@ impl FileStore {
         })
     }
 
+    /// The last durable position (what [`EventStore::head_position`] answers, without a
+    /// runtime).
+    pub fn head(&self) -> u64 {
+        self.shared.read_index().head()
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
