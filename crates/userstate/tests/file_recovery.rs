@@ -238,3 +238,28 @@ async fn a_second_open_fails_naming_the_lock_file() {
     drop(first);
     FileStore::open(dir.path()).expect("open after the first closed");
 }
+
+#[tokio::test]
+async fn records_larger_than_the_scan_chunk_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path()).expect("open");
+    let mut big = event("t.big", 1);
+    big.payload = serde_json::json!({ "blob": "x".repeat(3 << 20) });
+    store
+        .append(&stream("big"), ExpectedVersion::Any, vec![event("t", 0)])
+        .await
+        .unwrap();
+    store
+        .append(&stream("big"), ExpectedVersion::Any, vec![big.clone()])
+        .await
+        .unwrap();
+    store
+        .append(&stream("big"), ExpectedVersion::Any, vec![event("t", 2)])
+        .await
+        .unwrap();
+    drop(store);
+    let store = FileStore::open(dir.path()).expect("reopen");
+    let read = store.read_stream(&stream("big"), 1).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[1].payload, big.payload);
+}
