@@ -141,8 +141,6 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
         !tokens_file.contains(&token),
         "the token itself is in the tokens file"
     );
-    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
-    assert!(!log.contains(&token), "the token is in the log");
 
     let client = reqwest::Client::new();
     let base = format!("http://{}", running.addr);
@@ -208,4 +206,7 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
     let after: Value = resp.json().await.unwrap();
     assert_eq!(before, after);
     stop(running);
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(!log.contains(&token), "the token is in the log");
 }

@@ -481,3 +481,48 @@ async fn reads_wait_for_a_position_and_give_up_with_503_code_14() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_principal_may_not_lock_itself() {
+    let s = server().await;
+    // The admin token's subject is "admin".
+    s.add(ADMIN, "admin", "acme").await;
+    let r = s.post("/v2/users/admin/lock", ADMIN).await;
+    assert_error(
+        &r,
+        403,
+        7,
+        "AUTH-self-action",
+        "Errors.User.NotAllowedOnSelf",
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_on_one_user_never_fail_with_a_500() {
+    let s = server().await;
+    s.add(ADMIN, "u1", "acme").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let req = s.client.post(s.url("/v2/users/u1/lock")).bearer_auth(ADMIN);
+        tasks.spawn(TestServer::answer(req));
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            _ => assert_error(
+                &r,
+                400,
+                9,
+                "COMMAND-lgws8wtsqf",
+                "Errors.User.ShouldBeActiveOrInitial",
+            ),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one lock wins");
+    let got = s.get("/v2/users/u1", ADMIN).await;
+    assert_eq!(got.body["details"]["sequence"], "2");
+    s.stop().await;
+}
