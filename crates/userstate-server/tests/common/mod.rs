@@ -180,11 +180,16 @@ impl TestServer {
         .await
     }
 
-    /// Graceful shutdown; waits until the server stopped.
-    pub async fn stop(mut self) {
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Graceful shutdown; waits until the server stopped.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
         }
