@@ -201,6 +201,58 @@ async fn add_users(engine: &Arc<Engine>, ctx: &Arc<Context>, users: &Arc<Vec<Use
     }
 }
 
+/// `read_stream` as the engine calls it: the empty tail after a cached version (the common
+/// case) and a whole 10-event stream (a cache miss), from a store holding 100k events.
+fn reads(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = bench_dir();
+    let store = Arc::new(FileStore::open(dir.path()).expect("open"));
+    let streams: Arc<Vec<StreamId>> = Arc::new(
+        (0..USERS)
+            .map(|i| StreamId::new(format!("user:bench:u{i}")).expect("stream"))
+            .collect(),
+    );
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (store, streams) = (store.clone(), streams.clone());
+                tokio::spawn(async move {
+                    for round in 0..10 {
+                        for s in streams.iter().skip(t).step_by(64) {
+                            let e = vec![event(round)];
+                            store
+                                .append(s, ExpectedVersion::Any, e)
+                                .await
+                                .expect("append");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("filler");
+        }
+    });
+    let mut group = c.benchmark_group("read_stream");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("empty_tail", |b| {
+        b.iter(|| {
+            i = (i + 7919) % streams.len();
+            rt.block_on(store.read_stream(&streams[i], 11))
+                .expect("read")
+        })
+    });
+    group.bench_function("whole_stream_10_events", |b| {
+        b.iter(|| {
+            i = (i + 7919) % streams.len();
+            rt.block_on(store.read_stream(&streams[i], 1))
+                .expect("read")
+        })
+    });
+    group.finish();
+}
+
 /// Opening (lock, scan, index rebuild) a log of 1M events (or `USERSTATE_BENCH_OPEN_EVENTS`).
 fn cold_open(c: &mut Criterion) {
     let events: u64 = std::env::var("USERSTATE_BENCH_OPEN_EVENTS")
@@ -262,5 +314,12 @@ async fn fill(dir: PathBuf, events: u64) {
     }
 }
 
-criterion_group!(benches, fsync_floor, durable_appends, commands, cold_open);
+criterion_group!(
+    benches,
+    fsync_floor,
+    durable_appends,
+    commands,
+    reads,
+    cold_open
+);
 criterion_main!(benches);
