@@ -103,7 +103,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 }
                 Ok(None) => {
                     if format == Format::Json {
-                        println!("{}", serde_json::json!({ "userId": user.as_str(), "state": null }));
+                        println!(
+                            "{}",
+                            serde_json::json!({ "userId": user.as_str(), "state": null })
+                        );
                     } else {
                         println!("user {user} did not exist yet as of {}", describe(at));
                     }
@@ -134,7 +137,14 @@ fn print_history(format: Format, events: &[RecordedEvent]) -> anyhow::Result<()>
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(["sequence", "position", "createdAt", "type", "creator", "payload"])?;
+            w.write_record([
+                "sequence",
+                "position",
+                "createdAt",
+                "type",
+                "creator",
+                "payload",
+            ])?;
             for e in events {
                 w.write_record([
                     e.sequence.to_string(),

@@ -4,8 +4,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit;
+mod bench;
+mod exit;
+mod maintenance;
 mod serve;
 mod store;
+mod target;
+mod user;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -33,10 +41,25 @@ enum LogFormat {
 enum Command {
     /// Serve the HTTP/JSON API (v2 and v3alpha user routes, /healthz, /readyz, /metrics).
     Serve(serve::ServeArgs),
+    /// Run a user command (add, get, lock, unlock, deactivate, reactivate, remove) on a store.
+    User(user::UserArgs),
+    /// Audit a user: its full history, or its state as of an event or a time.
+    Audit(audit::AuditArgs),
+    /// Rebuild the read model from the first event and summarise it.
+    Rebuild(maintenance::RebuildArgs),
+    /// Check the whole store: framing and checksums, sequences, positions, lifecycle rules.
+    Verify(maintenance::VerifyArgs),
+    /// Write every event as JSON Lines (to move a deployment between stores).
+    Export(maintenance::ExportArgs),
+    /// Append the events of an export file, validated first, to a store.
+    Import(maintenance::ImportArgs),
+    /// Measure commands/s and latency (../shared/docs/BENCH.md).
+    Bench(bench::BenchArgs),
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -48,10 +71,34 @@ fn init_logging(format: LogFormat) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match cli.command {
-        Command::Serve(args) => serve::run(args).await,
-    }
+    // The server logs its life; one-shot tools only speak up about problems.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::User(args) => user::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Rebuild(args) => maintenance::rebuild(args).await,
+        Command::Verify(args) => maintenance::verify(args).await,
+        Command::Export(args) => maintenance::export(args).await,
+        Command::Import(args) => maintenance::import(args).await,
+        Command::Bench(args) => bench::run_bench(args).await,
+    };
+    result.unwrap_or_else(|e| {
+        // `userstate audit history u1 | head` closes the pipe early: not a failure.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
 }

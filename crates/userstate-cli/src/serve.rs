@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// admin token when the data directory is empty.
     #[arg(long, env = "USERSTATE_TOKENS")]
     pub tokens: Option<PathBuf>,
-    /// Event store: `file` (durable, in DATA/events) or `memory` (lost on exit).
+    /// Event store: `file` (durable, in DATA/events), `memory` (lost on exit),
+    /// `postgres://…`, or `esdb://…` / `kurrentdb://…`.
     #[arg(long, default_value = "file", env = "USERSTATE_STORE")]
     pub store: String,
     /// How long a GET waits for the read model to reach the caller's writes, in milliseconds.

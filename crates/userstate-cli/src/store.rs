@@ -1,8 +1,8 @@
 //! Opening the event store a command works on, from a store spec and the data directory.
 //!
-//! Specs: `file` (default: the embedded durable store in `DATA/events`) and `memory` (nothing
-//! survives the process; for trying things out). Other backends (PostgreSQL, KurrentDB URLs)
-//! are added here.
+//! Specs: `file` (default: the embedded durable store in `DATA/events`), `memory` (nothing
+//! survives the process; for trying things out), `postgres://…` / `postgresql://…` (feature
+//! `postgres`) and `esdb://…` / `kurrentdb://…` (feature `kurrentdb`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +32,26 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
                 })?;
             Ok(Arc::new(store))
         }
-        other => bail!("unknown store {other:?}; use `file` or `memory`"),
+        #[cfg(feature = "postgres")]
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = userstate_postgres::PostgresStore::connect(url)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "kurrentdb")]
+        url if matches!(
+            url.split_once("://").map(|(scheme, _)| scheme),
+            Some("esdb" | "esdb+discover" | "kurrentdb" | "kurrentdb+discover" | "kurrent" | "kdb")
+        ) =>
+        {
+            let store = userstate_eventstoredb::EsdbStore::connect(url)
+                .await
+                .context("connecting to KurrentDB")?;
+            Ok(Arc::new(store))
+        }
+        other => {
+            bail!("unknown store {other:?}; use `file`, `memory`, `postgres://…` or `esdb://…`")
+        }
     }
 }

@@ -13,10 +13,15 @@ use crate::store::open_store;
 #[derive(Clone, Debug, Args)]
 pub struct StoreArgs {
     /// Data directory of the embedded file store (`DATA/events`).
-    #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
+    #[arg(
+        long,
+        default_value = "./userstate-data",
+        env = "USERSTATE_DATA",
+        global = true
+    )]
     pub data: PathBuf,
     /// Event store: `file` (default), `memory`, `postgres://…`, `esdb://…` or `kurrentdb://…`.
-    #[arg(long, default_value = "file", env = "USERSTATE_STORE")]
+    #[arg(long, default_value = "file", env = "USERSTATE_STORE", global = true)]
     pub store: String,
 }
 
@@ -32,10 +37,20 @@ impl StoreArgs {
 #[derive(Clone, Debug, Args)]
 pub struct ActorArgs {
     /// Instance (tenant) to act in.
-    #[arg(long, default_value = "default", env = "USERSTATE_INSTANCE")]
+    #[arg(
+        long,
+        default_value = "default",
+        env = "USERSTATE_INSTANCE",
+        global = true
+    )]
     pub instance: String,
     /// Subject recorded as the creator of the events this command appends.
-    #[arg(long = "as", default_value = "cli", env = "USERSTATE_SUBJECT")]
+    #[arg(
+        long = "as",
+        default_value = "cli",
+        env = "USERSTATE_SUBJECT",
+        global = true
+    )]
     pub subject: String,
 }
 

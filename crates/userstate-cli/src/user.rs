@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use userstate::{AddUser, AsOf, Context, Details, Email, Engine, OrgId, Profile, UserCommand, UserId};
+use userstate::{
+    AddUser, AsOf, Context, Details, DomainError, Email, Engine, OrgId, Profile, UserCommand,
+    UserId, UserState,
+};
 use userstate_server::wire::{timestamp, DetailsV2};
 
 use crate::exit;
@@ -83,26 +86,15 @@ enum Action {
     },
 }
 
-/// Runs `userstate user …`.
-pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
-    let json = args.json || args.format == Format::Json;
-    let principal = args.actor.principal()?;
-    let engine = Engine::new(args.store.open().await?);
-    let parse = |id: &str| UserId::new(id);
-    let command = match args.action {
-        Action::Get { id } => {
-            let id = parse(&id)?;
-            return Ok(
-                match engine.state_as_of(&principal, &id, AsOf::Sequence(u64::MAX)).await {
-                    Ok(Some(s)) if s.state != userstate::UserState::Deleted => {
-                        print_details(json, Some(&id), Some(s.state), &s.details);
-                        ExitCode::SUCCESS
-                    }
-                    Ok(_) => exit::report(&userstate::DomainError::NotFound(id).into()),
-                    Err(e) => exit::report(&e),
-                },
-            );
-        }
+enum Request {
+    Get(UserId),
+    Command(UserCommand),
+}
+
+/// Turns the parsed arguments into a request; malformed ids are InvalidArgument (exit 6).
+fn request(action: Action) -> Result<Request, DomainError> {
+    Ok(Request::Command(match action {
+        Action::Get { id } => return Ok(Request::Get(UserId::new(id)?)),
         Action::Add {
             username,
             org,
@@ -117,7 +109,10 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 family_name: family_name.unwrap_or_default(),
             });
             UserCommand::Add(AddUser {
-                user_id: id.as_deref().map(parse).transpose()?.unwrap_or_else(UserId::generate),
+                user_id: id
+                    .map(UserId::new)
+                    .transpose()?
+                    .unwrap_or_else(UserId::generate),
                 username,
                 organization: OrgId::new(org)?,
                 profile,
@@ -128,11 +123,40 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 initial,
             })
         }
-        Action::Lock { id } => UserCommand::Lock(parse(&id)?),
-        Action::Unlock { id } => UserCommand::Unlock(parse(&id)?),
-        Action::Deactivate { id } => UserCommand::Deactivate(parse(&id)?),
-        Action::Reactivate { id } => UserCommand::Reactivate(parse(&id)?),
-        Action::Remove { id } => UserCommand::Remove(parse(&id)?),
+        Action::Lock { id } => UserCommand::Lock(UserId::new(id)?),
+        Action::Unlock { id } => UserCommand::Unlock(UserId::new(id)?),
+        Action::Deactivate { id } => UserCommand::Deactivate(UserId::new(id)?),
+        Action::Reactivate { id } => UserCommand::Reactivate(UserId::new(id)?),
+        Action::Remove { id } => UserCommand::Remove(UserId::new(id)?),
+    }))
+}
+
+/// Runs `userstate user …`.
+pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json || args.format == Format::Json;
+    let principal = args.actor.principal()?;
+    let request = match request(args.action) {
+        Ok(r) => r,
+        Err(e) => return Ok(exit::report(&e.into())),
+    };
+    let engine = Engine::new(args.store.open().await?);
+    let command = match request {
+        Request::Get(id) => {
+            return Ok(
+                match engine
+                    .state_as_of(&principal, &id, AsOf::Sequence(u64::MAX))
+                    .await
+                {
+                    Ok(Some(s)) if s.state != UserState::Deleted => {
+                        print_details(json, Some(&id), Some(s.state), &s.details);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(_) => exit::report(&DomainError::NotFound(id).into()),
+                    Err(e) => exit::report(&e),
+                },
+            );
+        }
+        Request::Command(command) => command,
     };
     let user = command.user_id().clone();
     let added = matches!(command, UserCommand::Add(_));
@@ -145,21 +169,28 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_details(
-    json: bool,
-    user: Option<&UserId>,
-    state: Option<userstate::UserState>,
-    details: &Details,
-) {
+/// The JSON answer: SPEC.md's shape (`userId` on add, `state` on get, `details` always).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    details: DetailsV2,
+}
+
+fn print_details(json: bool, user: Option<&UserId>, state: Option<UserState>, details: &Details) {
     if json {
-        let mut body = serde_json::json!({ "details": DetailsV2::from(details) });
-        if let Some(user) = user {
-            body["userId"] = user.as_str().into();
-        }
-        if let Some(state) = state {
-            body["state"] = state.wire_name().into();
-        }
-        println!("{body}");
+        let body = Answer {
+            user_id: user.map(UserId::as_str),
+            state: state.map(UserState::wire_name),
+            details: DetailsV2::from(details),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&body).expect("plain strings serialise")
+        );
         return;
     }
     if let Some(user) = user {

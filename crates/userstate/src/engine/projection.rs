@@ -90,6 +90,15 @@ struct Entry {
 impl ReadModel {
     /// Folds the whole store from position 1.
     pub async fn rebuild(store: &dyn EventStore) -> Result<Self, Error> {
+        Self::rebuild_with_progress(store, |_| {}).await
+    }
+
+    /// Folds the whole store from position 1, calling `progress` with the position reached
+    /// after each page.
+    pub async fn rebuild_with_progress(
+        store: &dyn EventStore,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Self, Error> {
         let mut model = ReadModel::default();
         loop {
             let page = store.read_all(model.position + 1, PAGE).await?;
@@ -99,7 +108,23 @@ impl ReadModel {
             for event in &page {
                 model.apply(event);
             }
+            progress(model.position);
         }
+    }
+
+    /// How many users are in each state, in the order of SPEC.md's table.
+    pub fn count_by_state(&self) -> Vec<(UserState, usize)> {
+        let states = [
+            UserState::Initial,
+            UserState::Active,
+            UserState::Inactive,
+            UserState::Locked,
+            UserState::Deleted,
+        ];
+        states
+            .into_iter()
+            .map(|s| (s, self.users.values().filter(|e| e.state == s).count()))
+            .collect()
     }
 
     /// The position of the last event applied.

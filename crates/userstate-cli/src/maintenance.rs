@@ -1,0 +1,146 @@
+//! Operator commands over a whole store: `rebuild`, `verify`, `export` and `import`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use userstate::transfer::{export_jsonl, import_jsonl};
+use userstate::verify::verify_store;
+use userstate::ReadModel;
+
+use crate::target::StoreArgs;
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} events ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("valid static template"),
+    );
+    bar
+}
+
+/// Options of `userstate rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Rebuilds the read model from position 1 and prints what it holds.
+pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open().await?;
+    let head = store.head_position().await?;
+    let bar = bar(head, "rebuilding");
+    let started = Instant::now();
+    let model = ReadModel::rebuild_with_progress(&*store, |p| bar.set_position(p)).await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "read model rebuilt: {} users, position {} ({} events in {:.2} s, {:.0} events/s)",
+        model.len(),
+        model.position(),
+        head,
+        secs,
+        head as f64 / secs.max(1e-9)
+    );
+    for (state, n) in model.count_by_state() {
+        println!("  {:<20} {n}", state.wire_name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `userstate verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Scans the whole store; exits 1 on any finding.
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = match args.store.open().await {
+        Ok(store) => store,
+        Err(e) => {
+            // The file store checks every frame and checksum on open and names the damage.
+            println!("FINDING: the store cannot be opened: {e:#}");
+            println!("verify: 1 finding");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let head = store.head_position().await?;
+    let bar = bar(head, "verifying");
+    let report = verify_store(&*store, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    for finding in &report.findings {
+        println!("FINDING: {finding}");
+    }
+    println!(
+        "verify: {} events, {} streams ({} users) scanned; {} finding(s)",
+        report.events,
+        report.streams,
+        report.users,
+        report.findings.len()
+    );
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Options of `userstate export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// Writes every event as JSON Lines.
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open().await?;
+    let bar = bar(store.head_position().await?, "exporting");
+    let progress = |n| bar.set_position(n);
+    let count = match &args.output {
+        Some(path) => {
+            let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+            export_jsonl(&*store, file, progress).await?
+        }
+        None => export_jsonl(&*store, std::io::stdout().lock(), progress).await?,
+    };
+    bar.finish_and_clear();
+    eprintln!("exported {count} events");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `userstate import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A file written by `userstate export`.
+    file: PathBuf,
+    /// Import even when the target store already has events.
+    #[arg(long)]
+    allow_non_empty: bool,
+}
+
+/// Validates the whole file, then appends its events.
+pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open().await?;
+    let bar = bar(0, "importing");
+    let count = import_jsonl(&*store, &args.file, args.allow_non_empty, |n, total| {
+        bar.set_length(total);
+        bar.set_position(n);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!("imported {count} events");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,271 @@
+//! The `userstate` binary on a temporary data directory: user commands in both formats, exit
+//! codes, audit at many points of a long history, verify on clean and damaged stores, and
+//! export -> import into a fresh store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn userstate(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("USERSTATE_STORE")
+        .output()
+        .expect("run the userstate binary")
+}
+
+fn ok_json(data: &Path, args: &[&str]) -> Value {
+    let out = userstate(data, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON answer")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not killed")
+}
+
+#[test]
+fn user_commands_answer_details_and_exit_codes_tell_the_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let added = ok_json(
+        d,
+        &[
+            "user", "add", "alice", "--org", "acme", "--id", "u1", "--json",
+        ],
+    );
+    assert_eq!(added["userId"], "u1");
+    assert_eq!(added["details"]["sequence"], "1");
+    assert_eq!(added["details"]["resourceOwner"], "acme");
+    let change = added["details"]["changeDate"].as_str().unwrap();
+    assert!(change.ends_with('Z') && change.len() == 24, "{change}");
+
+    let locked = ok_json(d, &["user", "lock", "u1", "--json"]);
+    assert_eq!(locked["details"]["sequence"], "2");
+
+    // The table form names the same fields.
+    let out = userstate(d, &["user", "unlock", "u1"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("sequence       3"), "{table}");
+
+    let got = ok_json(d, &["user", "get", "u1", "--json"]);
+    assert_eq!(got["state"], "USER_STATE_ACTIVE");
+    assert_eq!(got["details"]["sequence"], "3");
+    assert_eq!(
+        got["details"]["creationDate"],
+        added["details"]["creationDate"]
+    );
+
+    for (args, expected, id) in [
+        (&["user", "unlock", "u1"][..], 3, "COMMAND-olb9vb0oca"),
+        (&["user", "lock", "nobody"][..], 4, "COMMAND-450yxuqrh1"),
+        (
+            &["user", "add", "ALICE", "--org", "acme"][..],
+            5,
+            "COMMAND-7yiox1isql",
+        ),
+        (&["user", "lock", "bad id"][..], 6, ""),
+    ] {
+        let out = userstate(d, args);
+        assert_eq!(code(&out), expected, "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(id),
+            "{args:?}"
+        );
+    }
+    ok_json(d, &["user", "remove", "u1", "--json"]);
+    assert_eq!(code(&userstate(d, &["user", "get", "u1"])), 4);
+}
+
+#[test]
+fn audit_shows_history_in_three_formats_and_state_at_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok_json(
+        d,
+        &["user", "add", "bob", "--org", "o1", "--id", "u2", "--json"],
+    );
+    // A long history: 40 lock/unlock pairs, then deactivate.
+    for _ in 0..40 {
+        ok_json(d, &["user", "lock", "u2", "--json"]);
+        ok_json(d, &["user", "unlock", "u2", "--json"]);
+    }
+    ok_json(d, &["user", "deactivate", "u2", "--json"]);
+
+    let out = userstate(d, &["audit", "history", "u2", "--json"]);
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 82);
+    assert_eq!(lines[0]["type"], "user.human.added");
+    assert_eq!(lines[81]["type"], "user.deactivated");
+    assert!(lines
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e["sequence"] == i as u64 + 1));
+    assert!(lines.iter().all(|e| e["metadata"]["creator"] == "cli"));
+
+    let csv = String::from_utf8(userstate(d, &["audit", "history", "u2", "--csv"]).stdout).unwrap();
+    assert_eq!(csv.lines().count(), 83, "header + 82 rows");
+    assert!(csv.starts_with("sequence,position,createdAt,type,creator,payload"));
+    let table = String::from_utf8(userstate(d, &["audit", "history", "u2"]).stdout).unwrap();
+    assert!(table.lines().nth(2).unwrap().contains("user.locked"));
+
+    for (seq, state) in [
+        (1, "USER_STATE_ACTIVE"),
+        (2, "USER_STATE_LOCKED"),
+        (3, "USER_STATE_ACTIVE"),
+        (40, "USER_STATE_LOCKED"),
+        (41, "USER_STATE_ACTIVE"),
+        (82, "USER_STATE_INACTIVE"),
+        (1000, "USER_STATE_INACTIVE"),
+    ] {
+        let s = seq.to_string();
+        let at = ok_json(d, &["audit", "state", "u2", "--at-sequence", &s, "--json"]);
+        assert_eq!(at["state"], state, "as of sequence {seq}");
+        assert_eq!(at["details"]["sequence"], seq.min(82).to_string());
+    }
+    // By time: the 41st event's time gives the state right after it.
+    let t = lines[40]["createdAt"].as_str().unwrap();
+    let at = ok_json(d, &["audit", "state", "u2", "--at-time", t, "--json"]);
+    assert!(
+        at["details"]["sequence"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 41
+    );
+    let before = ok_json(
+        d,
+        &[
+            "audit",
+            "state",
+            "u2",
+            "--at-time",
+            "2001-01-01T00:00:00Z",
+            "--json",
+        ],
+    );
+    assert_eq!(before["state"], Value::Null);
+}
+
+#[test]
+fn verify_passes_a_clean_store_and_reports_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..20 {
+        let id = format!("v{i}");
+        ok_json(
+            d,
+            &[
+                "user",
+                "add",
+                &format!("user{i}"),
+                "--org",
+                "o",
+                "--id",
+                &id,
+                "--json",
+            ],
+        );
+        ok_json(d, &["user", "lock", &id, "--json"]);
+    }
+    let out = userstate(d, &["verify"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 finding"));
+
+    // Flip one byte in the middle of the log.
+    let segment = std::fs::read_dir(d.join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    let out = userstate(d, &["verify"]);
+    assert_eq!(code(&out), 1);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let name = segment.file_name().unwrap().to_string_lossy();
+    assert!(
+        report.contains("FINDING") && report.contains(&*name),
+        "{report}"
+    );
+    assert!(report.contains("offset"), "{report}");
+}
+
+#[test]
+fn export_then_import_gives_identical_histories_and_read_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for i in 0..5 {
+        let id = format!("e{i}");
+        ok_json(
+            &a,
+            &[
+                "user",
+                "add",
+                &format!("n{i}"),
+                "--org",
+                "o",
+                "--id",
+                &id,
+                "--json",
+            ],
+        );
+        ok_json(&a, &["user", "lock", &id, "--json"]);
+        if i % 2 == 0 {
+            ok_json(&a, &["user", "unlock", &id, "--json"]);
+        }
+    }
+    let file = dir.path().join("export.jsonl");
+    let out = userstate(&a, &["export", "-o", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let out = userstate(&b, &["import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second import into the now non-empty store is refused.
+    assert_eq!(code(&userstate(&b, &["import", file.to_str().unwrap()])), 1);
+    for i in 0..5 {
+        let id = format!("e{i}");
+        let (ha, hb) = (
+            userstate(&a, &["audit", "history", &id, "--json"]).stdout,
+            userstate(&b, &["audit", "history", &id, "--json"]).stdout,
+        );
+        let strip = |bytes: Vec<u8>| -> Vec<(Value, Value, Value, Value)> {
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    (
+                        v["eventId"].clone(),
+                        v["sequence"].clone(),
+                        v["createdAt"].clone(),
+                        v["type"].clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(strip(ha), strip(hb), "history of {id}");
+    }
+    let summary = |d: &Path| String::from_utf8(userstate(d, &["rebuild"]).stdout).unwrap();
+    let (ra, rb) = (summary(&a), summary(&b));
+    let states = |s: &str| s.lines().skip(1).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(states(&ra), states(&rb));
+    assert!(ra.contains("USER_STATE_LOCKED    2"), "{ra}");
+}
