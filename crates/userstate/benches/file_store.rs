@@ -8,6 +8,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,23 +141,34 @@ fn commands(c: &mut Criterion) {
                 .collect(),
         );
         rt.block_on(add_users(&engine, &ctx, &users));
+        let locked: Arc<Vec<AtomicBool>> =
+            Arc::new((0..USERS).map(|_| AtomicBool::new(false)).collect());
+        let cursors: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..callers).map(|_| AtomicUsize::new(0)).collect());
         group.bench_function(BenchmarkId::new("callers", callers), |b| {
             b.iter_custom(|iters| {
                 let (engine, ctx, users) = (engine.clone(), ctx.clone(), users.clone());
+                let (locked, cursors) = (locked.clone(), cursors.clone());
                 rt.block_on(async move {
                     let started = Instant::now();
                     let tasks: Vec<_> = (0..callers)
                         .map(|t| {
                             let (engine, ctx, users) = (engine.clone(), ctx.clone(), users.clone());
+                            let (locked, cursors) = (locked.clone(), cursors.clone());
                             let n = iters / callers as u64
                                 + u64::from((t as u64) < iters % callers as u64);
                             tokio::spawn(async move {
-                                for k in 0..n {
-                                    let user = &users[(t + (k as usize / 2) * callers) % USERS];
-                                    let command = if k % 2 == 0 {
-                                        UserCommand::Lock(user.clone())
+                                // Task t owns users t, t + callers, …; each user's
+                                // locked flag survives between criterion iterations.
+                                for _ in 0..n {
+                                    let step = cursors[t].fetch_add(1, Relaxed);
+                                    let owned = (USERS - t).div_ceil(callers);
+                                    let u = t + (step % owned) * callers;
+                                    let user = users[u].clone();
+                                    let command = if locked[u].fetch_xor(true, Relaxed) {
+                                        UserCommand::Unlock(user)
                                     } else {
-                                        UserCommand::Unlock(user.clone())
+                                        UserCommand::Lock(user)
                                     };
                                     engine.execute(&ctx, command).await.expect("command");
                                 }
