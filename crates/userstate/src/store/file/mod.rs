@@ -208,7 +208,9 @@ impl FileStore {
 }
 
 impl Drop for FileStore {
-    /// Lets the writer finish what it was given, then releases the lock.
+    /// Lets the writer finish what it was given (at most one batch: a write and an
+    /// `fdatasync`, blocking the dropping thread that long), then releases the lock, so the
+    /// directory can be opened again as soon as `drop` returns.
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(handle) = self.writer.take() {

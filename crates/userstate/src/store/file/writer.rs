@@ -171,11 +171,11 @@ impl Writer {
         let n = events.len();
         let mut recorded = Vec::with_capacity(n);
         for (i, event) in events.into_iter().enumerate() {
-            let i64_ = i as u64;
+            let k = i as u64;
             let mut e = RecordedEvent::record(
                 req.stream.clone(),
-                actual + 1 + i64_,
-                first_position + i64_,
+                actual + 1 + k,
+                first_position + k,
                 now,
                 event,
             );
