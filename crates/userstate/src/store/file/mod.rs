@@ -1,63 +1,11 @@
 //! The embedded durable file store: an append-only, segmented log in one directory, written by
 //! a single writer thread with group commit. The default backend.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), userstate::StoreError> {
-//! use userstate::{EventStore, FileStore};
-//! let store = FileStore::open("./userstate-data")?;
-//! let head = store.head_position().await?;
-//! # let _ = head; Ok(()) }
-//! ```
-//!
-//! # Layout
-//! The directory holds `userstate.lock` (the OS lock keeping other processes out) and segments
-//! `segment-{first position:020}.log`. Each segment is a 16-byte header followed by record
-//! frames (length, CRC32C of the length, CRC32C of the body, body; see [`record`]). The log
-//! rotates to a new segment when a batch would take the current one past
-//! [`FileStoreOptions::segment_size`]; sealed segments are never written again.
-//!
-//! # Writes
-//! One writer thread takes every pending append, checks expected versions against the index
-//! (and against the appends accepted before it in the same batch), writes the batch with one
-//! `write`, calls `fdatasync` once, publishes the batch to readers and the head watch, then
-//! answers every caller. `Ok` means durable; there is no relaxed mode.
-//!
-//! # Reads
-//! The index (in memory, rebuilt on open by one sequential scan) maps positions to offsets and
-//! streams to positions. Reads copy what they need from it under a short lock and then read the
-//! segment files with positional reads, so they never wait for the writer, and `read_all`
-//! never loads more than the page it returns.
-//!
-//! # Fault model
-//! What the store survives, what it detects and refuses, and what it cannot see:
-//! - **Survives: a crash at any moment** (process killed, power lost after the kernel wrote a
-//!   prefix of the last write). Acknowledged appends were synced before the answer, so they are
-//!   present after reopening. The last write may be cut anywhere: a record cut short, or a tail
-//!   of zeros (a file extended but not yet written), at the end of the last segment is
-//!   truncated on open, together with the records of an append whose last record is missing,
-//!   so a multi-event append is all or nothing. The truncation is logged (`warn`) with file and
-//!   offset. A segment whose creation was cut short (header incomplete) is removed.
-//! - **Detects and refuses to open**: a record with a bad checksum anywhere but in a zero tail;
-//!   a record cut short in a sealed segment; positions out of order or sequences with a gap; a
-//!   missing segment (the next one does not start where the previous ended, or the first does
-//!   not start at 1); a file that is not a segment (bad magic); any unexpected file in the
-//!   directory. The error ([`StoreError::Corrupt`]) names the file and the offset; the store
-//!   never skips damage silently. Records are checksummed again on every read.
-//! - **Refused conservatively**: after a power loss, a disk that wrote the last batch's pages
-//!   out of order can leave a damaged record *followed by* written data; that is reported as
-//!   corruption (not truncated) because it cannot be told from damage in the middle of the log.
-//!   An operator who knows the cause can truncate the file at the reported offset.
-//! - **Cannot see**: a change that keeps every checksum valid (a bit flip in a record with a
-//!   matching CRC32C collision, about 1 in 4 billion per damaged record); the loss of the newest
-//!   segment(s) as whole files; a disk or file system that acknowledges `fdatasync` without
-//!   persisting (lying disks, some virtualised storage); an operator copying an old directory
-//!   over a newer one. After a failed `write` or `fdatasync` the writer stops taking appends
-//!   (the page cache no longer tells what is on disk); the caller of that batch gets an error
-//!   although its events may or may not have reached the disk; reopening decides.
-//!
-//! # What it is not
-//! Not shared between processes (the lock refuses a second one), not replicated, and not
-//! compacted: the log only grows.
+//! Format, write and read paths and the fault model are documented on [`FileStore`] (this
+//! module is private; its public items are re-exported from [`crate::store`]). One file per
+//! part: `record` (framing and codec), `segment` (files and their header), `index` (the
+//! in-memory index), `writer` (single writer, group commit), `scan` and `recovery` (open),
+//! `read` (positional reads), `lock` (the directory lock).
 
 mod index;
 mod lock;
@@ -137,7 +85,67 @@ impl Shared {
     }
 }
 
-/// The embedded durable event store (see the [module docs](self) for format and fault model).
+/// The embedded durable file store: an append-only, segmented log in one directory, written by
+/// a single writer thread with group commit. The default backend.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), userstate::StoreError> {
+/// use userstate::{EventStore, FileStore};
+/// let store = FileStore::open("./userstate-data")?;
+/// let head = store.head_position().await?;
+/// # let _ = head; Ok(()) }
+/// ```
+///
+/// # Layout
+/// The directory holds `userstate.lock` (the OS lock keeping other processes out) and segments
+/// `segment-{first position:020}.log`. Each segment is a 16-byte header followed by record
+/// frames (length, CRC32C of the length, CRC32C of the body, body; see
+/// [`file_record`](crate::store::file_record)). The log
+/// rotates to a new segment when a batch would take the current one past
+/// [`FileStoreOptions::segment_size`]; sealed segments are never written again.
+///
+/// # Writes
+/// One writer thread takes every pending append, checks expected versions against the index
+/// (and against the appends accepted before it in the same batch), writes the batch with one
+/// `write`, calls `fdatasync` once, publishes the batch to readers and the head watch, then
+/// answers every caller. `Ok` means durable; there is no relaxed mode.
+///
+/// # Reads
+/// The index (in memory, rebuilt on open by one sequential scan) maps positions to offsets and
+/// streams to positions. Reads copy what they need from it under a short lock and then read the
+/// segment files with positional reads, so they never wait for the writer, and `read_all`
+/// never loads more than the page it returns.
+///
+/// # Fault model
+/// What the store survives, what it detects and refuses, and what it cannot see:
+/// - **Survives: a crash at any moment** (process killed, power lost after the kernel wrote a
+///   prefix of the last write). Acknowledged appends were synced before the answer, so they are
+///   present after reopening. The last write may be cut anywhere: a record cut short, or a tail
+///   of zeros (a file extended but not yet written), at the end of the last segment is
+///   truncated on open, together with the records of an append whose last record is missing,
+///   so a multi-event append is all or nothing. The truncation is logged (`warn`) with file and
+///   offset. A segment whose creation was cut short (header incomplete) is removed.
+/// - **Detects and refuses to open**: a record with a bad checksum anywhere but in a zero tail;
+///   a record cut short in a sealed segment; positions out of order or sequences with a gap; a
+///   missing segment (the next one does not start where the previous ended, or the first does
+///   not start at 1); a file that is not a segment (bad magic); any unexpected file in the
+///   directory. The error ([`StoreError::Corrupt`]) names the file and the offset; the store
+///   never skips damage silently. Records are checksummed again on every read.
+/// - **Refused conservatively**: after a power loss, a disk that wrote the last batch's pages
+///   out of order can leave a damaged record *followed by* written data; that is reported as
+///   corruption (not truncated) because it cannot be told from damage in the middle of the log.
+///   An operator who knows the cause can truncate the file at the reported offset.
+/// - **Cannot see**: a change that keeps every checksum valid (a bit flip in a record with a
+///   matching CRC32C collision, about 1 in 4 billion per damaged record); the loss of the newest
+///   segment(s) as whole files; a disk or file system that acknowledges `fdatasync` without
+///   persisting (lying disks, some virtualised storage); an operator copying an old directory
+///   over a newer one. After a failed `write` or `fdatasync` the writer stops taking appends
+///   (the page cache no longer tells what is on disk); the caller of that batch gets an error
+///   although its events may or may not have reached the disk; reopening decides.
+///
+/// # What it is not
+/// Not shared between processes (the lock refuses a second one), not replicated, and not
+/// compacted: the log only grows.
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
