@@ -62,10 +62,8 @@ async fn append_forever(store: &FileStore, task: usize) {
         } else {
             stream(&format!("t{task}-{}", k % 3))
         };
-        let version = match versions.get(s.as_str()) {
-            Some(&v) => v,
-            None => store.read_stream(&s, 1).await.expect("read").len() as u64,
-        };
+        // A stream not seen yet is tried at version 0; a conflict tells the real one.
+        let version = versions.get(s.as_str()).copied().unwrap_or(0);
         let n = 1 + k % 3;
         let append_id = format!("{}-{task}-{k}", run_id());
         let events = (0..n)
@@ -283,5 +281,5 @@ fn acknowledged_appends_survive_kill_9() {
 #[test]
 #[ignore = "long crash run; run on demand"]
 fn acknowledged_appends_survive_kill_9_long() {
-    crash_cycles(300, 1000);
+    crash_cycles(100, 1000);
 }
