@@ -263,3 +263,55 @@ async fn records_larger_than_the_scan_chunk_survive_reopen() {
     assert_eq!(read.len(), 3);
     assert_eq!(read[1].payload, big.payload);
 }
+
+/// Collects the warnings logged while it is the current subscriber.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Fields(String);
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().expect("capture lock").push(fields.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn the_repair_is_logged_with_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seg, sizes) = build(dir.path(), 2).await;
+    let cut = sizes[3] - 5;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let capture = Capture::default();
+    let store = tracing::subscriber::with_default(capture.clone(), || FileStore::open(dir.path()))
+        .expect("open repairs the tail");
+    drop(store);
+    let logged = capture.0.lock().unwrap().join("\n");
+    assert!(logged.contains(&seg.display().to_string()), "{logged}");
+    assert!(logged.contains(&format!("offset={}", sizes[2])), "{logged}");
+    assert!(logged.contains("torn tail"), "{logged}");
+}
