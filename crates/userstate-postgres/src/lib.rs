@@ -46,9 +46,11 @@ mod migrate;
 mod notify;
 mod rows;
 mod sql;
+mod stats;
 mod store;
 mod writer;
 
 pub use checkpoint::Checkpoints;
 pub use config::{PostgresStoreBuilder, DEFAULT_SCHEMA};
+pub use stats::WriterStats;
 pub use store::PostgresStore;

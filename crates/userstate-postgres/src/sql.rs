@@ -7,12 +7,12 @@
 pub(crate) const MIGRATIONS_TABLE: &str = include_str!("sql/migrations_table.sql");
 /// Locks the position counter and reads the commit timestamp.
 pub(crate) const LOCK_POSITION: &str = include_str!("sql/lock_position.sql");
-/// The current version of each stream of a batch.
-pub(crate) const STREAM_VERSIONS: &str = include_str!("sql/stream_versions.sql");
 /// The current version of one stream.
 pub(crate) const STREAM_VERSION: &str = include_str!("sql/stream_version.sql");
-/// Inserts a batch, moves the counter and notifies listeners.
-pub(crate) const INSERT_EVENTS: &str = include_str!("sql/insert_events.sql");
+/// Appends a whole batch through the `append_batch` function.
+pub(crate) const APPEND_BATCH: &str = include_str!("sql/append_batch.sql");
+/// The events with the given ids (resolving an interrupted commit).
+pub(crate) const EVENTS_BY_ID: &str = include_str!("sql/events_by_id.sql");
 /// One stream from a sequence on.
 pub(crate) const READ_STREAM: &str = include_str!("sql/read_stream.sql");
 /// Every stream from a position on.
@@ -46,5 +46,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "0002_checkpoints",
         sql: include_str!("sql/migrations/0002_checkpoints.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_append_batch",
+        sql: include_str!("sql/migrations/0003_append_batch.sql"),
     },
 ];

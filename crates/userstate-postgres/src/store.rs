@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the [`EventStore`] on PostgreSQL.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use crate::migrate::migrate;
 use crate::notify::{listen, poll};
 use crate::rows::{decode_event, stream_instance, to_i64};
 use crate::sql::{HEAD_POSITION, READ_ALL, READ_STREAM};
+use crate::stats::{Counters, WriterStats};
 use crate::writer::Writer;
 
 /// How many appends may wait for the writer before callers wait to enqueue.
@@ -60,6 +62,7 @@ pub struct PostgresStore {
     followers: Vec<JoinHandle<()>>,
     timeout: Duration,
     schema: String,
+    counters: Arc<Counters>,
 }
 
 impl PostgresStore {
@@ -111,10 +114,12 @@ impl PostgresStore {
         let store_head = read_head(&pool, timeout).await?;
         head.send_replace(store_head);
         let (requests, queue) = mpsc::channel(QUEUE);
+        let counters = Arc::new(Counters::default());
         let writer = Writer {
             pool: pool.clone(),
             channel: settings.channel(),
             head: head.clone(),
+            counters: counters.clone(),
             max_batch: settings.max_batch,
             timeout,
         };
@@ -135,12 +140,18 @@ impl PostgresStore {
             followers,
             timeout,
             schema: settings.schema,
+            counters,
         })
     }
 
     /// Projection checkpoints stored in this store's schema.
     pub fn checkpoints(&self) -> Checkpoints {
         Checkpoints::new(self.pool.clone(), self.timeout)
+    }
+
+    /// What the group-commit writer has done so far (commits, requests, events).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.counters.snapshot()
     }
 
     /// The schema holding the tables.

@@ -1,20 +1,23 @@
 //! The group-commit writer: one task per store drains every pending append into one
-//! transaction ([`crate::batch`]), so throughput is not one round trip per command.
+//! transaction ([`crate::batch`]), so throughput is not one round trip per command. A batch
+//! takes pending requests in arrival order, at most one per stream; a second request for a
+//! stream waits for the next batch, so per-stream order is kept and each request's version
+//! check is independent of the others.
 //!
 //! Failure handling, per batch:
-//! - a unique violation (23505) or serialisation failure (40001) for the whole batch — another
-//!   process wrote without our lock, or an event id was reused — re-runs the requests one by
-//!   one, so each caller gets its own answer; a lone request gets
-//!   [`StoreError::Conflict`] with the stream's real version;
-//! - a lost connection *before* COMMIT was sent is retried on a fresh connection (nothing was
-//!   committed);
-//! - a lost connection *during* COMMIT leaves the outcome unknown: the writer takes the position
-//!   lock on a fresh connection (which waits until the old transaction is over) and looks for
-//!   the batch's first event id. Found: the batch committed and every caller gets its events.
-//!   Not found: it is retried;
+//! - a unique violation (23505), serialisation failure (40001) or deadlock (40P01) for the
+//!   whole batch — e.g. a reused event id — re-runs the requests one by one, so each caller gets
+//!   its own answer; the failing request gets [`StoreError::Conflict`] with the stream's real
+//!   version;
+//! - a lost connection before the pipeline was sent is retried on a fresh connection;
+//! - a lost connection after it was sent leaves the outcome unknown: the writer takes the
+//!   position lock on a fresh connection (which waits until the old transaction is over) and
+//!   looks the batch's events up by id. Found: the batch committed and every caller gets its
+//!   events. Not found: the batch is retried;
 //! - when the deadline (the operation timeout) passes, every caller gets
 //!   [`StoreError::Unavailable`].
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +26,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 use userstate::{RecordedEvent, StoreError};
-use uuid::Uuid;
 
-use crate::batch::{transact, AppendRequest, Plan};
+use crate::batch::{committed_events, transact, Answers, AppendRequest};
 use crate::error::{classify, pool_error, share, store_error, timed_out, Failure};
-use crate::rows::{stream_instance, to_i64};
-use crate::sql::{LOCK_POSITION, STREAM_VERSION};
-
-type Answers = Vec<Result<Vec<RecordedEvent>, StoreError>>;
+use crate::notify::advance;
+use crate::rows::stream_instance;
+use crate::sql::STREAM_VERSION;
+use crate::stats::Counters;
 
 /// How many times one batch is tried on a lost connection before its callers get
 /// `Unavailable` (within the deadline).
@@ -41,6 +43,7 @@ pub(crate) struct Writer {
     pub(crate) pool: Pool,
     pub(crate) channel: String,
     pub(crate) head: watch::Sender<u64>,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) max_batch: usize,
     pub(crate) timeout: Duration,
 }
@@ -58,19 +61,54 @@ enum AttemptError {
 impl Writer {
     /// Runs until every sender (the store) is gone.
     pub(crate) async fn run(self, mut requests: mpsc::Receiver<AppendRequest>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        while requests.recv_many(&mut batch, self.max_batch).await > 0 {
-            // Callers that gave up (timed out) are not written for.
-            batch.retain(|r: &AppendRequest| !r.reply.is_closed());
+        let mut pending: VecDeque<AppendRequest> = VecDeque::new();
+        let mut incoming = Vec::with_capacity(self.max_batch);
+        loop {
+            if pending.is_empty() && requests.recv_many(&mut incoming, self.max_batch).await == 0 {
+                break;
+            }
+            pending.extend(incoming.drain(..));
+            while let Ok(request) = requests.try_recv() {
+                pending.push_back(request);
+            }
+            let batch = self.take_batch(&mut pending);
             if batch.is_empty() {
                 continue;
             }
+            let started = std::time::Instant::now();
             let answers = self.process(&batch).await;
-            for (request, answer) in batch.drain(..).zip(answers) {
+            let events: u64 = answers
+                .iter()
+                .map(|a| a.as_ref().map_or(0, |r| r.len() as u64))
+                .sum();
+            let busy = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.counters.batch(batch.len(), events, events > 0, busy);
+            for (request, answer) in batch.into_iter().zip(answers) {
                 let _ = request.reply.send(answer);
             }
         }
         debug!("writer stopped: store dropped");
+    }
+
+    /// The next batch: pending requests in arrival order, at most one per stream (a second
+    /// request for a stream stays pending, ahead of later ones, for the next batch). Callers
+    /// that gave up are dropped unwritten.
+    fn take_batch(&self, pending: &mut VecDeque<AppendRequest>) -> Vec<AppendRequest> {
+        let mut batch = Vec::with_capacity(pending.len().min(self.max_batch));
+        let mut streams = HashSet::with_capacity(batch.capacity());
+        let mut deferred = VecDeque::new();
+        for request in pending.drain(..) {
+            if request.reply.is_closed() {
+                continue;
+            }
+            if batch.len() < self.max_batch && streams.insert(request.stream.clone()) {
+                batch.push(request);
+            } else {
+                deferred.push_back(request);
+            }
+        }
+        *pending = deferred;
+        batch
     }
 
     async fn process(&self, batch: &[AppendRequest]) -> Answers {
@@ -92,9 +130,9 @@ impl Writer {
                 }
                 answers
             }
+            Err(e) if batch.len() == 1 => vec![Err(self.final_error(&batch[0], e, deadline).await)],
             Err(e) => {
-                let first = &batch[0];
-                let error = Arc::new(self.final_error(first, e, deadline).await);
+                let error = Arc::new(self.final_error(&batch[0], e, deadline).await);
                 batch.iter().map(|_| Err(share(&error))).collect()
             }
         }
@@ -148,79 +186,91 @@ impl Writer {
             Ok(Err(e)) => return Err(AttemptError::Retry(pool_error(e))),
             Err(_) => return Err(AttemptError::Fatal(timed_out("append", self.timeout))),
         };
-        let mut planned = None;
-        let outcome = timeout_at(
-            deadline,
-            transact(&client, batch, &self.channel, &mut planned),
-        )
-        .await;
-        let failure = match outcome {
-            Ok(Ok(())) => {
-                let plan = planned.ok_or_else(|| AttemptError::Fatal(lost_answer()))?;
-                return Ok(self.publish(plan));
-            }
-            Ok(Err(e)) => {
-                let failure = classify(&e);
-                if failure != Failure::Conflict || e.code().is_none() {
-                    // The session may be mid-transaction or dead: never hand it back.
-                    drop(Object::take(client));
+        let mut sent = false;
+        let outcome =
+            timeout_at(deadline, transact(&client, batch, &self.channel, &mut sent)).await;
+        let error = match outcome {
+            Ok(Ok((answers, head))) => {
+                if let Some(head) = head {
+                    advance(&self.head, head);
                 }
-                match (failure, planned) {
-                    (Failure::Unavailable, Some(plan)) => {
-                        return self.resolve(plan, deadline).await
-                    }
-                    (Failure::Conflict, _) => return Err(AttemptError::Conflict(e)),
-                    (Failure::Unavailable, None) => {
-                        AttemptError::Retry(store_error("appending", e))
-                    }
-                    _ => AttemptError::Fatal(store_error("appending", e)),
-                }
+                return Ok(answers);
             }
+            Ok(Err(e)) => e,
             Err(_) => {
                 drop(Object::take(client));
-                match planned {
-                    Some(plan) => return self.resolve(plan, deadline).await,
-                    None => AttemptError::Fatal(timed_out("append", self.timeout)),
-                }
+                return match sent {
+                    true => self.resolve(batch, deadline).await,
+                    false => Err(AttemptError::Fatal(timed_out("append", self.timeout))),
+                };
             }
         };
-        Err(failure)
-    }
-
-    /// The COMMIT of `plan` was interrupted: did it happen?
-    async fn resolve(&self, plan: Plan, deadline: Instant) -> Result<Answers, AttemptError> {
-        let Some(first_event) = plan.first_event else {
-            return Ok(plan.results);
-        };
-        match timeout_at(deadline, self.committed(first_event)).await {
-            Ok(Ok(true)) => {
-                debug!("interrupted commit did happen");
-                Ok(self.publish(plan))
+        let failure = classify(&error);
+        if failure != Failure::Conflict || error.code().is_none() {
+            // The session may be mid-transaction or dead: never hand it back.
+            drop(Object::take(client));
+        }
+        match failure {
+            Failure::Unavailable if sent => self.resolve(batch, deadline).await,
+            Failure::Unavailable => Err(AttemptError::Retry(store_error("appending", error))),
+            Failure::Conflict => Err(AttemptError::Conflict(error)),
+            Failure::InvalidData | Failure::Other => {
+                Err(AttemptError::Fatal(store_error("appending", error)))
             }
-            Ok(Ok(false)) => Err(AttemptError::Retry(StoreError::Unavailable {
-                message: "the connection was lost before the append committed".into(),
-                source: None,
-            })),
-            Ok(Err(e)) => Err(AttemptError::Fatal(e)),
-            Err(_) => Err(AttemptError::Fatal(timed_out(
-                "checking an interrupted commit",
-                self.timeout,
-            ))),
         }
     }
 
-    async fn committed(&self, event: Uuid) -> Result<bool, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let err = |e| store_error("checking an interrupted commit", e);
-        let tx = client.transaction().await.map_err(err)?;
-        // Waits until the interrupted transaction, which held this lock, is over.
-        tx.query_one(LOCK_POSITION, &[]).await.map_err(err)?;
-        let found = tx
-            .query_opt("SELECT 1 FROM events WHERE event_id = $1", &[&event])
-            .await
-            .map_err(err)?;
-        tx.rollback().await.map_err(err)?;
-        Ok(found.is_some())
+    /// The COMMIT of `batch` was interrupted: did it happen? The batch is atomic, so either
+    /// every accepted request's events exist or none do.
+    async fn resolve(
+        &self,
+        batch: &[AppendRequest],
+        deadline: Instant,
+    ) -> Result<Answers, AttemptError> {
+        let check = async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            committed_events(&mut client, batch).await
+        };
+        let found = match timeout_at(deadline, check).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(AttemptError::Fatal(e)),
+            Err(_) => {
+                return Err(AttemptError::Fatal(timed_out(
+                    "checking an interrupted commit",
+                    self.timeout,
+                )))
+            }
+        };
+        if found.is_empty() {
+            return Err(AttemptError::Retry(StoreError::Unavailable {
+                message: "the connection was lost before the append committed".into(),
+                source: None,
+            }));
+        }
+        debug!("an interrupted commit did happen");
+        let mut answers = Vec::with_capacity(batch.len());
+        for request in batch {
+            let recorded: Option<Vec<RecordedEvent>> = request
+                .events
+                .iter()
+                .map(|e| found.get(&e.event_id).cloned())
+                .collect();
+            answers.push(match recorded {
+                Some(recorded) => {
+                    if let Some(last) = recorded.last() {
+                        advance(&self.head, last.position);
+                    }
+                    Ok(recorded)
+                }
+                // Refused in the committed batch: its conflict, with today's version.
+                None => Err(StoreError::Conflict {
+                    stream: request.stream.clone(),
+                    expected: request.expected,
+                    actual: self.version_of(request, deadline).await.unwrap_or(0),
+                }),
+            });
+        }
+        Ok(answers)
     }
 
     /// The stream's current version, for a conflict's `actual`.
@@ -246,18 +296,6 @@ impl Writer {
         timeout_at(deadline, query)
             .await
             .unwrap_or_else(|_| Err(timed_out("reading a stream version", self.timeout)))
-    }
-
-    fn publish(&self, plan: Plan) -> Answers {
-        if let Some(head) = plan.head {
-            self.head.send_if_modified(|h| {
-                let moved = *h < head;
-                *h = (*h).max(head);
-                moved
-            });
-            debug!(head = to_i64(head), "batch committed");
-        }
-        plan.results
     }
 }
 
