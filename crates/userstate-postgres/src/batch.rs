@@ -93,7 +93,9 @@ pub(crate) async fn transact(
     let p = params(batch);
     *sent = true;
     let (begun, rows, committed) = join3(
-        client.batch_execute("BEGIN"),
+        // READ COMMITTED whatever the server's default: each statement of append_batch() must
+        // see what committed before the position lock was granted.
+        client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
         client.query(
             &stmt,
             &[
@@ -194,7 +196,12 @@ pub(crate) async fn committed_events(
         .iter()
         .flat_map(|r| r.events.iter().map(|e| e.event_id))
         .collect();
-    let tx = client.transaction().await.map_err(err)?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(err)?;
     tx.query_one(crate::sql::LOCK_POSITION, &[])
         .await
         .map_err(err)?;
