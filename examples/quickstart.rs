@@ -1,13 +1,13 @@
 //! Quickstart: add a user, lock, unlock, deactivate, reactivate; print each `details` and the
-//! audit history.
+//! audit history. Runs on the embedded durable file store.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run --example quickstart [DATA_DIR]` (default `./userstate-quickstart`);
+//! every run adds a new user to the same log, so the history grows across runs.
 
 use std::sync::Arc;
 
 use userstate::{
-    AddUser, Context, Details, Engine, InstanceId, MemoryStore, OrgId, Principal, UserCommand,
-    UserId,
+    AddUser, Context, Details, Engine, FileStore, InstanceId, OrgId, Principal, UserCommand, UserId,
 };
 
 fn show(what: &str, d: &Details) {
@@ -23,7 +23,11 @@ fn show(what: &str, d: &Details) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::new(Arc::new(MemoryStore::new()));
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "./userstate-quickstart".into());
+    let engine = Engine::new(Arc::new(FileStore::open(&dir)?));
+    println!("file store in {dir}");
     let admin = Principal::system("quickstart-admin", InstanceId::new("default")?);
     let ctx = Context::new(admin.clone());
     let alice = UserId::generate();
@@ -33,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &ctx,
             UserCommand::Add(AddUser {
                 user_id: alice.clone(),
-                username: "alice".into(),
+                username: format!("alice-{alice}"),
                 organization: OrgId::new("acme")?,
                 profile: None,
                 email: None,
