@@ -13,6 +13,10 @@ pub struct WriterStats {
     pub events: u64,
     /// Total time spent in batches, in microseconds.
     pub busy_us: u64,
+    /// Batch attempts repeated on a fresh connection after a lost one.
+    pub retries: u64,
+    /// Batches whose COMMIT was interrupted and that turned out to have committed.
+    pub recovered_commits: u64,
 }
 
 impl WriterStats {
@@ -29,6 +33,8 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     events: AtomicU64,
     busy_us: AtomicU64,
+    retries: AtomicU64,
+    recovered_commits: AtomicU64,
 }
 
 impl Counters {
@@ -40,12 +46,22 @@ impl Counters {
         self.busy_us.fetch_add(busy_us, Ordering::Relaxed);
     }
 
+    pub(crate) fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn recovered(&self) {
+        self.recovered_commits.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> WriterStats {
         WriterStats {
             commits: self.commits.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
             busy_us: self.busy_us.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            recovered_commits: self.recovered_commits.load(Ordering::Relaxed),
         }
     }
 }

@@ -168,6 +168,7 @@ impl Writer {
             match self.attempt(batch, deadline).await {
                 Err(AttemptError::Retry(e)) if attempt < ATTEMPTS && Instant::now() < deadline => {
                     warn!(error = %e, attempt, "append batch failed; retrying on a fresh connection");
+                    self.counters.retried();
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                     attempt += 1;
                 }
@@ -200,7 +201,7 @@ impl Writer {
             Err(_) => {
                 drop(Object::take(client));
                 return match sent {
-                    true => self.resolve(batch, deadline).await,
+                    true => self.resolve(batch).await,
                     false => Err(AttemptError::Fatal(timed_out("append", self.timeout))),
                 };
             }
@@ -211,7 +212,7 @@ impl Writer {
             drop(Object::take(client));
         }
         match failure {
-            Failure::Unavailable if sent => self.resolve(batch, deadline).await,
+            Failure::Unavailable if sent => self.resolve(batch).await,
             Failure::Unavailable => Err(AttemptError::Retry(store_error("appending", error))),
             Failure::Conflict => Err(AttemptError::Conflict(error)),
             Failure::InvalidData | Failure::Other => {
@@ -222,11 +223,9 @@ impl Writer {
 
     /// The COMMIT of `batch` was interrupted: did it happen? The batch is atomic, so either
     /// every accepted request's events exist or none do.
-    async fn resolve(
-        &self,
-        batch: &[AppendRequest],
-        deadline: Instant,
-    ) -> Result<Answers, AttemptError> {
+    async fn resolve(&self, batch: &[AppendRequest]) -> Result<Answers, AttemptError> {
+        // A budget of its own: the batch's deadline may be what interrupted it.
+        let deadline = Instant::now() + self.timeout;
         let check = async {
             let mut client = self.pool.get().await.map_err(pool_error)?;
             committed_events(&mut client, batch).await
@@ -248,6 +247,7 @@ impl Writer {
             }));
         }
         debug!("an interrupted commit did happen");
+        self.counters.recovered();
         let mut answers = Vec::with_capacity(batch.len());
         for request in batch {
             let recorded: Option<Vec<RecordedEvent>> = request

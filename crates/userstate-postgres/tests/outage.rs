@@ -8,71 +8,123 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use userstate::testkit::event;
 use userstate::{EventStore, ExpectedVersion, StoreError, StreamId};
+use userstate_postgres::PostgresStore;
 
-/// Forwards 127.0.0.1:<port> to `target` while `up` is true.
-async fn proxy(target: String) -> (u16, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let port = listener.local_addr().expect("proxy address").port();
-    let (up, _) = watch::channel(true);
-    let switch = up.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            if !*switch.borrow() {
-                continue; // refused: dropped at once
-            }
-            let mut down = switch.subscribe();
-            let target = target.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = down.wait_for(|up| !*up) => {}
-                }
-            });
-        }
-    });
-    (port, up)
+/// A TCP proxy to the test server that the test can break.
+struct Proxy {
+    port: u16,
+    /// While false, new connections are refused (accepted and dropped at once).
+    up: watch::Sender<bool>,
+    /// Bumping it cuts every connection opened before.
+    epoch: watch::Sender<u64>,
+    /// While true, the server's answers are read and thrown away (the server still acts).
+    swallow: watch::Sender<bool>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outage_answers_unavailable_then_recovers() {
-    let Some(url) = common::url() else { return };
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (up, _) = watch::channel(true);
+        let (epoch, _) = watch::channel(0u64);
+        let (swallow, _) = watch::channel(false);
+        let (up_rx, epoch_tx, swallow_tx) = (up.subscribe(), epoch.clone(), swallow.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if !*up_rx.borrow() {
+                    continue; // refused: dropped at once
+                }
+                let mut cut = epoch_tx.subscribe();
+                let swallow = swallow_tx.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = inbound.into_split();
+                    let (mut server_read, mut server_write) = outbound.into_split();
+                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match server_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !*swallow.borrow()
+                                && client_write.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            epoch,
+            swallow,
+        }
+    }
+
+    /// Cuts every open connection.
+    fn cut(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+}
+
+/// A store on a fresh schema, reached through a new proxy.
+async fn store_behind_proxy(
+    label: &str,
+) -> Option<(Arc<PostgresStore>, Proxy, common::SchemaGuard)> {
+    let url = common::url()?;
     let config: tokio_postgres::Config = url.parse().expect("test URL");
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "127.0.0.1".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let (proxy_port, up) = proxy(format!("{host}:{port}")).await;
+    let proxy = Proxy::start(format!("{host}:{port}")).await;
     let mut via_proxy = format!(
-        "host=127.0.0.1 port={proxy_port} user={} dbname={}",
+        "host=127.0.0.1 port={} user={} dbname={}",
+        proxy.port,
         config.get_user().unwrap_or("postgres"),
         config.get_dbname().unwrap_or("postgres")
     );
     if let Some(password) = config.get_password() {
         via_proxy.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
     }
-    let schema = common::unique_schema("outage");
-    let _guard = common::SchemaGuard {
+    let schema = common::unique_schema(label);
+    let guard = common::SchemaGuard {
         url: url.clone(),
         schema: schema.clone(),
     };
-    let Some(store) = common::connect(
+    let store = common::connect(
         common::builder(&via_proxy, &schema)
             .connect_timeout(Duration::from_secs(1))
             .operation_timeout(Duration::from_secs(2)),
     )
-    .await
-    else {
+    .await?;
+    Some((Arc::new(store), proxy, guard))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_answers_unavailable_then_recovers() {
+    let Some((store, proxy, _guard)) = store_behind_proxy("outage").await else {
         return;
     };
-    let store = Arc::new(store);
     let s = StreamId::new("outage:i:u").expect("stream");
     let before = store
         .append(
@@ -83,7 +135,8 @@ async fn outage_answers_unavailable_then_recovers() {
         .await
         .expect("append while up");
 
-    up.send_replace(false);
+    proxy.up.send_replace(false);
+    proxy.cut();
     let started = Instant::now();
     match store
         .append(
@@ -105,7 +158,7 @@ async fn outage_answers_unavailable_then_recovers() {
         "answers are bounded by the timeouts, not hanging"
     );
 
-    up.send_replace(true);
+    proxy.up.send_replace(true);
     let mut head = store.watch_head();
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
@@ -130,4 +183,48 @@ async fn outage_answers_unavailable_then_recovers() {
     head.wait_for(|h| *h >= after[0].position)
         .await
         .expect("head follows");
+}
+
+/// The connection dies after the server committed but before the answer arrived: the writer
+/// finds the batch's events by id and answers success — no lost acknowledgement, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_whose_answer_was_lost_is_recognised() {
+    let Some((store, proxy, _guard)) = store_behind_proxy("lostack").await else {
+        return;
+    };
+    let s = StreamId::new("lostack:i:u").expect("stream");
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![event("lostack.warm", 1)],
+        )
+        .await
+        .expect("warm-up append");
+
+    proxy.swallow.send_replace(true);
+    let append = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::spawn(async move {
+            store
+                .append(
+                    &s,
+                    ExpectedVersion::Exact(1),
+                    vec![event("lostack.committed", 2)],
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.swallow.send_replace(false);
+    proxy.cut();
+    let recorded = append
+        .await
+        .expect("append task")
+        .expect("the committed append is acknowledged after the lost answer");
+    assert_eq!(recorded[0].sequence, 2);
+    let stream = store.read_stream(&s, 1).await.expect("read");
+    assert_eq!(stream.len(), 2, "written exactly once");
+    assert_eq!(stream[1], recorded[0]);
+    assert_eq!(store.writer_stats().recovered_commits, 1);
 }

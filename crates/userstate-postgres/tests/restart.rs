@@ -134,10 +134,14 @@ async fn killed_sessions_lose_no_acknowledged_event_and_recover() {
     assert!(stored.contains(&last[0].event_id));
     let positions: Vec<u64> = everything.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=everything.len() as u64).collect::<Vec<_>>());
+    let stats = store.writer_stats();
     eprintln!(
-        "restart test: {} sessions killed, {} events acknowledged, {unavailable} appends answered Unavailable",
+        "restart test: {} sessions killed, {} events acknowledged, {unavailable} appends answered \
+         Unavailable, {} batch retries, {} interrupted commits found committed",
         killed.load(Ordering::SeqCst),
-        acknowledged.len()
+        acknowledged.len(),
+        stats.retries,
+        stats.recovered_commits
     );
     drop(store);
     drop(guard);
