@@ -23,6 +23,7 @@ struct Args {
     concurrency: Vec<usize>,
     seconds: f64,
     pool: usize,
+    in_flight: usize,
     json: bool,
 }
 
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: vec![1, 8, 64],
         seconds: 5.0,
         pool: 32,
+        in_flight: 1,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -51,6 +53,9 @@ fn parse_args() -> Result<Args, String> {
                     .split(',')
                     .map(|c| c.trim().parse().map_err(|e| format!("--concurrency: {e}")))
                     .collect::<Result<_, _>>()?
+            }
+            "--in-flight" => {
+                args.in_flight = value()?.parse().map_err(|e| format!("--in-flight: {e}"))?
             }
             "--json" => args.json = true,
             other => return Err(format!("unknown argument {other}")),
@@ -74,6 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = PostgresStore::builder(&args.url)
         .schema(&schema)
         .pool_size(args.pool)
+        .batches_in_flight(args.in_flight)
         .application_name("userstate-bench")
         .connect()
         .await?;

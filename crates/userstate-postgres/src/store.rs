@@ -121,9 +121,10 @@ impl PostgresStore {
             head: head.clone(),
             counters: counters.clone(),
             max_batch: settings.max_batch,
+            in_flight: settings.in_flight,
             timeout,
         };
-        tokio::spawn(writer.run(queue));
+        tokio::spawn(Arc::new(writer).run(queue));
         let followers = vec![
             tokio::spawn(listen(config, settings.channel(), head.clone())),
             tokio::spawn(poll(pool.clone(), settings.poll_interval, head.clone())),

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
-use userstate::{RecordedEvent, StoreError};
+use userstate::{RecordedEvent, StoreError, StreamId};
 
 use crate::batch::{committed_events, transact, Answers, AppendRequest};
 use crate::error::{classify, pool_error, share, store_error, timed_out, Failure};
@@ -45,6 +45,7 @@ pub(crate) struct Writer {
     pub(crate) head: watch::Sender<u64>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_batch: usize,
+    pub(crate) in_flight: usize,
     pub(crate) timeout: Duration,
 }
 
@@ -60,40 +61,84 @@ enum AttemptError {
 
 impl Writer {
     /// Runs until every sender (the store) is gone.
-    pub(crate) async fn run(self, mut requests: mpsc::Receiver<AppendRequest>) {
+    ///
+    /// Up to `in_flight` batches run at once, each on its own connection. The second waits
+    /// for the position lock inside PostgreSQL while the first commits, so the lock passes on
+    /// without a client round trip; a stream is never in two running batches.
+    pub(crate) async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<AppendRequest>) {
+        let slots = Arc::new(Semaphore::new(self.in_flight.max(1)));
+        let (done_tx, mut done) = mpsc::unbounded_channel::<Vec<StreamId>>();
+        let mut busy: HashSet<StreamId> = HashSet::new();
         let mut pending: VecDeque<AppendRequest> = VecDeque::new();
         let mut incoming = Vec::with_capacity(self.max_batch);
-        loop {
-            if pending.is_empty() && requests.recv_many(&mut incoming, self.max_batch).await == 0 {
-                break;
+        let mut open = true;
+        while open || !pending.is_empty() {
+            if pending.is_empty() {
+                tokio::select! {
+                    n = requests.recv_many(&mut incoming, self.max_batch) => open = n > 0,
+                    Some(streams) = done.recv() => release(&mut busy, streams),
+                }
+            }
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    Some(streams) = done.recv() => release(&mut busy, streams),
+                    permit = slots.clone().acquire_owned() => break permit,
+                }
+            };
+            while let Ok(streams) = done.try_recv() {
+                release(&mut busy, streams);
             }
             pending.extend(incoming.drain(..));
             while let Ok(request) = requests.try_recv() {
                 pending.push_back(request);
             }
-            let batch = self.take_batch(&mut pending);
+            let batch = self.take_batch(&mut pending, &busy);
             if batch.is_empty() {
+                drop(permit);
+                if !pending.is_empty() {
+                    // Everything pending waits for a running batch of the same stream.
+                    if let Some(streams) = done.recv().await {
+                        release(&mut busy, streams);
+                    }
+                }
                 continue;
             }
-            let started = std::time::Instant::now();
-            let answers = self.process(&batch).await;
-            let events: u64 = answers
-                .iter()
-                .map(|a| a.as_ref().map_or(0, |r| r.len() as u64))
-                .sum();
-            let busy = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.counters.batch(batch.len(), events, events > 0, busy);
-            for (request, answer) in batch.into_iter().zip(answers) {
-                let _ = request.reply.send(answer);
-            }
+            let streams: Vec<StreamId> = batch.iter().map(|r| r.stream.clone()).collect();
+            busy.extend(streams.iter().cloned());
+            let (writer, done_tx) = (self.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                writer.commit(batch).await;
+                let _ = done_tx.send(streams);
+                drop(permit);
+            });
         }
         debug!("writer stopped: store dropped");
     }
 
-    /// The next batch: pending requests in arrival order, at most one per stream (a second
-    /// request for a stream stays pending, ahead of later ones, for the next batch). Callers
-    /// that gave up are dropped unwritten.
-    fn take_batch(&self, pending: &mut VecDeque<AppendRequest>) -> Vec<AppendRequest> {
+    /// Commits one batch and answers its callers.
+    async fn commit(&self, batch: Vec<AppendRequest>) {
+        let started = std::time::Instant::now();
+        let answers = self.process(&batch).await;
+        let events: u64 = answers
+            .iter()
+            .map(|a| a.as_ref().map_or(0, |r| r.len() as u64))
+            .sum();
+        let busy = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.batch(batch.len(), events, events > 0, busy);
+        for (request, answer) in batch.into_iter().zip(answers) {
+            let _ = request.reply.send(answer);
+        }
+    }
+
+    /// The next batch: pending requests in arrival order, at most one per stream and none for
+    /// a stream in a running batch (those stay pending, ahead of later ones). Callers that gave
+    /// up are dropped unwritten.
+    fn take_batch(
+        &self,
+        pending: &mut VecDeque<AppendRequest>,
+        busy: &HashSet<StreamId>,
+    ) -> Vec<AppendRequest> {
         let mut batch = Vec::with_capacity(pending.len().min(self.max_batch));
         let mut streams = HashSet::with_capacity(batch.capacity());
         let mut deferred = VecDeque::new();
@@ -101,7 +146,10 @@ impl Writer {
             if request.reply.is_closed() {
                 continue;
             }
-            if batch.len() < self.max_batch && streams.insert(request.stream.clone()) {
+            if batch.len() < self.max_batch
+                && !busy.contains(&request.stream)
+                && streams.insert(request.stream.clone())
+            {
                 batch.push(request);
             } else {
                 deferred.push_back(request);
@@ -303,5 +351,11 @@ fn lost_answer() -> StoreError {
     StoreError::Backend {
         message: "the writer produced no answer for an append".into(),
         source: None,
+    }
+}
+
+fn release(busy: &mut HashSet<StreamId>, streams: Vec<StreamId>) {
+    for stream in streams {
+        busy.remove(&stream);
     }
 }

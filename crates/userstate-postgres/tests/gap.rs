@@ -29,8 +29,9 @@ async fn follower_sees_every_event_once_in_order_under_32_writers() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let mut stores = vec![Arc::new(first)];
-    for _ in 1..STORES {
-        let b = common::builder(&url, &_guard.schema);
+    for i in 1..STORES {
+        // Half the stores keep two batches in flight, so both writer modes race each other.
+        let b = common::builder(&url, &_guard.schema).batches_in_flight(1 + i % 2);
         stores.push(Arc::new(common::connect(b).await.expect("second store")));
     }
     let follower_store = common::connect(common::builder(&url, &_guard.schema))

@@ -95,12 +95,20 @@ pub async fn connect(builder: PostgresStoreBuilder) -> Option<PostgresStore> {
 
 /// A store on a fresh schema of its own, and the guard that drops the schema.
 pub async fn fresh(label: &str) -> Option<(PostgresStore, SchemaGuard)> {
+    fresh_with(label, |b| b).await
+}
+
+/// [`fresh`], with settings changed by `tune`.
+pub async fn fresh_with(
+    label: &str,
+    tune: impl FnOnce(PostgresStoreBuilder) -> PostgresStoreBuilder,
+) -> Option<(PostgresStore, SchemaGuard)> {
     let url = url()?;
     let schema = unique_schema(label);
     let guard = SchemaGuard {
         url: url.clone(),
         schema: schema.clone(),
     };
-    let store = connect(builder(&url, &schema)).await?;
+    let store = connect(tune(builder(&url, &schema))).await?;
     Some((store, guard))
 }
