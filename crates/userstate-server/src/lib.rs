@@ -11,7 +11,8 @@
 //!   read-your-writes; every front end calls it;
 //! - [`status`]: the one error value every failure becomes, built from
 //!   [`Classified`](userstate::Classified) (codes come from [`ErrorKind`](userstate::ErrorKind));
-//! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`metrics`]: Prometheus;
+//! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`grpc`]: the same service over gRPC
+//!   and gRPC-web on the same port (by content type); [`metrics`]: Prometheus;
 //!   [`server`]: binding, signals and shutdown.
 //!
 //! It is not the place for business rules: those live in `userstate`'s domain and engine.
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

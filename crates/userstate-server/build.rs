@@ -1,0 +1,26 @@
+//! Generates the gRPC services (server and client) from `proto/` with `protox`, a pure-Rust
+//! protobuf compiler, so a fresh machine needs no `protoc`. Also writes the encoded file
+//! descriptor set that server reflection serves.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/zitadel/user/v2/user_service.proto",
+        "proto/zitadel/resources/user/v3alpha/user_service.proto",
+        "proto/zitadel/v1/message.proto",
+        "proto/google/rpc/status.proto",
+    ];
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(files, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("userstate_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Engine answers -> protobuf messages (the proto counterparts of [`wire`](crate::wire)).
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use userstate::{Details, UserView};
+
+use super::pb::zitadel::object::v2 as object;
+use super::pb::zitadel::resources::user::v3alpha as v3;
+use super::pb::zitadel::user::v2 as user;
+
+/// A time as `google.protobuf.Timestamp`.
+pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// v2 `Details` (with `creation_date`).
+pub(crate) fn details_v2(d: &Details) -> object::Details {
+    object::Details {
+        sequence: d.sequence,
+        change_date: Some(timestamp(d.change_date)),
+        resource_owner: d.resource_owner.to_string(),
+        creation_date: Some(timestamp(d.creation_date)),
+    }
+}
+
+/// v3alpha `Details` (no `creation_date`).
+pub(crate) fn details_v3(d: &Details) -> v3::Details {
+    v3::Details {
+        sequence: d.sequence,
+        change_date: Some(timestamp(d.change_date)),
+        resource_owner: d.resource_owner.to_string(),
+    }
+}
+
+/// The human data of a user.
+pub(crate) fn human(view: &UserView) -> user::HumanUser {
+    user::HumanUser {
+        profile: view.profile.as_ref().map(|p| user::HumanProfile {
+            given_name: p.given_name.clone(),
+            family_name: p.family_name.clone(),
+        }),
+        email: view.email.as_ref().map(|e| user::HumanEmail {
+            email: e.email.clone(),
+            is_verified: e.is_verified,
+        }),
+    }
+}
+
+/// A v2 `User` of the read model.
+pub(crate) fn user_v2(view: &UserView) -> user::User {
+    user::User {
+        user_id: view.user_id.to_string(),
+        details: Some(details_v2(&view.details())),
+        state: view.state.wire_number(),
+        username: view.username.clone(),
+        r#type: Some(user::user::Type::Human(human(view))),
+    }
+}
+
+/// A v3alpha `User` of the read model.
+pub(crate) fn user_v3(view: &UserView) -> v3::User {
+    v3::User {
+        id: view.user_id.to_string(),
+        details: Some(details_v3(&view.details())),
+        state: view.state.wire_number(),
+        username: view.username.clone(),
+        human: Some(human(view)),
+    }
+}

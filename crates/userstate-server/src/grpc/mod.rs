@@ -1,0 +1,113 @@
+//! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.resources.user.v3alpha.ZITADELUsers`
+//! (generated from `proto/` at build time), the gRPC health service and server reflection, on
+//! the same port as the HTTP API. Requests whose `content-type` starts with `application/grpc`
+//! (gRPC over HTTP/2, gRPC-web over HTTP/1.1 or HTTP/2) go to tonic; every other request goes to
+//! the axum router ([`with_grpc`]).
+//!
+//! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),
+//! the same tokens as HTTP), message -> [`UserCommand`](userstate::UserCommand) ->
+//! [`UserService`](crate::UserService), and failures -> [`tonic::Status`] through
+//! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
+
+mod convert;
+mod dispatch;
+mod metadata;
+mod v2;
+mod v3alpha;
+
+use axum::Router;
+use tonic::service::Routes;
+
+use crate::http::AppState;
+
+pub use dispatch::{is_grpc_content_type, ByContentType};
+pub use metadata::{status_of, POSITION_METADATA};
+
+/// The generated protobuf messages, servers and clients (module paths follow the packages).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    /// `google.rpc`.
+    pub mod google {
+        /// `google.rpc`.
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+    /// `zitadel.*`.
+    pub mod zitadel {
+        /// `zitadel.v1`.
+        pub mod v1 {
+            tonic::include_proto!("zitadel.v1");
+        }
+        /// `zitadel.object`.
+        pub mod object {
+            /// `zitadel.object.v2`.
+            pub mod v2 {
+                tonic::include_proto!("zitadel.object.v2");
+            }
+        }
+        /// `zitadel.user`.
+        pub mod user {
+            /// `zitadel.user.v2`.
+            pub mod v2 {
+                tonic::include_proto!("zitadel.user.v2");
+            }
+        }
+        /// `zitadel.resources`.
+        pub mod resources {
+            /// `zitadel.resources.user`.
+            pub mod user {
+                /// `zitadel.resources.user.v3alpha`.
+                pub mod v3alpha {
+                    tonic::include_proto!("zitadel.resources.user.v3alpha");
+                }
+            }
+        }
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every proto file (served by reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/userstate_descriptor.bin"));
+
+use pb::zitadel::resources::user::v3alpha::zitadel_users_server::ZitadelUsersServer;
+use pb::zitadel::user::v2::user_service_server::UserServiceServer;
+
+/// The tonic services (user v2, user v3alpha, health, reflection v1 and v1alpha) as one axum
+/// router (without gRPC-web; [`with_grpc`] adds it).
+pub async fn grpc_router(state: AppState) -> Router {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<UserServiceServer<v2::UserServiceV2>>()
+        .await;
+    health
+        .set_serving::<ZitadelUsersServer<v3alpha::UsersV3Alpha>>()
+        .await;
+    let mut routes = Routes::new(UserServiceServer::new(v2::UserServiceV2::new(
+        state.clone(),
+    )))
+    .add_service(ZitadelUsersServer::new(v3alpha::UsersV3Alpha::new(state)))
+    .add_service(health_service);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    match reflection.build_v1() {
+        Ok(service) => routes = routes.add_service(service),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection v1 not served"),
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    match reflection.build_v1alpha() {
+        Ok(service) => routes = routes.add_service(service),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection v1alpha not served"),
+    }
+    routes.into_axum_router()
+}
+
+/// One router for the port: gRPC and gRPC-web requests (by content type) to the tonic services,
+/// everything else to `http` (the JSON API).
+pub async fn with_grpc(http: Router, state: AppState) -> Router {
+    let grpc = grpc_router(state).await;
+    Router::new().fallback_service(ByContentType::new(http, grpc))
+}
