@@ -35,7 +35,7 @@ pub struct PostgresStoreBuilder {
     pub(crate) connect_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) poll_interval: Duration,
-    pub(crate) application_name: String,
+    pub(crate) application_name: Option<String>,
 }
 
 impl PostgresStoreBuilder {
@@ -49,7 +49,7 @@ impl PostgresStoreBuilder {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
-            application_name: "userstate".into(),
+            application_name: None,
         }
     }
 
@@ -101,10 +101,10 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The `application_name` of every connection (default `userstate`), visible in
+    /// The `application_name` of every connection (default: the URL's, else `userstate`), visible in
     /// `pg_stat_activity`.
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
-        self.application_name = name.into();
+        self.application_name = Some(name.into());
         self
     }
 
@@ -126,9 +126,13 @@ impl PostgresStoreBuilder {
             self.schema,
             (self.operation_timeout * 3).as_millis().max(1000)
         ));
+        match (&self.application_name, config.get_application_name()) {
+            (Some(name), _) => config.application_name(name),
+            (None, Some(_)) => &mut config,
+            (None, None) => config.application_name("userstate"),
+        };
         config
             .options(options.trim())
-            .application_name(&self.application_name)
             .connect_timeout(self.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
