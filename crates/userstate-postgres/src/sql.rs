@@ -5,7 +5,7 @@
 
 /// Creates the migration bookkeeping table.
 pub(crate) const MIGRATIONS_TABLE: &str = include_str!("sql/migrations_table.sql");
-/// Locks the position counter and reads the commit timestamp.
+/// Waits for the position lock (resolving an interrupted commit).
 pub(crate) const LOCK_POSITION: &str = include_str!("sql/lock_position.sql");
 /// The current version of one stream.
 pub(crate) const STREAM_VERSION: &str = include_str!("sql/stream_version.sql");

@@ -1,4 +1,3 @@
--- Taken first in every append transaction: the row lock serialises writers (of every process)
--- until commit, so positions are handed out in commit order. The timestamp is read under the
--- lock, so created_at never decreases along positions.
+-- Waits for the position lock (taken by append_batch() in every append transaction) and so for
+-- any append transaction still running, e.g. one whose connection was lost during COMMIT.
 SELECT value, clock_timestamp() AS now FROM position_counter WHERE id = 1 FOR UPDATE
