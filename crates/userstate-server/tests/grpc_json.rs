@@ -180,14 +180,18 @@ async fn health_and_reflection_answer_on_the_same_port() {
     else {
         panic!("a service list")
     };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in [
-        "zitadel.user.v2.UserService",
-        "zitadel.resources.user.v3alpha.ZITADELUsers",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(names.contains(&expected), "{names:?}");
-    }
+    let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    // What `grpcurl -plaintext HOST list` prints (docs/API.md).
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "zitadel.resources.user.v3alpha.ZITADELUsers",
+            "zitadel.user.v2.UserService",
+        ]
+    );
     // What grpcurl asks to describe a method's types: the file that defines the service.
     let mut answers = reflection
         .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
@@ -201,6 +205,49 @@ async fn health_and_reflection_answer_on_the_same_port() {
     else {
         panic!("file descriptors")
     };
-    assert!(!files.file_descriptor_proto.is_empty());
+    let file = <prost_types::FileDescriptorProto as prost::Message>::decode(
+        files.file_descriptor_proto[0].as_slice(),
+    )
+    .unwrap();
+    assert_eq!(file.name(), "zitadel/user/v2/user_service.proto");
+    // A client then fetches every import by name (as grpcurl does), down to the well-known types.
+    let mut pending = file.dependency.clone();
+    let mut fetched = Vec::new();
+    while let Some(name) = pending.pop() {
+        let mut answers = reflection
+            .server_reflection_info(ask(MessageRequest::FileByFilename(name.clone())))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("{name} is served")
+        };
+        let dep = <prost_types::FileDescriptorProto as prost::Message>::decode(
+            files.file_descriptor_proto[0].as_slice(),
+        )
+        .unwrap();
+        pending.extend(dep.dependency.iter().cloned());
+        fetched.push(name);
+    }
+    for file in [
+        "zitadel/object/v2/object.proto",
+        "google/protobuf/timestamp.proto",
+    ] {
+        assert!(fetched.iter().any(|n| n == file), "{file} in {fetched:?}");
+    }
+    // The error detail's type resolves too (grpcurl prints the details with it).
+    let mut answers = reflection
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            "zitadel.v1.ErrorDetail".into(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        answers.message().await.unwrap().unwrap().message_response,
+        Some(MessageResponse::FileDescriptorResponse(_))
+    ));
     s.stop().await;
 }
