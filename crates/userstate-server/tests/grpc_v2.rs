@@ -219,6 +219,36 @@ async fn every_failed_precondition_is_code_9() {
         "COMMAND-lgws8wtsqf",
         "Errors.User.ShouldBeActiveOrInitial",
     );
+    // gRPC calls are counted per method and gRPC code.
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |route: &str, code: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("userstate_http_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains("method=\"GRPC\"")
+                && l.contains(&format!("status=\"{code}\""))
+        })
+    };
+    assert!(
+        counted("/zitadel.user.v2.UserService/LockUser", "9"),
+        "{metrics}"
+    );
+    assert!(
+        counted("/zitadel.user.v2.UserService/DeactivateUser", "0"),
+        "{metrics}"
+    );
+    assert!(
+        counted("/zitadel.user.v2.UserService/AddHumanUser", "0"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 

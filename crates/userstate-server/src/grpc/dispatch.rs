@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -12,6 +13,31 @@ use axum::response::Response;
 use axum::Router;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+
+/// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
+/// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
+pub const GRPC_METHODS: [&str; 17] = [
+    "/zitadel.user.v2.UserService/AddHumanUser",
+    "/zitadel.user.v2.UserService/GetUserByID",
+    "/zitadel.user.v2.UserService/DeactivateUser",
+    "/zitadel.user.v2.UserService/ReactivateUser",
+    "/zitadel.user.v2.UserService/LockUser",
+    "/zitadel.user.v2.UserService/UnlockUser",
+    "/zitadel.user.v2.UserService/DeleteUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/GetUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/DeactivateUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/ActivateUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/LockUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/UnlockUser",
+    "/zitadel.resources.user.v3alpha.ZITADELUsers/DeleteUser",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// Whether a `content-type` is gRPC or gRPC-web (`application/grpc`, `application/grpc+proto`,
 /// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, …).
@@ -22,19 +48,23 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 }
 
 /// Sends gRPC and gRPC-web requests to the tonic router (behind the gRPC-web translation),
-/// every other request to the HTTP router.
+/// every other request to the HTTP router. gRPC calls get a tracing span and are counted in
+/// `metrics` with method `GRPC`, route = the gRPC path and status = the gRPC code (`0` when the
+/// call succeeded: a failed unary call's `grpc-status` is in the response headers).
 #[derive(Clone)]
 pub struct ByContentType {
     http: Router,
     grpc: GrpcWebService<Router>,
+    metrics: Metrics,
 }
 
 impl ByContentType {
     /// Dispatches between `http` and `grpc`.
-    pub fn new(http: Router, grpc: Router) -> Self {
+    pub fn new(http: Router, grpc: Router, metrics: Metrics) -> Self {
         Self {
             http,
             grpc: GrpcWebLayer::new().layer(grpc),
+            metrics,
         }
     }
 }
@@ -56,10 +86,32 @@ impl Service<Request> for ByContentType {
             .is_some_and(is_grpc_content_type);
         if grpc {
             let service = self.grpc.clone();
-            Box::pin(async move {
-                let response = service.oneshot(req).await?;
-                Ok(response.map(Body::new))
-            })
+            let metrics = self.metrics.clone();
+            let path = req.uri().path();
+            let route = GRPC_METHODS
+                .iter()
+                .find(|m| **m == path)
+                .copied()
+                .unwrap_or("/grpc-other");
+            let span = tracing::info_span!("grpc", path = %route,
+                request_id = %req.headers().get(crate::http::REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok()).unwrap_or("-"));
+            Box::pin(
+                async move {
+                    let start = Instant::now();
+                    let response = service.oneshot(req).await?;
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u16>().ok())
+                        .unwrap_or(0);
+                    tracing::info!(code, "gRPC call answered");
+                    metrics.observe_request(route, "GRPC", code, start.elapsed());
+                    Ok(response.map(Body::new))
+                }
+                .instrument(span),
+            )
         } else {
             Box::pin(self.http.clone().oneshot(req))
         }

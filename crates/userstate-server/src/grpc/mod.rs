@@ -20,7 +20,7 @@ use tonic::service::Routes;
 
 use crate::http::AppState;
 
-pub use dispatch::{is_grpc_content_type, ByContentType};
+pub use dispatch::{is_grpc_content_type, ByContentType, GRPC_METHODS};
 pub use metadata::{status_of, POSITION_METADATA};
 
 /// The generated protobuf messages, servers and clients (module paths follow the packages).
@@ -108,6 +108,7 @@ pub async fn grpc_router(state: AppState) -> Router {
 /// One router for the port: gRPC and gRPC-web requests (by content type) to the tonic services,
 /// everything else to `http` (the JSON API).
 pub async fn with_grpc(http: Router, state: AppState) -> Router {
+    let metrics = state.metrics().clone();
     let grpc = grpc_router(state).await;
-    Router::new().fallback_service(ByContentType::new(http, grpc))
+    Router::new().fallback_service(ByContentType::new(http, grpc, metrics))
 }
