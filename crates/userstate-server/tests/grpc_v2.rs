@@ -408,6 +408,15 @@ async fn invalid_arguments_conflicts_and_unavailable_reads() {
         "HTTP-invalid-header",
         "Errors.Invalid.Header",
     );
+    // Messages over the HTTP body limit: tonic's own OutOfRange, before any handler runs.
+    let huge = c
+        .add_human_user(as_(
+            ADMIN,
+            add_request(Some("u8"), &"x".repeat(70_000), "acme"),
+        ))
+        .await
+        .expect_err("too large");
+    assert_eq!(huge.code(), tonic::Code::OutOfRange, "{huge:?}");
     // 6
     let added = c
         .add_human_user(as_(ADMIN, add_request(Some("u1"), "u1", "acme")))

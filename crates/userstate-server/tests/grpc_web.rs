@@ -116,7 +116,11 @@ async fn grpc_web_add_get_and_errors_over_http1() {
         added.headers.get("content-type").unwrap(),
         "application/grpc-web+proto"
     );
-    assert_eq!(added.meta("grpc-status").as_deref(), Some("0"));
+    assert_eq!(
+        added.trailers,
+        [("grpc-status".to_owned(), "0".to_owned())],
+        "the trailer frame"
+    );
     let position: u64 = added
         .headers
         .get("x-userstate-position")

@@ -18,7 +18,7 @@ mod v3alpha;
 use axum::Router;
 use tonic::service::Routes;
 
-use crate::http::AppState;
+use crate::http::{AppState, MAX_BODY_BYTES};
 
 pub use dispatch::{is_grpc_content_type, ByContentType, GRPC_METHODS};
 pub use metadata::{status_of, POSITION_METADATA};
@@ -83,11 +83,12 @@ pub async fn grpc_router(state: AppState) -> Router {
     health
         .set_serving::<ZitadelUsersServer<v3alpha::UsersV3Alpha>>()
         .await;
-    let mut routes = Routes::new(UserServiceServer::new(v2::UserServiceV2::new(
-        state.clone(),
-    )))
-    .add_service(ZitadelUsersServer::new(v3alpha::UsersV3Alpha::new(state)))
-    .add_service(health_service);
+    // The HTTP body limit applies to messages too; tonic refuses larger ones with OutOfRange.
+    let v2 = UserServiceServer::new(v2::UserServiceV2::new(state.clone()))
+        .max_decoding_message_size(MAX_BODY_BYTES);
+    let v3 = ZitadelUsersServer::new(v3alpha::UsersV3Alpha::new(state))
+        .max_decoding_message_size(MAX_BODY_BYTES);
+    let mut routes = Routes::new(v2).add_service(v3).add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
