@@ -7,8 +7,10 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use userstate_server::grpc::pb::google::rpc::Status as RpcStatus;
+use userstate_server::grpc::pb::zitadel::object::v2::{organization::Org, Organization};
 use userstate_server::grpc::pb::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
 use userstate_server::grpc::pb::zitadel::user::v2::user_service_client::UserServiceClient;
+use userstate_server::grpc::pb::zitadel::user::v2::AddHumanUserRequest;
 use userstate_server::grpc::pb::zitadel::v1::ErrorDetail;
 
 /// A channel to the server at `addr` (gRPC over HTTP/2 without TLS).
@@ -91,4 +93,16 @@ pub fn json_time(t: &prost_types::Timestamp) -> String {
     chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
         .expect("valid timestamp")
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An add of user `id` (generated when `None`) named `username` in `org`.
+pub fn add_request(id: Option<&str>, username: &str, org: &str) -> AddHumanUserRequest {
+    AddHumanUserRequest {
+        user_id: id.map(str::to_owned),
+        username: Some(username.to_owned()),
+        organization: Some(Organization {
+            org: Some(Org::OrgId(org.to_owned())),
+        }),
+        ..Default::default()
+    }
 }
