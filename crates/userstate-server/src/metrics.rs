@@ -1,12 +1,14 @@
 //! Prometheus metrics: HTTP requests by route, method and status; store append latency; the
-//! projection's lag behind the store head. Served as text at `/metrics`.
+//! projection's lag behind the store head, in events and in seconds (age of the oldest event
+//! not applied yet). Served as text at `/metrics`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use tokio::sync::watch;
 use userstate::store::NewEvent;
@@ -20,6 +22,7 @@ pub struct Metrics {
     latency: HistogramVec,
     appends: HistogramVec,
     lag: IntGauge,
+    lag_seconds: Gauge,
     head: IntGauge,
     projected: IntGauge,
 }
@@ -63,6 +66,11 @@ impl Metrics {
             "Store head position minus the projection's position",
         )
         .expect("static metric definition");
+        let lag_seconds = Gauge::new(
+            "userstate_projection_lag_seconds",
+            "Age of the oldest event the projection has not applied yet (0 when caught up)",
+        )
+        .expect("static metric definition");
         let head = IntGauge::new("userstate_store_head_position", "Store head position")
             .expect("static metric definition");
         let projected = IntGauge::new(
@@ -75,6 +83,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(appends.clone()),
             Box::new(lag.clone()),
+            Box::new(lag_seconds.clone()),
             Box::new(head.clone()),
             Box::new(projected.clone()),
         ] {
@@ -86,6 +95,7 @@ impl Metrics {
             latency,
             appends,
             lag,
+            lag_seconds,
             head,
             projected,
         }
@@ -107,6 +117,12 @@ impl Metrics {
         self.head.set(clamp(head));
         self.projected.set(clamp(projected));
         self.lag.set(clamp(head.saturating_sub(projected)));
+    }
+
+    /// Sets the positions (as [`set_positions`](Self::set_positions)) and the lag in seconds.
+    pub fn set_lag(&self, head: u64, projected: u64, seconds: f64) {
+        self.set_positions(head, projected);
+        self.lag_seconds.set(seconds);
     }
 
     /// The text exposition format.

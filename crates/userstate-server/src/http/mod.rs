@@ -3,6 +3,7 @@
 //! and format; [`UserService`](crate::service::UserService) does the work.
 
 mod extract;
+mod lag;
 mod layers;
 mod ops;
 mod response;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::service::UserService;
 
 pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
+pub use lag::{Lag, LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 pub use layers::REQUEST_ID_HEADER;
 pub use response::{MIN_POSITION_HEADER, POSITION_HEADER};
 
@@ -35,15 +37,27 @@ struct Inner {
     auth: Authenticator,
     metrics: Metrics,
     startup_head: u64,
+    lag_limit: LagLimit,
 }
 
 impl AppState {
     /// State for a server on `store`: starts the projection, wraps the store with metrics and
-    /// notes the head position readiness waits for.
+    /// notes the head position readiness waits for. Readiness allows the default
+    /// [`LagLimit`]; see [`with_lag_limit`](Self::with_lag_limit).
     pub async fn new(
         store: Arc<dyn EventStore>,
         auth: Authenticator,
         read_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::with_lag_limit(store, auth, read_timeout, LagLimit::default()).await
+    }
+
+    /// Like [`new`](Self::new), with the lag beyond which `/readyz` reports not ready.
+    pub async fn with_lag_limit(
+        store: Arc<dyn EventStore>,
+        auth: Authenticator,
+        read_timeout: Duration,
+        lag_limit: LagLimit,
     ) -> Result<Self, StoreError> {
         let metrics = Metrics::new();
         let store = metrics.metered(store);
@@ -55,6 +69,7 @@ impl AppState {
                 auth,
                 metrics,
                 startup_head,
+                lag_limit,
             }),
         })
     }
@@ -77,6 +92,11 @@ impl AppState {
     /// The store head when the state was built.
     pub fn startup_head(&self) -> u64 {
         self.inner.startup_head
+    }
+
+    /// The lag beyond which the node reports not ready.
+    pub fn lag_limit(&self) -> LagLimit {
+        self.inner.lag_limit
     }
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Lag};
 use crate::openapi::openapi_json;
 use crate::status::{ApiError, RequestError};
 
@@ -17,22 +17,43 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: the store answers and the read model has caught up with the store as it was at
-/// startup. 503 in the error shape otherwise.
+/// Readiness: the store answers, the read model has caught up with the store as it was at
+/// startup, and it trails the store's head by no more than the configured [`LagLimit`]
+/// (`--max-lag-events`, `--max-lag-seconds`). 503 in the error shape (code 14) otherwise, with
+/// the reason in the message.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.service().ready(state.startup_head()).await {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError::of(&RequestError::NotReady).into_response()
+    let service = state.service();
+    if !service.ready(state.startup_head()).await {
+        return ApiError::of(&RequestError::NotReady).into_response();
+    }
+    let lag = match Lag::measure(service).await {
+        Ok(lag) => lag,
+        Err(e) => return not_ready(format!("not ready: the store does not answer: {e}")),
+    };
+    state
+        .metrics()
+        .set_lag(lag.head, lag.projected, lag.seconds);
+    match lag.exceeds(&state.lag_limit()) {
+        None => Json(json!({ "status": "ready" })).into_response(),
+        Some(reason) => not_ready(format!("not ready: {reason}")),
     }
 }
 
-/// Prometheus text exposition.
+fn not_ready(message: String) -> Response {
+    let mut error = ApiError::of(&RequestError::NotReady);
+    error.message = message;
+    error.into_response()
+}
+
+/// Prometheus text exposition. Measures the projection's lag first.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let service = state.service();
-    let projected = service.projection().position();
-    let head = service.store().head_position().await.unwrap_or(projected);
-    state.metrics().set_positions(head, projected);
+    match Lag::measure(service).await {
+        Ok(lag) => state
+            .metrics()
+            .set_lag(lag.head, lag.projected, lag.seconds),
+        Err(e) => tracing::warn!(error = %e, "cannot measure the projection lag"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().render(),
