@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use tracing::info;
+use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::tokens::load_or_bootstrap;
 use userstate_server::{shutdown_signal, Server, ServerConfig};
 
@@ -33,6 +34,14 @@ pub struct ServeArgs {
     /// How long a GET waits for the read model to reach the caller's writes, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub read_timeout_ms: u64,
+    /// `/readyz` answers 503 while the read model is more than this many events behind the
+    /// store's head (0: must be caught up; for several nodes on one store).
+    #[arg(long, default_value_t = DEFAULT_MAX_LAG_EVENTS, env = "USERSTATE_MAX_LAG_EVENTS")]
+    pub max_lag_events: u64,
+    /// `/readyz` answers 503 while the oldest event the read model has not applied is older
+    /// than this many seconds (0: no limit by age).
+    #[arg(long, default_value_t = DEFAULT_MAX_LAG.as_secs_f64(), env = "USERSTATE_MAX_LAG_SECONDS")]
+    pub max_lag_seconds: f64,
 }
 
 /// Runs the server until a shutdown signal.
@@ -42,6 +51,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store, &args.data).await?;
     let mut config = ServerConfig::new(args.listen, store, tokens.authenticator);
     config.read_timeout = Duration::from_millis(args.read_timeout_ms);
+    config.lag_limit = LagLimit {
+        max_events: Some(args.max_lag_events),
+        max_age: (args.max_lag_seconds > 0.0)
+            .then(|| Duration::try_from_secs_f64(args.max_lag_seconds))
+            .transpose()
+            .context("--max-lag-seconds")?,
+    };
     let server = Server::bind(config).await.context("starting the server")?;
     let addr = server.local_addr();
     println!(
