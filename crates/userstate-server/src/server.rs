@@ -12,7 +12,7 @@ use tracing::info;
 use userstate::{EventStore, StoreError};
 
 use crate::auth::Authenticator;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, LagLimit};
 use crate::service::DEFAULT_READ_TIMEOUT;
 
 /// Everything a server needs.
@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub authenticator: Authenticator,
     /// How long reads wait for the read model.
     pub read_timeout: Duration,
+    /// How far the read model may trail the store head before `/readyz` says not ready.
+    pub lag_limit: LagLimit,
 }
 
 impl ServerConfig {
@@ -39,6 +41,7 @@ impl ServerConfig {
             store,
             authenticator,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            lag_limit: LagLimit::default(),
         }
     }
 }
@@ -76,7 +79,13 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(io)?;
         let addr = listener.local_addr().map_err(io)?;
-        let state = AppState::new(config.store, config.authenticator, config.read_timeout).await?;
+        let state = AppState::with_lag_limit(
+            config.store,
+            config.authenticator,
+            config.read_timeout,
+            config.lag_limit,
+        )
+        .await?;
         Ok(Self {
             listener,
             state,
