@@ -38,3 +38,11 @@ mod store;
 
 pub use config::{EsdbConfig, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
 pub use store::EsdbStore;
+
+/// The protocol-level KurrentDB test server of `tests/support` (feature `test-server`): a tonic
+/// server on 127.0.0.1 speaking the client's `Streams` protocol over an in-memory log, for tests
+/// of other crates that need a KurrentDB without a real one. Not for production use.
+#[cfg(feature = "test-server")]
+#[allow(missing_docs, dead_code, clippy::all)]
+#[path = "../tests/support/mod.rs"]
+pub mod test_server;
