@@ -225,11 +225,7 @@ impl EventStore for EsdbStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
+        userstate::store::ensure_events(&events)?;
         let s = &self.shared;
         let name = s.naming.esdb_name(stream);
         let now = Utc::now();

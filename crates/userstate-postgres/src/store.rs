@@ -208,11 +208,7 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
+        userstate::store::ensure_events(&events)?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),

@@ -54,11 +54,7 @@ impl EventStore for MemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
+        super::ensure_events(&events)?;
         let recorded = {
             let mut inner = self.lock();
             let actual = inner.streams.get(stream).map_or(0, |s| s.len() as u64);

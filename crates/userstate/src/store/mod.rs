@@ -21,6 +21,16 @@ pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamI
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+/// The contract's rule for every backend: an append carries at least one event.
+pub fn ensure_events(events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "an append needs at least one event".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A durable (or, for [`MemoryStore`], volatile) log of event streams.
 ///
 /// Implementations must be safe to share between tasks (`Arc<dyn EventStore>`).

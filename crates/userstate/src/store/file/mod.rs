@@ -235,11 +235,7 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
+        super::ensure_events(&events)?;
         let (reply, answer) = oneshot::channel();
         let request = Request {
             stream: stream.clone(),

@@ -154,11 +154,7 @@ impl Writer {
         now: DateTime<Utc>,
         offsets: &mut Vec<usize>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if req.events.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
+        crate::store::ensure_events(&req.events)?;
         if !req.expected.matches(actual) {
             return Err(StoreError::Conflict {
                 stream: req.stream.clone(),
