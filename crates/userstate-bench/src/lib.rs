@@ -95,6 +95,9 @@ pub struct RunSpec {
     pub duration: Duration,
     /// Draw progress bars (on stderr) for the setup.
     pub progress: bool,
+    /// The instance the run's users live in: runs in distinct instances can share one store
+    /// (a PostgreSQL database or a KurrentDB server) without their users colliding.
+    pub instance: InstanceId,
 }
 
 /// The result of one run: BENCH.md's JSON line.
@@ -147,16 +150,13 @@ pub enum BenchError {
     Invalid(String),
 }
 
-pub(crate) fn bench_instance() -> InstanceId {
-    InstanceId::new("bench").expect("valid literal id")
-}
 
 pub(crate) fn user_id(i: usize) -> UserId {
     UserId::new(format!("bench-u{i}")).expect("valid generated id")
 }
 
-pub(crate) fn context() -> Context {
-    Context::new(Principal::system("bench", bench_instance()))
+pub(crate) fn context(instance: &InstanceId) -> Context {
+    Context::new(Principal::system("bench", instance.clone()))
 }
 
 pub(crate) fn add_command(id: UserId, username: String) -> UserCommand {

@@ -39,11 +39,12 @@ pub(crate) async fn add_users(engine: &Engine, spec: &RunSpec) -> Result<(), Ben
     let mut handles = Vec::new();
     for t in 0..tasks {
         let (engine, bar, users) = (engine.clone(), bar.clone(), spec.users);
+        let instance = spec.instance.clone();
         handles.push(tokio::spawn(async move {
             for i in (t..users).step_by(tasks) {
                 engine
                     .execute(
-                        &context(),
+                        &context(&instance),
                         add_command(user_id(i), format!("bench-user-{i}")),
                     )
                     .await?;
@@ -121,6 +122,8 @@ struct TaskCount {
 
 struct Task {
     engine: Engine,
+    /// Built once: a principal's permission set is not free to build per command.
+    ctx: userstate::Context,
     projection: Arc<Projection>,
     lag: Arc<Mutex<Option<Histogram<u64>>>>,
     count: TaskCount,
@@ -134,7 +137,7 @@ impl Task {
         // for the whole run and starve the projection and reader tasks.
         tokio::task::consume_budget().await;
         let start = Instant::now();
-        let result = self.engine.execute(&context(), cmd).await;
+        let result = self.engine.execute(&self.ctx, cmd).await;
         let micros = start.elapsed().as_micros().max(1) as u64;
         self.count.latency.saturating_record(micros);
         self.count.commands += 1;
@@ -196,6 +199,7 @@ pub(crate) async fn drive(
     for t in 0..writers + readers {
         let mut task = Task {
             engine: engine.clone(),
+            ctx: context(&spec.instance),
             projection: projection.clone(),
             lag: totals.lag.clone(),
             count: TaskCount {
@@ -278,7 +282,7 @@ async fn zipf_loop(task: &mut Task, t: usize, users: usize) {
 }
 
 async fn read_loop(task: &mut Task, users: usize) {
-    let principal = context().principal;
+    let principal = task.ctx.principal.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(users as u64);
     while task.running() {
         let id = user_id(rng.random_range(0..users));

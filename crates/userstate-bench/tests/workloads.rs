@@ -16,6 +16,7 @@ fn spec(workload: Workload) -> RunSpec {
         concurrency: 4,
         duration: Duration::from_millis(200),
         progress: false,
+        instance: userstate::InstanceId::new("bench").unwrap(),
     }
 }
 

@@ -34,7 +34,8 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Runs every requested concurrency on a fresh store and prints the results.
+/// Runs every requested concurrency and prints the results: the file and memory stores are
+/// fresh per run; a server-backed store is shared, each run in its own instance.
 pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let durable = args.store != "memory";
     let store_name = match args.store.split_once("://") {
@@ -53,6 +54,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             concurrency,
             duration: Duration::from_secs_f64(args.seconds),
             progress: !args.json,
+            instance: userstate::InstanceId::new(format!("bench-{}-{i}", std::process::id()))?,
         };
         let report = run(store, &spec).await?;
         if args.json {

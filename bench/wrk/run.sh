@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# HTTP load on `userstate serve`: lock/unlock over keep-alive connections with wrk.
+#   bash bench/wrk/run.sh [file|memory] [USERS] [CONNECTIONS] [SECONDS]
+# Needs wrk (Debian: apt-get install wrk) and curl. Loopback only; stops the server at the end.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+store=${1:-file}; users=${2:-1000}; conns=${3:-64}; secs=${4:-10}; threads=2
+tmp=$(mktemp -d /tmp/userstate-wrk.XXXXXX); data=$tmp/data
+cargo build --release -q -p userstate-cli --bin userstate
+target=${CARGO_TARGET_DIR:-target}
+"$target/release/userstate" serve --data "$data" --store "$store" --listen 127.0.0.1:0 \
+  --log-format json > "$tmp/serve.out" 2> "$tmp/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$tmp/serve.out" 2>/dev/null && break; sleep 0.1; done
+base=$(grep -o 'http://[0-9.:]*' "$tmp/serve.out" | head -1)
+export TOKEN=$(cat "$data/admin-token") USERS=$users THREADS=$threads
+seq 0 $((users - 1)) | xargs -P 16 -I{} curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' \
+  -d '{"userId":"u{}","username":"user{}","organization":{"orgId":"bench"}}' "$base/v2/users/human"
+echo "store=$store users=$users connections=$conns threads=$threads seconds=$secs nproc=$(nproc)"
+wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s bench/wrk/lock_unlock.lua "$base"
