@@ -150,7 +150,6 @@ pub enum BenchError {
     Invalid(String),
 }
 
-
 pub(crate) fn user_id(i: usize) -> UserId {
     UserId::new(format!("bench-u{i}")).expect("valid generated id")
 }
