@@ -8,7 +8,8 @@ use userstate::{ErrorKind, Principal, UserId};
 
 use super::pb::google::rpc::Status as RpcStatus;
 use super::pb::zitadel::v1::ErrorDetail;
-use crate::http::{AppState, MAX_HEADER_VALUE_LEN, MIN_POSITION_HEADER, REQUEST_ID_HEADER};
+use crate::http::extract::value_text;
+use crate::http::{AppState, MIN_POSITION_HEADER, REQUEST_ID_HEADER};
 use crate::service::RequestMeta;
 use crate::status::{ApiError, RequestError};
 
@@ -90,23 +91,9 @@ pub(crate) fn caller(state: &AppState, metadata: &MetadataMap) -> Result<GrpcCal
     })
 }
 
-/// A metadata value as visible ASCII of at most [`MAX_HEADER_VALUE_LEN`] bytes.
+/// A metadata value, checked like an HTTP header ([`value_text`]).
 fn text(metadata: &MetadataMap, name: &'static str) -> Result<Option<String>, ApiError> {
-    let Some(value) = metadata.get(name) else {
-        return Ok(None);
-    };
-    let invalid = |reason| RequestError::InvalidHeader { name, reason };
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("must be visible ASCII"))?
-        .trim();
-    if text.is_empty() {
-        return Err(invalid("must not be empty").into());
-    }
-    if text.len() > MAX_HEADER_VALUE_LEN {
-        return Err(invalid("is longer than 128 bytes").into());
-    }
-    Ok(Some(text.to_owned()))
+    value_text(name, metadata.get(name).map(|v| v.as_bytes()))
 }
 
 /// A user id from a request field.

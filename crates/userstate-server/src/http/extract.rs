@@ -58,13 +58,26 @@ impl FromRequestParts<AppState> for Caller {
 
 /// A header's value as visible ASCII of at most [`MAX_HEADER_VALUE_LEN`] bytes.
 fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    value_text(name, headers.get(name).map(|v| v.as_bytes()))
+}
+
+/// Checks a request header's (or gRPC metadata entry's) raw value: visible ASCII, not empty
+/// after trimming, at most [`MAX_HEADER_VALUE_LEN`] bytes. Shared by both front ends.
+pub(crate) fn value_text(
+    name: &'static str,
+    value: Option<&[u8]>,
+) -> Result<Option<String>, ApiError> {
+    let Some(bytes) = value else {
         return Ok(None);
     };
     let invalid = |reason| RequestError::InvalidHeader { name, reason };
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("must be visible ASCII"))?
+    let visible = bytes
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|_| visible)
+        .ok_or_else(|| invalid("must be visible ASCII"))?
         .trim();
     if text.is_empty() {
         return Err(invalid("must not be empty").into());

@@ -2,7 +2,7 @@
 //! every request passes (request id, metrics, tracing, panic safety net). Handlers only parse
 //! and format; [`UserService`](crate::service::UserService) does the work.
 
-mod extract;
+pub(crate) mod extract;
 mod lag;
 mod layers;
 mod ops;
