@@ -295,6 +295,20 @@ impl tracing::Subscriber for Capture {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The capture, installed once as this test binary's global subscriber. A scoped
+/// `with_default` subscriber is not enough: tracing caches each call site's interest globally,
+/// and a parallel test that reaches the call site first (with no subscriber) can leave it cached
+/// as "never", which made this test flaky.
+fn global_capture() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing::subscriber::set_global_default(capture.clone())
+            .expect("no other global subscriber in this test binary");
+        capture
+    })
+}
+
 #[tokio::test]
 async fn the_repair_is_logged_with_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -306,9 +320,8 @@ async fn the_repair_is_logged_with_file_and_offset() {
         .unwrap()
         .set_len(cut)
         .unwrap();
-    let capture = Capture::default();
-    let store = tracing::subscriber::with_default(capture.clone(), || FileStore::open(dir.path()))
-        .expect("open repairs the tail");
+    let capture = global_capture();
+    let store = FileStore::open(dir.path()).expect("open repairs the tail");
     drop(store);
     let logged = capture.0.lock().unwrap().join("\n");
     assert!(logged.contains(&seg.display().to_string()), "{logged}");
