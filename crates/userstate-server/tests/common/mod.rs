@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod failing_store;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
