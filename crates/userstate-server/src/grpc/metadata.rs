@@ -109,3 +109,22 @@ pub(crate) fn with_position<T>(message: T, position: u64) -> Response<T> {
         .insert(POSITION_METADATA, MetadataValue::from(position));
     response
 }
+
+/// Runs one user command for a gRPC call: authenticate from the metadata, validate the id, run
+/// it through the shared service. Both API versions answer with the resulting `Details`.
+pub(crate) async fn execute_command(
+    state: &AppState,
+    metadata: &MetadataMap,
+    id: String,
+    command: fn(UserId) -> userstate::UserCommand,
+) -> Result<userstate::Details, Status> {
+    let run = async {
+        let caller = caller(state, metadata)?;
+        let id = user_id(id)?;
+        state
+            .service()
+            .execute(&caller.principal, &caller.meta, command(id))
+            .await
+    };
+    run.await.map_err(|e: ApiError| status_of(&e))
+}

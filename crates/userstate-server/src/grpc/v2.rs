@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use userstate::{Email, OrgId, Profile, UserCommand};
 
 use super::convert::{details_v2, user_v2};
-use super::metadata::{caller, status_of, user_id, with_position};
+use super::metadata::{caller, execute_command, status_of, user_id, with_position};
 use super::pb::zitadel::object::v2::organization::Org;
 use super::pb::zitadel::user::v2::set_human_email::Verification;
 use super::pb::zitadel::user::v2::user_service_server::UserService;
@@ -34,15 +34,7 @@ impl UserServiceV2 {
         command: fn(userstate::UserId) -> UserCommand,
         answer: fn(Option<super::pb::zitadel::object::v2::Details>) -> T,
     ) -> Result<Response<T>, Status> {
-        let run = async {
-            let caller = caller(&self.state, metadata)?;
-            let id = user_id(id)?;
-            self.state
-                .service()
-                .execute(&caller.principal, &caller.meta, command(id))
-                .await
-        };
-        let details: userstate::Details = run.await.map_err(|e: ApiError| status_of(&e))?;
+        let details = execute_command(&self.state, metadata, id, command).await?;
         Ok(with_position(
             answer(Some(details_v2(&details))),
             details.position,

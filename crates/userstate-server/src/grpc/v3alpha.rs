@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use userstate::UserCommand;
 
 use super::convert::{details_v3, user_v3};
-use super::metadata::{caller, status_of, user_id, with_position};
+use super::metadata::{caller, execute_command, status_of, user_id, with_position};
 use super::pb::zitadel::resources::user::v3alpha::zitadel_users_server::ZitadelUsers;
 use super::pb::zitadel::resources::user::v3alpha::*;
 use crate::http::AppState;
@@ -31,15 +31,7 @@ impl UsersV3Alpha {
         command: fn(userstate::UserId) -> UserCommand,
         answer: fn(Option<Details>) -> T,
     ) -> Result<Response<T>, Status> {
-        let run = async {
-            let caller = caller(&self.state, metadata)?;
-            let id = user_id(id)?;
-            self.state
-                .service()
-                .execute(&caller.principal, &caller.meta, command(id))
-                .await
-        };
-        let details: userstate::Details = run.await.map_err(|e: ApiError| status_of(&e))?;
+        let details = execute_command(&self.state, metadata, id, command).await?;
         Ok(with_position(
             answer(Some(details_v3(&details))),
             details.position,
