@@ -6,10 +6,13 @@
 //! [`ReadModel::rebuild`] folds the whole store from position 1 into the same model.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hashbrown::hash_table::{self, HashTable};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -63,28 +66,104 @@ impl UserView {
 
 /// Every user of every instance, folded from the store.
 ///
-/// Kept compact because it holds every user in memory: one map entry per user keyed by its
-/// stream name, organisations interned, profile and email boxed only when present (see
-/// docs/PERFORMANCE.md for the measured bytes per user).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Kept compact because it holds every user in memory: users are a dense `Vec` of entries, each
+/// holding its stream name and username in one boxed string, found through a hash table of
+/// `u32` indices; organisations are interned and profile and email boxed only when present (see
+/// docs/PERFORMANCE.md for the measured bytes per user). Users are never removed, so indices stay
+/// valid.
+#[derive(Clone, Default)]
 pub struct ReadModel {
-    users: HashMap<Box<str>, Entry>,
+    /// Every user, in the order first added.
+    entries: Vec<Entry>,
+    /// Index into `entries`, hashed by the entry's stream name.
+    index: HashTable<u32>,
+    hasher: RandomState,
     orgs: Vec<OrgId>,
     org_index: HashMap<OrgId, u32>,
     position: u64,
 }
 
 /// One user in the read model; [`UserView`] is its public, owned form.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Entry {
-    username: Box<str>,
+    /// The stream name (`user:{instance}:{user}`) followed by the username.
+    text: Box<str>,
     extra: Option<Box<(Option<Profile>, Option<Email>)>>,
     change_date: DateTime<Utc>,
     creation_date: DateTime<Utc>,
     sequence: u64,
     position: u64,
     org: u32,
+    /// Length of the stream name at the start of `text` (at most 262 bytes: two ids of at most
+    /// 128 bytes, checked before an entry is made).
+    key_len: u16,
     state: UserState,
+}
+
+impl Entry {
+    fn text(key: &str, username: &str) -> (Box<str>, u16) {
+        let key_len = u16::try_from(key.len()).expect("user stream names are at most 262 bytes");
+        ([key, username].concat().into_boxed_str(), key_len)
+    }
+
+    /// The user's stream name, the key of the read model.
+    fn key(&self) -> &str {
+        &self.text[..self.key_len as usize]
+    }
+
+    fn username(&self) -> &str {
+        &self.text[self.key_len as usize..]
+    }
+}
+
+/// Shows the username on its own (the stream name is the entry's key in [`ReadModel`]'s output).
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("username", &self.username())
+            .field("extra", &self.extra)
+            .field("change_date", &self.change_date)
+            .field("creation_date", &self.creation_date)
+            .field("sequence", &self.sequence)
+            .field("position", &self.position)
+            .field("org", &self.org)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Equal when both hold the same users (whatever order they were added in), organisations and
+/// position.
+impl PartialEq for ReadModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+            && self.orgs == other.orgs
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().all(|e| other.entry(e.key()) == Some(e))
+    }
+}
+
+impl Eq for ReadModel {}
+
+impl fmt::Debug for ReadModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadModel")
+            .field("users", &Users(&self.entries))
+            .field("orgs", &self.orgs)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+/// Debug-formats the users as a map from stream name to entry.
+struct Users<'a>(&'a [Entry]);
+
+impl fmt::Debug for Users<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|e| (e.key(), e)))
+            .finish()
+    }
 }
 
 impl ReadModel {
@@ -123,7 +202,7 @@ impl ReadModel {
         ];
         states
             .into_iter()
-            .map(|s| (s, self.users.values().filter(|e| e.state == s).count()))
+            .map(|s| (s, self.entries.iter().filter(|e| e.state == s).count()))
             .collect()
     }
 
@@ -134,22 +213,22 @@ impl ReadModel {
 
     /// The number of users known (removed ones included).
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.entries.len()
     }
 
     /// Whether no user is known.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.entries.is_empty()
     }
 
     /// One user, removed ones included.
     pub fn user(&self, instance: &InstanceId, user: &UserId) -> Option<UserView> {
         let key = StreamId::user(instance, user);
-        let entry = self.users.get(key.as_str())?;
+        let entry = self.entry(key.as_str())?;
         let (profile, email) = entry.extra.as_deref().cloned().unwrap_or_default();
         Some(UserView {
             user_id: user.clone(),
-            username: entry.username.to_string(),
+            username: entry.username().to_owned(),
             resource_owner: self.orgs[entry.org as usize].clone(),
             state: entry.state,
             profile,
@@ -159,6 +238,48 @@ impl ReadModel {
             change_date: entry.change_date,
             creation_date: entry.creation_date,
         })
+    }
+
+    /// The entry of the user with stream name `key`.
+    fn entry(&self, key: &str) -> Option<&Entry> {
+        let hash = self.hasher.hash_one(key);
+        let &i = self
+            .index
+            .find(hash, |&i| self.entries[i as usize].key() == key)?;
+        Some(&self.entries[i as usize])
+    }
+
+    /// The entry of the user with stream name `key`, for update.
+    fn entry_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let &i = self
+            .index
+            .find(hash, |&i| entries[i as usize].key() == key)?;
+        Some(&mut self.entries[i as usize])
+    }
+
+    /// Adds `entry`, or replaces the one with the same stream name (keeping its place).
+    fn insert(&mut self, entry: Entry) {
+        let Self {
+            entries,
+            index,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(entry.key());
+        match index.entry(
+            hash,
+            |&i| entries[i as usize].key() == entry.key(),
+            |&i| hasher.hash_one(entries[i as usize].key()),
+        ) {
+            hash_table::Entry::Occupied(found) => entries[*found.get() as usize] = entry,
+            hash_table::Entry::Vacant(slot) => {
+                let i = u32::try_from(entries.len()).expect("fewer than 2^32 users");
+                entries.push(entry);
+                slot.insert(i);
+            }
+        }
     }
 
     fn intern(&mut self, org: OrgId) -> u32 {
@@ -197,26 +318,25 @@ impl ReadModel {
             let org = self.intern(added.resource_owner);
             let extra = (added.profile.is_some() || added.email.is_some())
                 .then(|| Box::new((added.profile, added.email)));
-            self.users.insert(
-                name.into(),
-                Entry {
-                    username: added.username.into_boxed_str(),
-                    extra,
-                    change_date: event.created_at,
-                    creation_date: event.created_at,
-                    sequence: event.sequence,
-                    position: event.position,
-                    org,
-                    state: if added.initial {
-                        UserState::Initial
-                    } else {
-                        UserState::Active
-                    },
+            let (text, key_len) = Entry::text(name, &added.username);
+            self.insert(Entry {
+                text,
+                extra,
+                change_date: event.created_at,
+                creation_date: event.created_at,
+                sequence: event.sequence,
+                position: event.position,
+                org,
+                key_len,
+                state: if added.initial {
+                    UserState::Initial
+                } else {
+                    UserState::Active
                 },
-            );
+            });
             return;
         }
-        let Some(entry) = self.users.get_mut(name) else {
+        let Some(entry) = self.entry_mut(name) else {
             warn!(stream = %event.stream, "event for a user never added; skipped");
             return;
         };
@@ -350,5 +470,250 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
         }
         next = last + 1;
         shared.position.send_replace(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EVENT_REVISION;
+    use crate::store::{EventMetadata, NewEvent};
+    use proptest::prelude::*;
+
+    /// The read model's fold written plainly over a `HashMap` of views, as the reference.
+    #[derive(Default)]
+    struct Reference {
+        users: HashMap<String, UserView>,
+        position: u64,
+    }
+
+    impl Reference {
+        fn apply(&mut self, event: &RecordedEvent) {
+            self.position = self.position.max(event.position);
+            let name = event.stream.as_str();
+            let Some(rest) = name.strip_prefix("user:") else {
+                return;
+            };
+            let Ok(decoded) = decode(event) else {
+                return;
+            };
+            if let UserEvent::Added(added) = decoded {
+                let Some((i, u)) = rest.split_once(':') else {
+                    return;
+                };
+                let (Ok(_), Ok(user_id)) = (InstanceId::new(i), UserId::new(u)) else {
+                    return;
+                };
+                let view = UserView {
+                    user_id,
+                    username: added.username,
+                    resource_owner: added.resource_owner,
+                    state: match added.initial {
+                        true => UserState::Initial,
+                        false => UserState::Active,
+                    },
+                    profile: added.profile,
+                    email: added.email,
+                    sequence: event.sequence,
+                    position: event.position,
+                    change_date: event.created_at,
+                    creation_date: event.created_at,
+                };
+                self.users.insert(name.to_owned(), view);
+                return;
+            }
+            let Some(view) = self.users.get_mut(name) else {
+                return;
+            };
+            view.state = match decoded {
+                UserEvent::Deactivated => UserState::Inactive,
+                UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
+                UserEvent::Locked => UserState::Locked,
+                UserEvent::Removed => UserState::Deleted,
+                UserEvent::Added(_) => unreachable!(),
+            };
+            view.sequence = event.sequence;
+            view.position = event.position;
+            view.change_date = event.created_at;
+        }
+    }
+
+    const INSTANCES: [&str; 2] = ["i1", "i2"];
+    const USERS: usize = 40;
+
+    fn user_stream(instance: usize, user: usize) -> String {
+        format!("user:{}:u{user}", INSTANCES[instance])
+    }
+
+    /// A stream name: mostly valid user streams, sometimes a username reservation or a user
+    /// stream whose name does not parse.
+    fn any_stream() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (0..INSTANCES.len(), 0..USERS).prop_map(|(i, u)| user_stream(i, u)),
+            1 => Just("username:i1:alice".to_owned()),
+            1 => prop::sample::select(vec!["user:i1", "user::u1", "user:i1:", "user:i 1:u1", "user:i1:u1:x"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// An event type, revision and payload: mostly well-formed, sometimes undecodable.
+    fn any_event() -> impl Strategy<Value = (String, u16, serde_json::Value)> {
+        let added = (
+            prop::sample::select(vec![
+                "alice",
+                "",
+                "Bob@example.com",
+                "é名",
+                "a-much-longer-username-than-most",
+            ]),
+            prop::sample::select(vec!["o1", "o2", "o3"]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(username, org, profile, email, initial)| {
+                let mut payload = serde_json::json!({
+                    "username": username, "resourceOwner": org, "initial": initial
+                });
+                if profile {
+                    payload["profile"] =
+                        serde_json::json!({"givenName": "G", "familyName": username});
+                }
+                if email {
+                    payload["email"] =
+                        serde_json::json!({"email": "e@x.org", "isVerified": initial});
+                }
+                ("user.human.added".to_owned(), 1, payload)
+            });
+        let other = prop::sample::select(UserEvent::TYPES[1..].to_vec())
+            .prop_map(|t| (t.to_owned(), 1, serde_json::json!({})));
+        prop_oneof![
+            3 => added,
+            6 => other,
+            1 => Just(("user.human.added".to_owned(), 1, serde_json::json!({"username": 5}))),
+            1 => Just(("user.renamed".to_owned(), 1, serde_json::json!({}))),
+            1 => Just(("user.locked".to_owned(), EVENT_REVISION + 1, serde_json::json!({}))),
+        ]
+    }
+
+    fn recorded(
+        i: usize,
+        stream: &str,
+        sequence: u64,
+        (event_type, revision, payload): (String, u16, serde_json::Value),
+    ) -> RecordedEvent {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + i as i64, 0).unwrap();
+        RecordedEvent::record(
+            StreamId::new(stream).unwrap(),
+            sequence,
+            i as u64 + 1,
+            at,
+            NewEvent::new(event_type, revision, payload, EventMetadata::default()),
+        )
+    }
+
+    fn assert_same(model: &ReadModel, reference: &Reference) -> Result<(), TestCaseError> {
+        prop_assert_eq!(model.position(), reference.position);
+        prop_assert_eq!(model.len(), reference.users.len());
+        prop_assert_eq!(model.is_empty(), reference.users.is_empty());
+        for (i, instance) in INSTANCES.iter().enumerate() {
+            let instance = InstanceId::new(*instance).unwrap();
+            for u in 0..USERS {
+                let user = UserId::new(format!("u{u}")).unwrap();
+                let expected = reference.users.get(&user_stream(i, u)).cloned();
+                prop_assert_eq!(model.user(&instance, &user), expected);
+            }
+        }
+        let mut counts: HashMap<UserState, usize> = HashMap::new();
+        for view in reference.users.values() {
+            *counts.entry(view.state).or_default() += 1;
+        }
+        for (state, n) in model.count_by_state() {
+            prop_assert_eq!(n, counts.get(&state).copied().unwrap_or(0), "{:?}", state);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Any sequence of recorded events (re-adds, events for unknown users, undecodable
+        /// events, streams of other kinds or with bad names) leaves the read model answering
+        /// exactly as the plain `HashMap` fold does; a clone equals it, and so does a model that
+        /// folded the same events.
+        #[test]
+        fn read_model_answers_like_a_plain_map(
+            events in prop::collection::vec((any_stream(), 1u64..5, any_event()), 0..300)
+        ) {
+            let mut model = ReadModel::default();
+            let mut again = ReadModel::default();
+            let mut reference = Reference::default();
+            for (i, (stream, sequence, event)) in events.into_iter().enumerate() {
+                let event = recorded(i, &stream, sequence, event);
+                model.apply(&event);
+                again.apply(&event);
+                reference.apply(&event);
+            }
+            assert_same(&model, &reference)?;
+            prop_assert_eq!(&model.clone(), &model);
+            prop_assert_eq!(&again, &model);
+        }
+    }
+
+    #[test]
+    fn many_users_are_all_found_after_the_index_grows() {
+        let instance = InstanceId::new("i1").unwrap();
+        let mut model = ReadModel::default();
+        let n = 5_000;
+        for u in 0..n {
+            let payload = serde_json::json!({
+                "username": format!("name{u}"), "resourceOwner": format!("o{}", u % 7)
+            });
+            let event = ("user.human.added".to_owned(), 1, payload);
+            model.apply(&recorded(u, &format!("user:i1:u{u}"), 1, event));
+        }
+        assert_eq!(model.len(), n);
+        for u in 0..n {
+            let view = model
+                .user(&instance, &UserId::new(format!("u{u}")).unwrap())
+                .unwrap();
+            assert_eq!(view.username, format!("name{u}"));
+            assert_eq!(view.resource_owner.as_str(), format!("o{}", u % 7));
+            assert_eq!(view.position, u as u64 + 1);
+        }
+        assert_eq!(
+            model.user(&instance, &UserId::new(format!("u{n}")).unwrap()),
+            None
+        );
+        assert_eq!(
+            model.user(&InstanceId::new("i2").unwrap(), &UserId::new("u1").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn models_with_the_same_users_added_in_another_order_are_equal() {
+        let add = |i: usize, u: usize| {
+            let payload = serde_json::json!({"username": format!("n{u}"), "resourceOwner": "o1"});
+            recorded(
+                i,
+                &format!("user:i1:u{u}"),
+                1,
+                ("user.human.added".to_owned(), 1, payload),
+            )
+        };
+        let (mut forward, mut backward) = (ReadModel::default(), ReadModel::default());
+        for u in 0..3 {
+            forward.apply(&add(u, u));
+            backward.apply(&add(u, 2 - u));
+        }
+        // Same users, but each with its own position: not equal until the positions match.
+        assert_ne!(forward, backward);
+        let (mut forward, mut backward) = (ReadModel::default(), ReadModel::default());
+        for u in 0..3 {
+            forward.apply(&add(0, u));
+            backward.apply(&add(0, 2 - u));
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(format!("{forward:?}").matches("user:i1:u").count(), 3);
     }
 }
