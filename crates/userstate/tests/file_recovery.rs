@@ -24,6 +24,16 @@ fn len(path: &Path) -> u64 {
     fs::metadata(path).expect("metadata").len()
 }
 
+/// Where the records of a segment end: the writer keeps zeros ahead of the log, so the file is
+/// longer. A frame ends with its JSON payload, never with a zero byte.
+fn data_len(path: &Path) -> u64 {
+    let bytes = fs::read(path).expect("read");
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
 /// Copies the segments of `from` into a fresh directory.
 fn copy_store(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().expect("tempdir");
@@ -46,7 +56,7 @@ fn corrupt_location(result: Result<FileStore, StoreError>) -> (String, String) {
 async fn build(dir: &Path, appends: u64) -> (PathBuf, Vec<u64>) {
     let store = FileStore::open(dir).expect("open");
     let seg = segments(dir).remove(0);
-    let mut sizes = vec![len(&seg)];
+    let mut sizes = vec![data_len(&seg)];
     for i in 0..appends {
         store
             .append(
@@ -56,14 +66,14 @@ async fn build(dir: &Path, appends: u64) -> (PathBuf, Vec<u64>) {
             )
             .await
             .expect("append");
-        sizes.push(len(&seg));
+        sizes.push(data_len(&seg));
     }
     let three = (0..3).map(|i| event("t.multi", i)).collect();
     store
         .append(&stream("multi"), ExpectedVersion::NoStream, three)
         .await
         .expect("append");
-    sizes.push(len(&seg));
+    sizes.push(data_len(&seg));
     (seg, sizes)
 }
 
@@ -72,6 +82,7 @@ async fn a_torn_last_append_is_truncated_at_every_byte_offset() {
     let src = tempfile::tempdir().expect("tempdir");
     let (seg, sizes) = build(src.path(), 4).await;
     let (whole, with_last) = (sizes[4], sizes[5]);
+    assert!(with_last > whole + 100, "the last append has three records");
     for cut in whole..with_last {
         let dir = copy_store(src.path());
         let copy = dir.path().join(seg.file_name().expect("name"));
@@ -109,15 +120,67 @@ async fn a_torn_last_append_is_truncated_at_every_byte_offset() {
 }
 
 #[tokio::test]
-async fn a_zero_filled_tail_is_truncated() {
+async fn zeros_after_the_log_are_kept_as_space_ahead() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (seg, sizes) = build(dir.path(), 3).await;
+    assert!(
+        len(&seg) > sizes[4],
+        "the writer wrote zeros ahead of the log"
+    );
     let mut bytes = fs::read(&seg).expect("read");
     bytes.extend_from_slice(&[0; 5000]);
+    let grown = bytes.len() as u64;
     fs::write(&seg, bytes).expect("write");
     let store = FileStore::open(dir.path()).expect("open");
     assert_eq!(store.head_position().await.unwrap(), 6);
-    assert_eq!(len(&seg), sizes[4]);
+    assert_eq!(len(&seg), grown, "zeros are not a torn tail");
+    store
+        .append(
+            &stream("after"),
+            ExpectedVersion::NoStream,
+            vec![event("t", 7)],
+        )
+        .await
+        .expect("append over the zeros");
+    drop(store);
+    let store = FileStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 7);
+    assert_eq!(len(&seg), grown, "written in place, not appended");
+}
+
+/// A crash during the last batch can leave any of its pages unwritten (zeros) while later
+/// ones reached the disk: the log ends before that batch, whatever the pattern.
+#[tokio::test]
+async fn a_last_batch_with_holes_is_dropped_whole() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (seg, sizes) = build(src.path(), 4).await;
+    let (whole, with_last) = (sizes[4], sizes[5]);
+    let name = seg.file_name().expect("name").to_owned();
+    let step = ((with_last - whole) / 16).max(1);
+    for hole_start in (whole..with_last).step_by(step as usize) {
+        for hole_len in [1, 7, 64] {
+            let dir = copy_store(src.path());
+            let copy = dir.path().join(&name);
+            let mut bytes = fs::read(&copy).expect("read");
+            let hole = hole_start as usize..(hole_start + hole_len).min(with_last - 1) as usize;
+            if bytes[hole.clone()].iter().all(|&b| b == 0) {
+                continue; // already zero: no hole
+            }
+            bytes[hole].fill(0);
+            fs::write(&copy, bytes).expect("write");
+            let store = FileStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("hole at {hole_start}+{hole_len}: {e}"));
+            assert_eq!(
+                store.head_position().await.unwrap(),
+                4,
+                "hole at {hole_start}"
+            );
+            assert_eq!(data_len(&copy), whole, "hole at {hole_start}: tail cleared");
+            drop(store);
+            let store = FileStore::open(dir.path()).expect("reopen after repair");
+            assert_eq!(store.read_all(1, 100).await.unwrap().len(), 4);
+        }
+    }
 }
 
 #[tokio::test]
@@ -130,6 +193,10 @@ async fn a_flipped_byte_in_a_middle_record_is_refused_with_file_and_offset() {
         .to_string_lossy()
         .into_owned();
     let (start, end) = (sizes[1], sizes[2]);
+    assert!(
+        end > start + 50,
+        "a whole record lies between {start} and {end}"
+    );
     for at in start..end {
         let dir = copy_store(src.path());
         let copy = dir.path().join(&name);

@@ -12,7 +12,9 @@
 //! The header has its own checksum so a damaged length is never trusted: a frame whose header
 //! checks out but whose body runs past the end of the file was cut short (a torn tail); a frame
 //! whose header or body fails its checksum was damaged. Flag bit 0 marks the last record of one
-//! `append` call, so recovery can drop a partially written multi-event append.
+//! `append` call, so recovery can drop a partially written multi-event append. Flag bit 1 marks
+//! the first record of one writer batch (one `write` + `fdatasync`), so recovery can tell a torn
+//! last batch from damage followed by later batches (see `scan`).
 //!
 //! The decoder is total: any input yields a [`Decoded`] value, never a panic (fuzzed in `fuzz/`
 //! and by a property test).
@@ -28,6 +30,8 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_BODY_LEN: usize = 64 << 20;
 /// Flag: this record is the last of its `append` call.
 const FLAG_ENDS_APPEND: u8 = 1;
+/// Flag: this record is the first of a writer batch.
+const FLAG_STARTS_BATCH: u8 = 2;
 /// Fixed-size part of the body before the variable fields.
 const FIXED_LEN: usize = 8 + 8 + 8 + 16 + 2 + 1;
 
@@ -47,6 +51,8 @@ pub struct RawRecord<'a> {
     pub revision: u16,
     /// Whether this record is the last of its `append` call.
     pub ends_append: bool,
+    /// Whether this record is the first of a writer batch.
+    pub starts_batch: bool,
     /// The stream name (not yet validated as a [`StreamId`]).
     pub stream: &'a str,
     /// The event type.
@@ -150,7 +156,11 @@ fn parse_body(body: &[u8]) -> Option<RawRecord<'_>> {
     let event_type = c.str16()?;
     let metadata = c.bytes32()?;
     let payload = c.bytes32()?;
-    if !c.0.is_empty() || flags & !FLAG_ENDS_APPEND != 0 || position == 0 || sequence == 0 {
+    if !c.0.is_empty()
+        || flags & !(FLAG_ENDS_APPEND | FLAG_STARTS_BATCH) != 0
+        || position == 0
+        || sequence == 0
+    {
         return None;
     }
     Some(RawRecord {
@@ -160,6 +170,7 @@ fn parse_body(body: &[u8]) -> Option<RawRecord<'_>> {
         event_id,
         revision,
         ends_append: flags & FLAG_ENDS_APPEND != 0,
+        starts_batch: flags & FLAG_STARTS_BATCH != 0,
         stream,
         event_type,
         metadata,
@@ -192,9 +203,31 @@ impl RawRecord<'_> {
     }
 }
 
-/// Appends the frame of `event` to `out`. `ends_append` marks the last event of an `append`.
-/// Fails only if a field is too long for its length prefix.
-pub fn encode(event: &RecordedEvent, ends_append: bool, out: &mut Vec<u8>) -> Result<(), String> {
+/// Where a record stands in its `append` call and its writer batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The last event of an `append`.
+    pub ends_append: bool,
+    /// The first event of a writer batch.
+    pub starts_batch: bool,
+}
+
+impl Marks {
+    fn flags(self) -> u8 {
+        let mut flags = 0;
+        if self.ends_append {
+            flags |= FLAG_ENDS_APPEND;
+        }
+        if self.starts_batch {
+            flags |= FLAG_STARTS_BATCH;
+        }
+        flags
+    }
+}
+
+/// Appends the frame of `event`, flagged with `marks`, to `out`. Fails only if a field is too
+/// long for its length prefix.
+pub fn encode(event: &RecordedEvent, marks: Marks, out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
     out.extend_from_slice(&event.position.to_le_bytes());
@@ -202,7 +235,7 @@ pub fn encode(event: &RecordedEvent, ends_append: bool, out: &mut Vec<u8>) -> Re
     out.extend_from_slice(&event.created_at.timestamp_micros().to_le_bytes());
     out.extend_from_slice(event.event_id.as_bytes());
     out.extend_from_slice(&event.revision.to_le_bytes());
-    out.push(if ends_append { FLAG_ENDS_APPEND } else { 0 });
+    out.push(marks.flags());
     let result = encode_variable(event, out);
     let body_len = out.len() - start - HEADER_LEN;
     let checked = result.and_then(|()| {
@@ -275,24 +308,33 @@ mod tests {
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_with_every_combination_of_marks() {
         let e = sample();
-        let mut buf = Vec::new();
-        encode(&e, true, &mut buf).expect("encodes");
-        match decode(&buf) {
-            Decoded::Record { record, len } => {
-                assert_eq!(len, buf.len());
-                assert!(record.ends_append);
-                assert_eq!(record.to_event().expect("valid"), e);
+        for (ends_append, starts_batch) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let marks = Marks {
+                ends_append,
+                starts_batch,
+            };
+            let mut buf = Vec::new();
+            encode(&e, marks, &mut buf).expect("encodes");
+            match decode(&buf) {
+                Decoded::Record { record, len } => {
+                    assert_eq!(len, buf.len());
+                    assert_eq!(record.ends_append, ends_append);
+                    assert_eq!(record.starts_batch, starts_batch);
+                    assert_eq!(record.to_event().expect("valid"), e);
+                }
+                other => panic!("expected a record, got {other:?}"),
             }
-            other => panic!("expected a record, got {other:?}"),
         }
     }
 
     #[test]
     fn every_prefix_is_incomplete_and_every_flip_is_invalid() {
         let mut buf = Vec::new();
-        encode(&sample(), false, &mut buf).expect("encodes");
+        encode(&sample(), Marks::default(), &mut buf).expect("encodes");
         for cut in 0..buf.len() {
             assert_eq!(decode(&buf[..cut]), Decoded::Incomplete, "cut at {cut}");
         }

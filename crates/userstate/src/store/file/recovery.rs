@@ -5,14 +5,16 @@
 //! - only `segment-*.log` and `userstate.lock` may be in the directory; anything else stops
 //!   the open with the names of the strangers;
 //! - segments must follow each other without a gap, the first starting at position 1;
-//! - in the last segment, a record cut short, or nothing but zeros from some offset to the end,
-//!   is a torn write: it is truncated (with a warning naming the file and offset), together
-//!   with any records of an `append` whose last record is missing;
+//! - in the last segment, the log ends at the first record that is cut short or damaged if no
+//!   later batch starts after it (`scan`); zeros after that point are space the writer wrote
+//!   ahead and are kept; anything else there is the torn last batch: it is truncated (with a
+//!   warning naming the file and offset), together with any records of an `append` whose last
+//!   record is missing;
 //! - anything else that fails a check (a checksum, a position out of order, a sequence gap, a
 //!   damaged sealed segment) stops the open with [`StoreError::Corrupt`] naming file and offset.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,8 +33,10 @@ pub struct Recovered {
     pub index: Index,
     /// A handle appending to the last segment.
     pub file: File,
-    /// The last segment's length after repair.
+    /// Where the last segment's records end.
     pub len: u64,
+    /// The last segment's file length (zeros between `len` and here).
+    pub allocated: u64,
 }
 
 /// Scans `dir` (already locked) and rebuilds the index, repairing a torn tail.
@@ -40,7 +44,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let segments = list_segments(dir)?;
     let mut index = Index::default();
-    let mut last: Option<(PathBuf, u64)> = None;
+    let mut last: Option<(PathBuf, u64, u64)> = None;
     for (i, (first, path)) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let expected = index.head() + 1;
@@ -67,18 +71,23 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
         });
         let end = scan_segment(path, *first, is_last, &mut index)?;
         index.set_last_len(end);
-        let file_len = fs::metadata(path)?.len();
-        if end < file_len {
+        let mut file_len = fs::metadata(path)?.len();
+        if end < file_len && !zeros_only(path, end)? {
             warn!(file = %path.display(), offset = end, dropped_bytes = file_len - end,
                 "torn tail: truncating the log after the last whole append");
             let f = OpenOptions::new().write(true).open(path)?;
             f.set_len(end)?;
             f.sync_all()?;
+            file_len = end;
         }
-        last = Some((path.clone(), end));
+        last = Some((path.clone(), end, file_len));
     }
-    let (file, len) = match last {
-        Some((path, len)) => (OpenOptions::new().append(true).open(path)?, len),
+    let (file, len, allocated) = match last {
+        Some((path, len, allocated)) => (
+            OpenOptions::new().read(true).write(true).open(path)?,
+            len,
+            allocated,
+        ),
         None => {
             let (path, file) = segment::create(dir, index.head() + 1)?;
             index.add_segment(Segment {
@@ -87,13 +96,34 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                 path,
                 len: SEGMENT_HEADER_LEN,
             });
-            (file, SEGMENT_HEADER_LEN)
+            (file, SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN)
         }
     };
     info!(dir = %dir.display(), events = index.head(), streams = index.stream_count(),
         segments = index.segment_count(), elapsed_ms = started.elapsed().as_millis() as u64,
         "file store opened");
-    Ok(Recovered { index, file, len })
+    Ok(Recovered {
+        index,
+        file,
+        len,
+        allocated,
+    })
+}
+
+/// Whether every byte of the file at `path` from offset `from` on is zero.
+fn zeros_only(path: &Path, from: u64) -> Result<bool, StoreError> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// The segments in `dir` in position order; refuses any other file.

@@ -55,19 +55,19 @@ impl Window {
         Ok(())
     }
 
-    /// Whether every byte from here to the end of the file is zero.
-    fn rest_is_zero(&mut self) -> std::io::Result<bool> {
-        loop {
-            if self.bytes().iter().any(|&b| b != 0) {
-                return Ok(false);
-            }
-            if self.eof {
-                return Ok(true);
-            }
-            let n = self.end - self.pos;
-            self.advance(n);
-            self.refill()?;
+    /// Whether a later batch starts after the damaged frame here: a whole, checksummed record
+    /// carrying the batch-start mark at any offset after this one. Reads the rest of the file
+    /// (this runs only on damage in the last segment).
+    fn later_batch_starts(&mut self) -> std::io::Result<bool> {
+        let mut rest = self.bytes().to_vec();
+        if !self.eof {
+            self.file.read_to_end(&mut rest)?;
         }
+        // Trailing zeros hold no record; skip them rather than try every offset in them.
+        let end = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        Ok((1..end).any(|at| {
+            matches!(decode(&rest[at..]), Decoded::Record { record, .. } if record.starts_batch)
+        }))
     }
 }
 
@@ -111,8 +111,11 @@ pub fn scan_segment(
             Decoded::Incomplete => {
                 return Err(corrupt(at, "record cut short in a sealed segment".into()))
             }
+            // In the last segment, damage after which no later batch starts is the end of the
+            // log: the zeros ahead of it, or a last batch the crash left partly written (its
+            // pages reach the disk in any order). Damage followed by a later batch is not.
             Decoded::Invalid(why) => {
-                if is_last && w.rest_is_zero()? {
+                if is_last && !w.later_batch_starts()? {
                     break;
                 }
                 return Err(corrupt(at, why.into()));

@@ -1,18 +1,30 @@
-//! Segment files: naming, the 16-byte segment header, creation with directory fsync.
+//! Segment files: naming, the 16-byte segment header, creation with directory fsync, and the
+//! zero-filled space the writer keeps ahead of the log.
 //!
-//! A segment is `segment-{first_position:020}.log`: a header (`USTSEG01` + the first position,
+//! A segment is `segment-{first_position:020}.log`: a header (`USTSEG02` + the first position,
 //! little endian) followed by whole record frames. Only the newest segment is ever written to;
-//! older ones are sealed and never rewritten.
+//! older ones are sealed (cut to their last record) and never rewritten.
+//!
+//! The newest segment may end in zeros: the writer extends it with written zeros ahead of the
+//! log and then overwrites them in place. On ext4 (and most journaling file systems) an
+//! `fdatasync` after an append that grows the file must also commit the new size through the
+//! journal; after an overwrite of blocks that already exist it only flushes data. On the
+//! development VM that makes a 64-record sync about 1.6x faster (docs/PERFORMANCE.md).
+//! `fallocate` is no substitute: its unwritten extents need the same metadata commit when first
+//! written.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::store::StoreError;
 
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_LEN: u64 = 16;
-const MAGIC: &[u8; 8] = b"USTSEG01";
+const MAGIC: &[u8; 8] = b"USTSEG02";
+/// The magic of the first format, whose batches carried no start mark (see `record`).
+const OLD_MAGIC: &[u8; 8] = b"USTSEG01";
 const PREFIX: &str = "segment-";
 const SUFFIX: &str = ".log";
 
@@ -47,6 +59,13 @@ pub fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<(), StoreEr
     let Some(h) = bytes.get(..SEGMENT_HEADER_LEN as usize) else {
         return Err(corrupt("segment header is cut short".into()));
     };
+    if &h[..8] == OLD_MAGIC {
+        return Err(corrupt(
+            "a segment of an earlier development format (USTSEG01); export it with the \
+             version that wrote it and import the export"
+                .into(),
+        ));
+    }
     if &h[..8] != MAGIC {
         return Err(corrupt("not a userstate segment (bad magic)".into()));
     }
@@ -62,19 +81,33 @@ pub fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<(), StoreEr
 }
 
 /// Creates a new, empty segment starting at `first` in `dir`: writes and syncs its header, then
-/// syncs the directory so the new name survives a crash. Returns the path and a handle
-/// positioned at the end for appending.
+/// syncs the directory so the new name survives a crash. Returns the path and a handle for
+/// positional writes.
 pub fn create(dir: &Path, first: u64) -> Result<(PathBuf, File), StoreError> {
     let path = dir.join(file_name(first));
     let mut file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&path)?;
     file.write_all(&header(first))?;
     file.sync_all()?;
     sync_dir(dir)?;
     Ok((path, file))
+}
+
+/// Writes zeros over `from..to` of `file` (without syncing; the caller's next `fdatasync`
+/// makes them durable together with whatever it writes there).
+pub fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    const PIECE: u64 = 1 << 20;
+    let zeros = vec![0u8; PIECE.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = PIECE.min(to - at) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Fsyncs a directory so entries created or removed in it are durable.

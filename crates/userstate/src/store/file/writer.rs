@@ -7,15 +7,22 @@
 //! index and the head watch, and only then answers every caller. A conflict fails only its own
 //! caller. There is no relaxed mode: an answer `Ok` means the events are on disk.
 //!
+//! The batch is written in place over zeros the writer wrote ahead of it (see `segment`), so
+//! its `fdatasync` flushes data only, without a journal commit for a new file size. The zeros
+//! are added in chunks that double from [`ZERO_AHEAD_MIN`] to [`ZERO_AHEAD_MAX`]; the batch that
+//! needs a new chunk writes it first and its `fdatasync` carries both. The first record of each
+//! batch carries the batch-start mark, which recovery uses to find the end of the log.
+//!
 //! After a failed write or sync the writer stops accepting appends (the page cache can no
 //! longer be trusted to match the disk); reopening the store recovers whatever reached the disk.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
@@ -29,6 +36,10 @@ use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamI
 
 /// Encoded bytes after which a batch takes no more requests (the rest wait for the next one).
 const BATCH_SOFT_LIMIT: usize = 8 << 20;
+/// The first chunk of zeros written ahead of the log in a segment.
+pub const ZERO_AHEAD_MIN: u64 = 64 << 10;
+/// The largest chunk of zeros written ahead of the log at once (its write stalls one batch).
+pub const ZERO_AHEAD_MAX: u64 = 4 << 20;
 /// The largest single append, encoded.
 pub const MAX_APPEND_BYTES: usize = 256 << 20;
 
@@ -52,20 +63,31 @@ pub struct Writer {
     shared: Arc<Shared>,
     dir: PathBuf,
     file: File,
+    /// Bytes of the segment holding records (the log ends here).
     len: u64,
+    /// Bytes of the segment file: records, then zeros up to here.
+    allocated: u64,
     segment_size: u64,
     buf: Vec<u8>,
     failed: Option<String>,
 }
 
 impl Writer {
-    /// A writer appending to the open last segment `file`, whose durable length is `len`.
-    pub fn new(shared: Arc<Shared>, dir: PathBuf, file: File, len: u64, segment_size: u64) -> Self {
+    /// A writer appending to the open last segment `file`, whose records end at `len` and
+    /// whose file (zeros after the records) ends at `allocated`.
+    pub fn new(
+        shared: Arc<Shared>,
+        dir: PathBuf,
+        file: File,
+        (len, allocated): (u64, u64),
+        segment_size: u64,
+    ) -> Self {
         Self {
             shared,
             dir,
             file,
             len,
+            allocated: allocated.max(len),
             segment_size,
             buf: Vec::new(),
             failed: None,
@@ -176,8 +198,12 @@ impl Writer {
                 event,
             );
             e.created_at = to_micros(e.created_at);
+            let marks = record::Marks {
+                ends_append: i + 1 == n,
+                starts_batch: offsets.is_empty(),
+            };
             offsets.push(self.buf.len());
-            let encoded = record::encode(&e, i + 1 == n, &mut self.buf).and_then(|()| {
+            let encoded = record::encode(&e, marks, &mut self.buf).and_then(|()| {
                 if self.buf.len() - mark > MAX_APPEND_BYTES {
                     Err(format!(
                         "the append is larger than {MAX_APPEND_BYTES} bytes"
@@ -207,7 +233,8 @@ impl Writer {
             self.rotate(new_head + 1 - offsets.len() as u64)?;
         }
         let base = self.len;
-        self.file.write_all(&self.buf)?;
+        self.zero_ahead(base + self.buf.len() as u64)?;
+        self.file.write_all_at(&self.buf, base)?;
         self.file.sync_data()?;
         self.len += self.buf.len() as u64;
         let mut index = self.shared.write_index();
@@ -226,8 +253,36 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the current segment and starts a new one whose first record is `first`.
+    /// Makes sure the segment file reaches `end` (zeros beyond the records), writing the next
+    /// chunk of zeros if it does not. Not synced here: the batch's `fdatasync` covers it.
+    fn zero_ahead(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let chunk = self
+            .allocated
+            .next_power_of_two()
+            .clamp(ZERO_AHEAD_MIN, ZERO_AHEAD_MAX);
+        let target = (end + chunk).min(self.segment_size).max(end);
+        let started = Instant::now();
+        segment::write_zeros(&self.file, self.allocated, target)?;
+        debug!(
+            from = self.allocated,
+            to = target,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "zeros written ahead of the log"
+        );
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Seals the current segment (cut to its last record, synced) and starts a new one whose
+    /// first record is `first`.
     fn rotate(&mut self, first: u64) -> Result<(), StoreError> {
+        if self.allocated > self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+        }
         let (path, file) = segment::create(&self.dir, first)?;
         let reader = File::open(&path)?;
         debug!(segment = %path.display(), "new segment");
@@ -239,6 +294,7 @@ impl Writer {
         });
         self.file = file;
         self.len = SEGMENT_HEADER_LEN;
+        self.allocated = SEGMENT_HEADER_LEN;
         Ok(())
     }
 }
