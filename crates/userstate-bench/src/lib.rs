@@ -24,7 +24,7 @@ use userstate::{
     UserId,
 };
 
-pub use floor::{fsync_floor, FloorReport};
+pub use floor::{fsync_floor, FloorMode, FloorReport};
 pub use report::print_table;
 
 /// What the tasks do during the timed part of a run.

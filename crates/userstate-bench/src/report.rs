@@ -1,6 +1,6 @@
 //! The readable table `userstate bench` prints without `--json`.
 
-use crate::{FloorReport, RunReport};
+use crate::{FloorMode, FloorReport, RunReport};
 
 /// Prints runs and floors as an aligned table on stdout.
 pub fn print_table(runs: &[RunReport], floors: &[FloorReport]) {
@@ -32,8 +32,15 @@ pub fn print_table(runs: &[RunReport], floors: &[FloorReport]) {
     }
     for f in floors {
         println!(
-            "fsync floor: {:>3} records/sync -> {:>10.0} records/s ({:.0} syncs/s, p50 {:.0} µs)",
-            f.records_per_sync, f.records_per_s, f.syncs_per_s, f.sync_p50_us
+            "fsync floor: {:>3} records/sync {:<8} -> {:>10.0} records/s ({:.0} syncs/s, p50 {:.0} µs)",
+            f.records_per_sync,
+            match f.mode {
+                FloorMode::Append => "append",
+                FloorMode::InPlace => "in-place",
+            },
+            f.records_per_s,
+            f.syncs_per_s,
+            f.sync_p50_us
         );
     }
 }

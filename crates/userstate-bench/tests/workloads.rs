@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use userstate::{EventStore, MemoryStore, StreamId};
-use userstate_bench::{fsync_floor, run, RunSpec, Workload};
+use userstate_bench::{fsync_floor, run, FloorMode, RunSpec, Workload};
 
 fn spec(workload: Workload) -> RunSpec {
     RunSpec {
@@ -69,8 +69,11 @@ async fn create_adds_users_and_zipf_counts_rejections_not_errors() {
 #[test]
 fn the_fsync_floor_writes_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
-    let floor = fsync_floor(dir.path(), 64, Duration::from_millis(50)).unwrap();
-    assert_eq!(floor.store, "fsync-floor");
-    assert!(floor.records_per_s > 0.0);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    for mode in [FloorMode::Append, FloorMode::InPlace] {
+        let floor = fsync_floor(dir.path(), 64, mode, Duration::from_millis(50)).unwrap();
+        assert_eq!(floor.store, "fsync-floor");
+        assert_eq!(floor.mode, mode);
+        assert!(floor.records_per_s > 0.0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

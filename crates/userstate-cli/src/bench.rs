@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use userstate_bench::{fsync_floor, print_table, run, RunSpec, Workload};
+use userstate_bench::{fsync_floor, print_table, run, FloorMode, RunSpec, Workload};
 
 use crate::store::open_store;
 
@@ -70,10 +70,11 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut floors = Vec::new();
     if args.store == "file" {
         let dir = args.data.join("fsync-floor");
-        for records in [1, 64] {
+        let modes = [FloorMode::Append, FloorMode::InPlace];
+        for (mode, records) in modes.into_iter().flat_map(|m| [(m, 1), (m, 64)]) {
             let floor = tokio::task::spawn_blocking({
                 let dir = dir.clone();
-                move || fsync_floor(&dir, records, Duration::from_secs(2))
+                move || fsync_floor(&dir, records, mode, Duration::from_secs(2))
             })
             .await??;
             if args.json {
