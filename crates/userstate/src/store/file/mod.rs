@@ -244,14 +244,8 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        super::ensure_events(&events)?;
         let (reply, answer) = oneshot::channel();
-        let request = Request {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        };
+        let request = Request::new(stream, expected, events, reply)?;
         let gone = || StoreError::Unavailable {
             message: "the file store's writer has stopped".into(),
             source: None,

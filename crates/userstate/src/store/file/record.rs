@@ -225,47 +225,98 @@ impl Marks {
     }
 }
 
-/// Appends the frame of `event`, flagged with `marks`, to `out`. Fails only if a field is too
-/// long for its length prefix.
-pub fn encode(event: &RecordedEvent, marks: Marks, out: &mut Vec<u8>) -> Result<(), String> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    out.extend_from_slice(&event.position.to_le_bytes());
-    out.extend_from_slice(&event.sequence.to_le_bytes());
-    out.extend_from_slice(&event.created_at.timestamp_micros().to_le_bytes());
-    out.extend_from_slice(event.event_id.as_bytes());
-    out.extend_from_slice(&event.revision.to_le_bytes());
-    out.push(marks.flags());
-    let result = encode_variable(event, out);
-    let body_len = out.len() - start - HEADER_LEN;
-    let checked = result.and_then(|()| {
+/// The part of a record body known before the writer assigns position, sequence and time:
+/// stream, type, metadata and payload, encoded. Built by the appending task, so the JSON
+/// encoding runs in parallel on the callers' threads instead of on the single writer thread.
+#[derive(Clone, Debug)]
+pub struct Tail(Vec<u8>);
+
+impl Tail {
+    /// Encodes the variable fields. Fails if a field is too long for its length prefix or the
+    /// body would exceed [`MAX_BODY_LEN`].
+    pub fn new(
+        stream: &str,
+        event_type: &str,
+        metadata: &EventMetadata,
+        payload: &serde_json::Value,
+    ) -> Result<Tail, String> {
+        let mut out = Vec::with_capacity(256);
+        put_str16(&mut out, stream, "stream name")?;
+        put_str16(&mut out, event_type, "event type")?;
+        put_json32(&mut out, metadata, "metadata")?;
+        put_json32(&mut out, payload, "payload")?;
+        let body_len = FIXED_LEN + out.len();
         if body_len > MAX_BODY_LEN {
-            Err(format!(
+            return Err(format!(
                 "event is {body_len} bytes; the limit is {MAX_BODY_LEN}"
-            ))
-        } else {
-            Ok(())
+            ));
         }
-    });
-    if let Err(e) = checked {
-        out.truncate(start);
-        return Err(e);
+        Ok(Tail(out))
     }
+
+    /// Bytes of the whole frame this tail becomes.
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + FIXED_LEN + self.0.len()
+    }
+}
+
+/// The fixed fields of a record body, known once the writer places the record in the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Fixed {
+    /// Global position.
+    pub position: u64,
+    /// Sequence within the stream.
+    pub sequence: u64,
+    /// Commit time, microseconds since the Unix epoch (UTC).
+    pub created_at_micros: i64,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Payload schema revision.
+    pub revision: u16,
+    /// Where the record stands in its append and batch.
+    pub marks: Marks,
+}
+
+/// Appends the frame of a record made of `fixed` and `tail` to `out`. Cannot fail: every
+/// limit was checked when the tail was built.
+pub fn encode_parts(fixed: &Fixed, tail: &Tail, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(tail.frame_len());
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.extend_from_slice(&fixed.position.to_le_bytes());
+    out.extend_from_slice(&fixed.sequence.to_le_bytes());
+    out.extend_from_slice(&fixed.created_at_micros.to_le_bytes());
+    out.extend_from_slice(fixed.event_id.as_bytes());
+    out.extend_from_slice(&fixed.revision.to_le_bytes());
+    out.push(fixed.marks.flags());
+    out.extend_from_slice(&tail.0);
+    let body_len = out.len() - start - HEADER_LEN;
     let len_bytes = (body_len as u32).to_le_bytes();
     let body_crc = crc32c::crc32c(&out[start + HEADER_LEN..]);
     out[start..start + 4].copy_from_slice(&len_bytes);
     out[start + 4..start + 8].copy_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
     out[start + 8..start + 12].copy_from_slice(&body_crc.to_le_bytes());
-    Ok(())
 }
 
-fn encode_variable(event: &RecordedEvent, out: &mut Vec<u8>) -> Result<(), String> {
-    put_str16(out, event.stream.as_str(), "stream name")?;
-    put_str16(out, &event.event_type, "event type")?;
-    let metadata = serde_json::to_vec(&event.metadata).map_err(|e| e.to_string())?;
-    put_bytes32(out, &metadata, "metadata")?;
-    let payload = serde_json::to_vec(&event.payload).map_err(|e| e.to_string())?;
-    put_bytes32(out, &payload, "payload")
+/// Appends the frame of `event`, flagged with `marks`, to `out`. Fails only if a field is too
+/// long for its length prefix.
+pub fn encode(event: &RecordedEvent, marks: Marks, out: &mut Vec<u8>) -> Result<(), String> {
+    let tail = Tail::new(
+        event.stream.as_str(),
+        &event.event_type,
+        &event.metadata,
+        &event.payload,
+    )?;
+    let fixed = Fixed {
+        position: event.position,
+        sequence: event.sequence,
+        created_at_micros: event.created_at.timestamp_micros(),
+        event_id: event.event_id,
+        revision: event.revision,
+        marks,
+    };
+    encode_parts(&fixed, &tail, out);
+    Ok(())
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), String> {
@@ -275,12 +326,16 @@ fn put_str16(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn put_bytes32(out: &mut Vec<u8>, b: &[u8], what: &str) -> Result<(), String> {
-    if b.len() > MAX_BODY_LEN {
+/// Writes `value` as JSON behind a 32-bit length prefix, serialising straight into `out`.
+fn put_json32<T: serde::Serialize>(out: &mut Vec<u8>, value: &T, what: &str) -> Result<(), String> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut *out, value).map_err(|e| format!("{what}: {e}"))?;
+    let n = out.len() - at - 4;
+    if n > MAX_BODY_LEN {
         return Err(format!("{what} is longer than {MAX_BODY_LEN} bytes"));
     }
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
+    out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
     Ok(())
 }
 

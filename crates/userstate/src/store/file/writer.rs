@@ -54,8 +54,41 @@ pub struct Request {
     pub expected: ExpectedVersion,
     /// The events, at least one.
     pub events: Vec<NewEvent>,
+    /// Their encoded variable parts, one per event (see [`Request::new`]).
+    pub tails: Vec<record::Tail>,
     /// Where the answer goes.
     pub reply: Reply,
+}
+
+impl Request {
+    /// A request for `events`, whose variable parts are encoded here, on the caller's thread.
+    /// Fails with [`StoreError::InvalidArgument`] if an event is empty-handed or too large.
+    pub fn new(
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        reply: Reply,
+    ) -> Result<Request, StoreError> {
+        crate::store::ensure_events(&events)?;
+        let tails = events
+            .iter()
+            .map(|e| record::Tail::new(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::InvalidArgument)?;
+        let bytes: usize = tails.iter().map(record::Tail::frame_len).sum();
+        if bytes > MAX_APPEND_BYTES {
+            return Err(StoreError::InvalidArgument(format!(
+                "the append is larger than {MAX_APPEND_BYTES} bytes"
+            )));
+        }
+        Ok(Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            tails,
+            reply,
+        })
+    }
 }
 
 /// The writer's state; owned by its thread.
@@ -167,7 +200,8 @@ impl Writer {
         }
     }
 
-    /// Checks and encodes one request into the batch buffer, or explains why not.
+    /// Checks one request's expected version and encodes it into the batch buffer, or
+    /// explains why not.
     fn encode(
         &mut self,
         req: &mut Request,
@@ -176,7 +210,6 @@ impl Writer {
         now: DateTime<Utc>,
         offsets: &mut Vec<usize>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        crate::store::ensure_events(&req.events)?;
         if !req.expected.matches(actual) {
             return Err(StoreError::Conflict {
                 stream: req.stream.clone(),
@@ -184,11 +217,10 @@ impl Writer {
                 actual,
             });
         }
-        let (mark, offsets_mark) = (self.buf.len(), offsets.len());
         let events = std::mem::take(&mut req.events);
         let n = events.len();
         let mut recorded = Vec::with_capacity(n);
-        for (i, event) in events.into_iter().enumerate() {
+        for (i, (event, tail)) in events.into_iter().zip(&req.tails).enumerate() {
             let k = i as u64;
             let mut e = RecordedEvent::record(
                 req.stream.clone(),
@@ -198,25 +230,19 @@ impl Writer {
                 event,
             );
             e.created_at = to_micros(e.created_at);
-            let marks = record::Marks {
-                ends_append: i + 1 == n,
-                starts_batch: offsets.is_empty(),
+            let fixed = record::Fixed {
+                position: e.position,
+                sequence: e.sequence,
+                created_at_micros: e.created_at.timestamp_micros(),
+                event_id: e.event_id,
+                revision: e.revision,
+                marks: record::Marks {
+                    ends_append: i + 1 == n,
+                    starts_batch: offsets.is_empty(),
+                },
             };
             offsets.push(self.buf.len());
-            let encoded = record::encode(&e, marks, &mut self.buf).and_then(|()| {
-                if self.buf.len() - mark > MAX_APPEND_BYTES {
-                    Err(format!(
-                        "the append is larger than {MAX_APPEND_BYTES} bytes"
-                    ))
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(why) = encoded {
-                self.buf.truncate(mark);
-                offsets.truncate(offsets_mark);
-                return Err(StoreError::InvalidArgument(why));
-            }
+            record::encode_parts(&fixed, tail, &mut self.buf);
             recorded.push(e);
         }
         Ok(recorded)
