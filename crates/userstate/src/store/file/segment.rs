@@ -126,6 +126,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_of_the_first_format_are_refused_by_name() {
+        let path = Path::new("segment-00000000000000000001.log");
+        let mut old = header(1);
+        old[..8].copy_from_slice(OLD_MAGIC);
+        let err = check_header(path, &old, 1).expect_err("USTSEG01 is refused");
+        assert!(err.to_string().contains("USTSEG01"), "{err}");
+        check_header(path, &header(1), 1).expect("the current header is accepted");
+        let err = check_header(path, &header(2), 1).expect_err("position must match the name");
+        assert!(err.to_string().contains("first position 2"), "{err}");
+    }
+
+    #[test]
     fn names_round_trip_and_reject_lookalikes() {
         assert_eq!(parse_name(&file_name(42)), Some(42));
         for bad in [
