@@ -7,6 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -55,8 +56,11 @@ fn event(n: u64) -> NewEvent {
     )
 }
 
-/// What the disk allows: write + fdatasync of one 200-byte record, and of 64 at once.
+/// What the disk allows: write + fdatasync of one 200-byte record, and of 64 at once, both
+/// appended (`records_per_sync`) and written in place over zeros written beforehand
+/// (`in_place_records_per_sync`, how the store writes; ADR 0007).
 fn fsync_floor(c: &mut Criterion) {
+    const IN_PLACE_FILE: u64 = 16 << 20;
     let dir = bench_dir();
     let mut group = c.benchmark_group("fsync_floor");
     for records in [1usize, 64] {
@@ -73,6 +77,31 @@ fn fsync_floor(c: &mut Criterion) {
                 file.sync_data().expect("fdatasync");
             })
         });
+        let zeroed = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join(format!("floor-in-place-{records}")))
+            .expect("floor file");
+        (&zeroed)
+            .write_all(&vec![0u8; IN_PLACE_FILE as usize])
+            .expect("zeros");
+        zeroed.sync_all().expect("fsync");
+        let mut at = 0u64;
+        group.bench_function(
+            BenchmarkId::new("in_place_records_per_sync", records),
+            |b| {
+                b.iter(|| {
+                    if at + buf.len() as u64 > IN_PLACE_FILE {
+                        at = 0;
+                    }
+                    zeroed.write_all_at(&buf, at).expect("write");
+                    zeroed.sync_data().expect("fdatasync");
+                    at += buf.len() as u64;
+                })
+            },
+        );
     }
     group.finish();
 }
