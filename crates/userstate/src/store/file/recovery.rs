@@ -14,7 +14,7 @@
 //!   damaged sealed segment) stops the open with [`StoreError::Corrupt`] naming file and offset.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::index::{Index, Segment};
 use super::lock::LOCK_FILE;
-use super::scan::scan_segment;
+use super::scan::{scan_segment, ScanEnd};
 use super::segment::{self, location, SEGMENT_HEADER_LEN};
 use crate::store::StoreError;
 
@@ -69,10 +69,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
             file: Arc::new(File::open(path)?),
             len: SEGMENT_HEADER_LEN,
         });
-        let end = scan_segment(path, *first, is_last, &mut index)?;
+        let ScanEnd { end, zeros_after } = scan_segment(path, *first, is_last, &mut index)?;
         index.set_last_len(end);
         let mut file_len = fs::metadata(path)?.len();
-        if end < file_len && !zeros_only(path, end)? {
+        if end < file_len && !zeros_after {
             warn!(file = %path.display(), offset = end, dropped_bytes = file_len - end,
                 "torn tail: truncating the log after the last whole append");
             let f = OpenOptions::new().write(true).open(path)?;
@@ -108,22 +108,6 @@ pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
         len,
         allocated,
     })
-}
-
-/// Whether every byte of the file at `path` from offset `from` on is zero.
-fn zeros_only(path: &Path, from: u64) -> Result<bool, StoreError> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-    }
 }
 
 /// The segments in `dir` in position order; refuses any other file.

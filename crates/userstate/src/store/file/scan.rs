@@ -55,31 +55,58 @@ impl Window {
         Ok(())
     }
 
-    /// Whether a later batch starts after the damaged frame here: a whole, checksummed record
-    /// carrying the batch-start mark at any offset after this one. Reads the rest of the file
-    /// (this runs only on damage in the last segment).
-    fn later_batch_starts(&mut self) -> std::io::Result<bool> {
+    /// What follows the undecodable frame here: nothing but zeros, a later batch's start (a
+    /// whole, checksummed record carrying the batch-start mark at any offset after this one), or
+    /// neither. Reads the rest of the file (only at the end of the last segment, or on damage).
+    fn after_damage(&mut self) -> std::io::Result<AfterDamage> {
         let mut rest = self.bytes().to_vec();
         if !self.eof {
             self.file.read_to_end(&mut rest)?;
         }
         // Trailing zeros hold no record; skip them rather than try every offset in them.
         let end = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        Ok((1..end).any(|at| {
+        if end == 0 {
+            return Ok(AfterDamage::Zeros);
+        }
+        let later = (1..end).any(|at| {
             matches!(decode(&rest[at..]), Decoded::Record { record, .. } if record.starts_batch)
-        }))
+        });
+        Ok(if later {
+            AfterDamage::LaterBatch
+        } else {
+            AfterDamage::TornBatch
+        })
     }
 }
 
+/// What [`Window::after_damage`] found.
+#[derive(PartialEq, Eq)]
+enum AfterDamage {
+    /// Only zeros: the space the writer wrote ahead of the log.
+    Zeros,
+    /// Bytes of a last batch a crash left partly written.
+    TornBatch,
+    /// The start of a later batch: the damage is inside the log.
+    LaterBatch,
+}
+
+/// Where a segment's log ends, as found by [`scan_segment`].
+pub struct ScanEnd {
+    /// The offset after the last whole append.
+    pub end: u64,
+    /// Whether every byte after `end` is zero (space written ahead, nothing to repair).
+    pub zeros_after: bool,
+}
+
 /// Scans the segment at `path` (whose name says it starts at `first`) into `index`. Returns
-/// the offset after the last whole append; bytes after it are a torn tail, accepted only in the
-/// last segment (a sealed segment must end exactly there).
+/// where the last whole append ends; bytes after it other than zeros are a torn tail, accepted
+/// only in the last segment (a sealed segment must end exactly there).
 pub fn scan_segment(
     path: &Path,
     first: u64,
     is_last: bool,
     index: &mut Index,
-) -> Result<u64, StoreError> {
+) -> Result<ScanEnd, StoreError> {
     let mut w = Window {
         file: File::open(path)?,
         buf: vec![0; CHUNK],
@@ -96,6 +123,7 @@ pub fn scan_segment(
         reason,
     };
     let mut committed = w.offset;
+    let zeros_after: bool;
     // The append being read, not yet known to be whole: its stream and records so far.
     let mut pending_stream = String::new();
     let mut pending = 0usize;
@@ -107,7 +135,10 @@ pub fn scan_segment(
                 w.refill()?;
                 continue;
             }
-            Decoded::Incomplete if w.bytes().is_empty() || is_last => break,
+            Decoded::Incomplete if w.bytes().is_empty() || is_last => {
+                zeros_after = w.bytes().is_empty() && pending == 0;
+                break;
+            }
             Decoded::Incomplete => {
                 return Err(corrupt(at, "record cut short in a sealed segment".into()))
             }
@@ -115,8 +146,14 @@ pub fn scan_segment(
             // log: the zeros ahead of it, or a last batch the crash left partly written (its
             // pages reach the disk in any order). Damage followed by a later batch is not.
             Decoded::Invalid(why) => {
-                if is_last && !w.later_batch_starts()? {
-                    break;
+                if is_last {
+                    match w.after_damage()? {
+                        AfterDamage::LaterBatch => {}
+                        found => {
+                            zeros_after = found == AfterDamage::Zeros && pending == 0;
+                            break;
+                        }
+                    }
                 }
                 return Err(corrupt(at, why.into()));
             }
@@ -168,5 +205,8 @@ pub fn scan_segment(
             "a sealed segment ends inside an append".into(),
         ));
     }
-    Ok(committed)
+    Ok(ScanEnd {
+        end: committed,
+        zeros_after,
+    })
 }
