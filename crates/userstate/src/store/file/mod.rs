@@ -1,10 +1,11 @@
 //! The embedded durable file store: an append-only, segmented log in one directory, written by
-//! a single writer thread with group commit. The default backend.
+//! one syncer thread with group commit. The default backend.
 //!
 //! Format, write and read paths and the fault model are documented on [`FileStore`] (this
 //! module is private; its public items are re-exported from [`crate::store`]). One file per
 //! part: `record` (framing and codec), `segment` (files and their header), `index` (the
-//! in-memory index), `writer` (single writer, group commit), `scan` and `recovery` (open),
+//! in-memory index), `writer` (the append queue, the syncer and the
+//! publisher: group commit), `scan` and `recovery` (open),
 //! `read` (positional reads), `lock` (the directory lock).
 
 mod index;
@@ -18,15 +19,15 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use self::index::Index;
 use self::lock::DirLock;
-use self::writer::{Request, Writer};
+use self::writer::{Queue, Syncer};
 use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// The default segment size: 128 MiB.
@@ -67,13 +68,21 @@ impl FileStoreOptions {
     }
 }
 
-/// What the writer and the readers share.
+/// What the appenders, the syncer, the publisher and the readers share.
 struct Shared {
     index: RwLock<Index>,
     head: watch::Sender<u64>,
+    /// Appends waiting for the disk (see `writer`).
+    queue: Mutex<Queue>,
+    /// Wakes the idle syncer when an append is queued.
+    ready: Condvar,
 }
 
 impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        writer::lock(&self.queue)
+    }
+
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
         // The index is only changed by pushes that cannot panic half-way; a poisoned lock still
         // holds a consistent index.
@@ -86,7 +95,7 @@ impl Shared {
 }
 
 /// The embedded durable file store: an append-only, segmented log in one directory, written by
-/// a single writer thread with group commit. The default backend.
+/// one syncer thread with group commit. The default backend.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), userstate::StoreError> {
@@ -109,11 +118,13 @@ impl Shared {
 /// VM the in-place sync is about 1.6x faster; see docs/PERFORMANCE.md).
 ///
 /// # Writes
-/// One writer thread takes every pending append, checks expected versions against the index
-/// (and against the appends accepted before it in the same batch), writes the batch with one
-/// `write`, calls `fdatasync` once, publishes the batch to readers and the head watch, then
-/// answers every caller. `Ok` means durable; there is no relaxed mode. The first record of each
-/// batch carries a batch-start mark.
+/// Each append is checked against the stream's version (the index plus the appends queued
+/// before it) and placed at the end of the open batch by its caller, under one short lock; a
+/// conflict is answered at once. One syncer thread takes the whole open batch, writes it with
+/// one `write` and calls `fdatasync` once, while the next batch fills; a publisher thread then
+/// makes the batch visible to readers and the head watch and answers its callers. `Ok` means
+/// durable; there is no relaxed mode. At most one batch is written and not yet synced at any
+/// time, and the first record of each batch carries a batch-start mark.
 ///
 /// # Reads
 /// The index (in memory, rebuilt on open by one sequential scan) maps positions to offsets and
@@ -158,8 +169,8 @@ impl Shared {
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
-    tx: Option<mpsc::Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
+    publisher: Option<JoinHandle<()>>,
     _lock: DirLock,
 }
 
@@ -186,23 +197,31 @@ impl FileStore {
         let shared = Arc::new(Shared {
             index: RwLock::new(recovered.index),
             head: watch::channel(head).0,
+            queue: Mutex::new(Queue::new(head + 1)),
+            ready: Condvar::new(),
         });
-        let writer = Writer::new(
+        let syncer = Syncer::new(
             shared.clone(),
             dir.to_path_buf(),
             recovered.file,
             (recovered.len, recovered.allocated),
             options.segment_size,
         );
-        let (tx, rx) = mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("userstate-file-writer".into())
-            .spawn(move || writer.run(rx))?;
+        let (synced_tx, synced_rx) = mpsc::channel();
+        let publisher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("userstate-file-publisher".into())
+                .spawn(move || writer::publish(shared, synced_rx))?
+        };
+        let syncer = std::thread::Builder::new()
+            .name("userstate-file-syncer".into())
+            .spawn(move || syncer.run(synced_tx))?;
         Ok(FileStore {
             dir: dir.to_path_buf(),
             shared,
-            tx: Some(tx),
-            writer: Some(handle),
+            syncer: Some(syncer),
+            publisher: Some(publisher),
             _lock: lock,
         })
     }
@@ -225,12 +244,15 @@ impl FileStore {
 }
 
 impl Drop for FileStore {
-    /// Lets the writer finish what it was given (at most one batch: a write and an
-    /// `fdatasync`, blocking the dropping thread that long), then releases the lock, so the
-    /// directory can be opened again as soon as `drop` returns.
+    /// Lets the syncer write and sync what was queued (blocking the dropping thread that
+    /// long) and the publisher answer it, then releases the lock, so the directory can be
+    /// opened again as soon as `drop` returns.
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(handle) = self.writer.take() {
+        writer::close(&self.shared);
+        for handle in [self.syncer.take(), self.publisher.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = handle.join();
         }
     }
@@ -244,18 +266,8 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::new(stream, expected, events, reply)?;
-        let gone = || StoreError::Unavailable {
-            message: "the file store's writer has stopped".into(),
-            source: None,
-        };
-        self.tx
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(request)
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let answer = writer::submit(&self.shared, stream, expected, events)?;
+        answer.await.map_err(|_| writer::gone())?
     }
 
     async fn read_stream(

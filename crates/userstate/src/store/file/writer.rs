@@ -1,27 +1,40 @@
-//! The single writer and its group commit.
+//! The write path: appenders fill the next batch while one thread syncs the previous one.
 //!
-//! Every `append` becomes a [`Request`] on a channel to one OS thread. The thread takes
-//! everything pending, checks each request's expected version against the index plus the
-//! requests accepted earlier in the same batch, encodes the accepted ones into one buffer,
-//! issues one `write` and one `fdatasync` ([`File::sync_data`]), publishes the batch to the
-//! index and the head watch, and only then answers every caller. A conflict fails only its own
-//! caller. There is no relaxed mode: an answer `Ok` means the events are on disk.
+//! Three parties, so that the disk's `fdatasync`s run back to back:
+//! - **Appenders** (the callers of `append`, on their own threads) encode their events, then,
+//!   under the [`Queue`] lock, check the expected version (against the index plus the appends
+//!   queued but not yet published), take positions, place the frames at the end of the open
+//!   batch and wake the syncer if it is idle. A conflict is answered at once; nothing waits.
+//! - **The syncer** (one OS thread, [`Syncer`]) takes the whole open batch, writes it with
+//!   one positional `write` and calls `fdatasync` once ([`File::sync_data`]). Meanwhile the
+//!   appenders fill the next batch, so as soon as one sync returns the next batch is ready.
+//! - **The publisher** (one OS thread, [`publish`]) makes each synced batch visible (index,
+//!   head watch) and only then answers its callers. `Ok` means the events are on disk: there is
+//!   no relaxed mode.
 //!
-//! The batch is written in place over zeros the writer wrote ahead of it (see `segment`), so
-//! its `fdatasync` flushes data only, without a journal commit for a new file size. The zeros
-//! are added in chunks that double from [`ZERO_AHEAD_MIN`] to [`ZERO_AHEAD_MAX`]; the batch that
-//! needs a new chunk writes it first and its `fdatasync` carries both. The first record of each
-//! batch carries the batch-start mark, which recovery uses to find the end of the log.
+//! Only one batch is ever written and not yet synced, the one the syncer holds: the next batch
+//! is in memory until the syncer takes it, which it does only after the previous `fdatasync`
+//! returned. So a crash damages at most the last batch of the log, which is what recovery
+//! assumes (the first record of each batch carries the batch-start mark; see `scan`).
 //!
-//! After a failed write or sync the writer stops accepting appends (the page cache can no
-//! longer be trusted to match the disk); reopening the store recovers whatever reached the disk.
+//! Batches are written in place over zeros the syncer wrote ahead of them (see `segment`), so
+//! their `fdatasync` flushes data only, without a journal commit for a new file size. The
+//! zeros are added in chunks that double from [`ZERO_AHEAD_MIN`] to [`ZERO_AHEAD_MAX`]; the
+//! batch that needs a new chunk writes it first and its `fdatasync` carries both.
+//!
+//! After a failed write or sync the store stops accepting appends (the page cache can no
+//! longer be trusted to match the disk); the failed batch and every batch queued behind it are
+//! answered with the error; reopening the store recovers whatever reached the disk.
+//!
+//! The queue is a `Mutex` + `Condvar` rather than a channel because the version check, the
+//! position and the place in the batch must be decided together, atomically, by the appender.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -34,7 +47,7 @@ use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::Shared;
 use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
-/// Encoded bytes after which a batch takes no more requests (the rest wait for the next one).
+/// Encoded bytes after which a batch takes no more appends (they open the next batch).
 const BATCH_SOFT_LIMIT: usize = 8 << 20;
 /// The first chunk of zeros written ahead of the log in a segment.
 pub const ZERO_AHEAD_MIN: u64 = 64 << 10;
@@ -43,56 +56,184 @@ pub const ZERO_AHEAD_MAX: u64 = 4 << 20;
 /// The largest single append, encoded.
 pub const MAX_APPEND_BYTES: usize = 256 << 20;
 
-/// The answer to one append.
-pub type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
+/// What an appender waits for.
+pub type Answer = oneshot::Receiver<Result<Vec<RecordedEvent>, StoreError>>;
+type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
 
-/// One caller's append, queued for the writer.
-pub struct Request {
-    /// The stream appended to.
-    pub stream: StreamId,
-    /// What the caller expects the stream's version to be.
-    pub expected: ExpectedVersion,
-    /// The events, at least one.
-    pub events: Vec<NewEvent>,
-    /// Their encoded variable parts, one per event (see [`Request::new`]).
-    pub tails: Vec<record::Tail>,
-    /// Where the answer goes.
-    pub reply: Reply,
+/// The appends waiting for the disk, and what deciding a new one needs. Behind
+/// `Shared::queue`.
+pub struct Queue {
+    /// Batches not yet taken by the syncer, oldest first; appends go to the last one.
+    batches: VecDeque<Batch>,
+    /// Stream versions of appends queued, being synced or not yet published: the index does
+    /// not know them yet. An entry goes when the publisher has put its version in the index.
+    unpublished: HashMap<StreamId, u64>,
+    /// The position the next appended event gets.
+    next_position: u64,
+    /// The time given to the last append; times never go back along the log.
+    last_time: DateTime<Utc>,
+    /// Why appends stopped (a failed write or sync), if they did.
+    failed: Option<String>,
+    /// The store is being dropped: the syncer finishes the queued batches and stops.
+    closing: bool,
+    /// The syncer waits for a batch (and must be woken for the next append).
+    syncer_idle: bool,
 }
 
-impl Request {
-    /// A request for `events`, whose variable parts are encoded here, on the caller's thread.
-    /// Fails with [`StoreError::InvalidArgument`] if an event is empty-handed or too large.
-    pub fn new(
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        reply: Reply,
-    ) -> Result<Request, StoreError> {
-        crate::store::ensure_events(&events)?;
-        let tails = events
-            .iter()
-            .map(|e| record::Tail::new(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::InvalidArgument)?;
-        let bytes: usize = tails.iter().map(record::Tail::frame_len).sum();
-        if bytes > MAX_APPEND_BYTES {
-            return Err(StoreError::InvalidArgument(format!(
-                "the append is larger than {MAX_APPEND_BYTES} bytes"
-            )));
+impl Queue {
+    /// An empty queue whose next event gets position `next_position`.
+    pub fn new(next_position: u64) -> Self {
+        Self {
+            batches: VecDeque::new(),
+            unpublished: HashMap::new(),
+            next_position,
+            last_time: DateTime::<Utc>::MIN_UTC,
+            failed: None,
+            closing: false,
+            syncer_idle: false,
         }
-        Ok(Request {
-            stream: stream.clone(),
-            expected,
-            events,
-            tails,
-            reply,
-        })
+    }
+
+    /// The batch an append of `bytes` goes to: the open one, or a new one if it is full.
+    fn open_batch(&mut self, bytes: usize) -> &mut Batch {
+        if self
+            .batches
+            .back()
+            .is_none_or(|b| !b.buf.is_empty() && b.buf.len() + bytes > BATCH_SOFT_LIMIT)
+        {
+            self.batches.push_back(Batch::default());
+        }
+        self.batches.back_mut().expect("a batch was just ensured")
+    }
+
+    /// The commit time of the next append: now, truncated to what a record stores, and never
+    /// before the previous append's.
+    fn now(&mut self) -> DateTime<Utc> {
+        self.last_time = to_micros(Utc::now()).max(self.last_time);
+        self.last_time
     }
 }
 
-/// The writer's state; owned by its thread.
-pub struct Writer {
+/// Encoded appends written together with one `write` and one `fdatasync`.
+#[derive(Default)]
+struct Batch {
+    /// The frames, back to back; the first carries the batch-start mark.
+    buf: Vec<u8>,
+    /// Where each event's frame starts in `buf`, in position order.
+    offsets: Vec<usize>,
+    /// Each append's caller and the events it will be answered with.
+    appends: Vec<(Reply, Vec<RecordedEvent>)>,
+}
+
+impl Batch {
+    fn events(&self) -> impl Iterator<Item = &RecordedEvent> {
+        self.appends.iter().flat_map(|(_, events)| events)
+    }
+}
+
+/// Checks and queues one append; the returned [`Answer`] comes once it is durable (or failed).
+/// Fails at once with [`StoreError::Conflict`] if `expected` does not match, with
+/// [`StoreError::InvalidArgument`] if an event is empty-handed or too large, and with
+/// [`StoreError::Unavailable`] once appends have stopped.
+pub fn submit(
+    shared: &Shared,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<Answer, StoreError> {
+    // The JSON encoding and size checks run here, on the appender, outside the lock.
+    crate::store::ensure_events(&events)?;
+    let tails = events
+        .iter()
+        .map(|e| record::Tail::new(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::InvalidArgument)?;
+    let bytes: usize = tails.iter().map(record::Tail::frame_len).sum();
+    if bytes > MAX_APPEND_BYTES {
+        return Err(StoreError::InvalidArgument(format!(
+            "the append is larger than {MAX_APPEND_BYTES} bytes"
+        )));
+    }
+
+    let mut guard = shared.lock_queue();
+    let queue = &mut *guard;
+    if let Some(why) = &queue.failed {
+        return Err(stopped(why));
+    }
+    if queue.closing {
+        return Err(gone());
+    }
+    let actual = match queue.unpublished.get(stream) {
+        Some(&version) => version,
+        None => shared.read_index().version(stream.as_str()),
+    };
+    if !expected.matches(actual) {
+        return Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        });
+    }
+    let now = queue.now();
+    let first = queue.next_position;
+    let n = events.len();
+    let batch = queue.open_batch(bytes);
+    let mut recorded = Vec::with_capacity(n);
+    for (i, (event, tail)) in events.into_iter().zip(&tails).enumerate() {
+        let k = i as u64;
+        let mut e = RecordedEvent::record(stream.clone(), actual + 1 + k, first + k, now, event);
+        e.created_at = to_micros(e.created_at);
+        let fixed = record::Fixed {
+            position: e.position,
+            sequence: e.sequence,
+            created_at_micros: e.created_at.timestamp_micros(),
+            event_id: e.event_id,
+            revision: e.revision,
+            marks: record::Marks {
+                ends_append: i + 1 == n,
+                starts_batch: batch.buf.is_empty(),
+            },
+        };
+        batch.offsets.push(batch.buf.len());
+        record::encode_parts(&fixed, tail, &mut batch.buf);
+        recorded.push(e);
+    }
+    let (reply, answer) = oneshot::channel();
+    batch.appends.push((reply, recorded));
+    queue.next_position += n as u64;
+    queue.unpublished.insert(stream.clone(), actual + n as u64);
+    let wake = std::mem::take(&mut queue.syncer_idle);
+    drop(guard);
+    if wake {
+        shared.ready.notify_one();
+    }
+    Ok(answer)
+}
+
+/// Tells the syncer to finish the queued batches and stop (the store is being dropped).
+pub fn close(shared: &Shared) {
+    shared.lock_queue().closing = true;
+    shared.ready.notify_all();
+}
+
+/// A batch the syncer is done with, for the publisher.
+pub struct Synced {
+    batch: Batch,
+    outcome: Result<Placed, String>,
+}
+
+/// Where a durable batch landed.
+struct Placed {
+    /// The segment the syncer started for this batch, if it rotated.
+    new_segment: Option<Segment>,
+    /// The batch's offset in the last segment.
+    base: u64,
+    /// The last segment's records end here after the batch.
+    len: u64,
+}
+
+/// The syncer's state; owned by its thread.
+pub struct Syncer {
     shared: Arc<Shared>,
     dir: PathBuf,
     file: File,
@@ -101,12 +242,12 @@ pub struct Writer {
     /// Bytes of the segment file: records, then zeros up to here.
     allocated: u64,
     segment_size: u64,
-    buf: Vec<u8>,
-    failed: Option<String>,
+    /// Position of the first event of the next batch written.
+    next_position: u64,
 }
 
-impl Writer {
-    /// A writer appending to the open last segment `file`, whose records end at `len` and
+impl Syncer {
+    /// A syncer appending to the open last segment `file`, whose records end at `len` and
     /// whose file (zeros after the records) ends at `allocated`.
     pub fn new(
         shared: Arc<Shared>,
@@ -115,6 +256,7 @@ impl Writer {
         (len, allocated): (u64, u64),
         segment_size: u64,
     ) -> Self {
+        let next_position = shared.read_index().head() + 1;
         Self {
             shared,
             dir,
@@ -122,161 +264,81 @@ impl Writer {
             len,
             allocated: allocated.max(len),
             segment_size,
-            buf: Vec::new(),
-            failed: None,
+            next_position,
         }
     }
 
-    /// Serves requests until every sender is gone and nothing is pending.
-    pub fn run(mut self, rx: Receiver<Request>) {
-        let mut pending = VecDeque::new();
-        loop {
-            if pending.is_empty() {
-                match rx.recv() {
-                    Ok(r) => pending.push_back(r),
-                    Err(_) => return,
-                }
-            }
-            while let Ok(r) = rx.try_recv() {
-                pending.push_back(r);
-            }
-            self.commit(&mut pending);
-        }
-    }
-
-    /// Commits as many pending requests as fit in one batch.
-    fn commit(&mut self, pending: &mut VecDeque<Request>) {
-        if let Some(why) = &self.failed {
-            for r in pending.drain(..) {
-                let _ = r.reply.send(Err(stopped(why)));
-            }
-            return;
-        }
-        let now = commit_time();
-        self.buf.clear();
-        let mut answers: Vec<(Reply, Result<Vec<RecordedEvent>, StoreError>)> = Vec::new();
-        let mut offsets: Vec<usize> = Vec::new();
-        let mut overlay: HashMap<StreamId, u64> = HashMap::new();
-        let mut next;
-        {
-            let shared = self.shared.clone();
-            let index = shared.read_index();
-            next = index.head() + 1;
-            while self.buf.len() < BATCH_SOFT_LIMIT {
-                let Some(mut req) = pending.pop_front() else {
-                    break;
-                };
-                let actual = overlay
-                    .get(&req.stream)
-                    .copied()
-                    .unwrap_or_else(|| index.version(req.stream.as_str()));
-                let result = self.encode(&mut req, actual, next, now, &mut offsets);
-                if let Ok(recorded) = &result {
-                    next += recorded.len() as u64;
-                    overlay.insert(req.stream.clone(), actual + recorded.len() as u64);
-                }
-                answers.push((req.reply, result));
-            }
-        }
-        if !self.buf.is_empty() {
-            if let Err(e) = self.write_batch(&answers, &offsets, next - 1) {
-                let why = e.to_string();
-                error!(error = %why, "file store write failed; appends stop until reopened");
-                for (_, result) in &mut answers {
-                    if result.is_ok() {
-                        *result = Err(StoreError::Io(std::io::Error::other(why.clone())));
-                    }
-                }
-                self.failed = Some(why);
-            }
-        }
-        debug!(
-            requests = answers.len(),
-            bytes = self.buf.len(),
-            "batch committed"
-        );
-        for (reply, result) in answers {
-            let _ = reply.send(result);
-        }
-    }
-
-    /// Checks one request's expected version and encodes it into the batch buffer, or
-    /// explains why not.
-    fn encode(
-        &mut self,
-        req: &mut Request,
-        actual: u64,
-        first_position: u64,
-        now: DateTime<Utc>,
-        offsets: &mut Vec<usize>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if !req.expected.matches(actual) {
-            return Err(StoreError::Conflict {
-                stream: req.stream.clone(),
-                expected: req.expected,
-                actual,
-            });
-        }
-        let events = std::mem::take(&mut req.events);
-        let n = events.len();
-        let mut recorded = Vec::with_capacity(n);
-        for (i, (event, tail)) in events.into_iter().zip(&req.tails).enumerate() {
-            let k = i as u64;
-            let mut e = RecordedEvent::record(
-                req.stream.clone(),
-                actual + 1 + k,
-                first_position + k,
-                now,
-                event,
+    /// Writes and syncs batches until the store closes, handing each to the publisher.
+    pub fn run(mut self, publisher: Sender<Synced>) {
+        while let Some(batch) = self.next_batch() {
+            let started = Instant::now();
+            let outcome = self.write(&batch).map_err(|e| e.to_string());
+            debug!(
+                requests = batch.appends.len(),
+                bytes = batch.buf.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "batch committed"
             );
-            e.created_at = to_micros(e.created_at);
-            let fixed = record::Fixed {
-                position: e.position,
-                sequence: e.sequence,
-                created_at_micros: e.created_at.timestamp_micros(),
-                event_id: e.event_id,
-                revision: e.revision,
-                marks: record::Marks {
-                    ends_append: i + 1 == n,
-                    starts_batch: offsets.is_empty(),
-                },
-            };
-            offsets.push(self.buf.len());
-            record::encode_parts(&fixed, tail, &mut self.buf);
-            recorded.push(e);
+            if let Err(why) = &outcome {
+                error!(error = %why, "file store write failed; appends stop until reopened");
+                let queued = {
+                    let mut queue = self.shared.lock_queue();
+                    queue.failed = Some(why.clone());
+                    std::mem::take(&mut queue.batches)
+                };
+                let failed = std::iter::once(batch).chain(queued);
+                for batch in failed {
+                    let outcome = Err(why.clone());
+                    let _ = publisher.send(Synced { batch, outcome });
+                }
+                return;
+            }
+            let _ = publisher.send(Synced { batch, outcome });
         }
-        Ok(recorded)
     }
 
-    /// Rotates if due, writes and syncs the batch, then publishes it to readers.
-    fn write_batch(
-        &mut self,
-        answers: &[(Reply, Result<Vec<RecordedEvent>, StoreError>)],
-        offsets: &[usize],
-        new_head: u64,
-    ) -> Result<(), StoreError> {
-        if self.len > SEGMENT_HEADER_LEN && self.len + self.buf.len() as u64 > self.segment_size {
-            self.rotate(new_head + 1 - offsets.len() as u64)?;
+    /// Waits for the next batch; `None` once the store closes and nothing is queued.
+    fn next_batch(&self) -> Option<Batch> {
+        let mut queue = self.shared.lock_queue();
+        loop {
+            if let Some(batch) = queue.batches.pop_front() {
+                return Some(batch);
+            }
+            if queue.closing {
+                return None;
+            }
+            queue.syncer_idle = true;
+            queue = self
+                .shared
+                .ready
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Rotates if due, writes the batch where the records end, and syncs it.
+    fn write(&mut self, batch: &Batch) -> Result<Placed, StoreError> {
+        let bytes = batch.buf.len() as u64;
+        let mut new_segment = None;
+        if self.len > SEGMENT_HEADER_LEN && self.len + bytes > self.segment_size {
+            new_segment = Some(self.rotate()?);
         }
         let base = self.len;
-        self.zero_ahead(base + self.buf.len() as u64)?;
-        self.file.write_all_at(&self.buf, base)?;
-        self.file.sync_data()?;
-        self.len += self.buf.len() as u64;
-        let mut index = self.shared.write_index();
-        let recorded = answers
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .flatten();
-        for (event, &rel) in recorded.zip(offsets) {
-            let offset = u32::try_from(base + rel as u64)
-                .map_err(|_| StoreError::InvalidArgument("segment offset overflow".into()))?;
-            index.push(event.stream.as_str(), offset);
+        if base + bytes > u64::from(u32::MAX) {
+            return Err(StoreError::InvalidArgument(
+                "the batch does not fit in one segment's 32-bit offsets".into(),
+            ));
         }
-        index.set_last_len(self.len);
-        drop(index);
-        self.shared.head.send_replace(new_head);
-        Ok(())
+        self.zero_ahead(base + bytes)?;
+        self.file.write_all_at(&batch.buf, base)?;
+        self.file.sync_data()?;
+        self.len += bytes;
+        self.next_position += batch.offsets.len() as u64;
+        Ok(Placed {
+            new_segment,
+            base,
+            len: self.len,
+        })
     }
 
     /// Makes sure the segment file reaches `end` (zeros beyond the records), writing the next
@@ -303,32 +365,68 @@ impl Writer {
     }
 
     /// Seals the current segment (cut to its last record, synced) and starts a new one whose
-    /// first record is `first`.
-    fn rotate(&mut self, first: u64) -> Result<(), StoreError> {
+    /// first record is the next batch's. The index learns of it from the publisher, in order.
+    fn rotate(&mut self) -> Result<Segment, StoreError> {
         if self.allocated > self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
         }
+        let first = self.next_position;
         let (path, file) = segment::create(&self.dir, first)?;
         let reader = File::open(&path)?;
         debug!(segment = %path.display(), "new segment");
-        self.shared.write_index().add_segment(Segment {
+        self.file = file;
+        self.len = SEGMENT_HEADER_LEN;
+        self.allocated = SEGMENT_HEADER_LEN;
+        Ok(Segment {
             first,
             path,
             file: Arc::new(reader),
             len: SEGMENT_HEADER_LEN,
-        });
-        self.file = file;
-        self.len = SEGMENT_HEADER_LEN;
-        self.allocated = SEGMENT_HEADER_LEN;
-        Ok(())
+        })
     }
 }
 
-/// The batch's commit time, truncated to what a record stores (microseconds), so the time a
-/// caller gets back equals the time later read.
-fn commit_time() -> DateTime<Utc> {
-    to_micros(Utc::now())
+/// The publisher's loop: makes each synced batch visible to readers, then answers its
+/// callers, in the order the syncer wrote them. Ends when the syncer has stopped.
+pub fn publish(shared: Arc<Shared>, synced: Receiver<Synced>) {
+    for Synced { batch, outcome } in synced {
+        let placed = match outcome {
+            Ok(placed) => placed,
+            Err(why) => {
+                for (reply, _) in batch.appends {
+                    let error = StoreError::Io(std::io::Error::other(why.clone()));
+                    let _ = reply.send(Err(error));
+                }
+                continue;
+            }
+        };
+        let mut index = shared.write_index();
+        if let Some(segment) = placed.new_segment {
+            index.add_segment(segment);
+        }
+        for (event, &rel) in batch.events().zip(&batch.offsets) {
+            // `Syncer::write` checked that every offset of the batch fits in 32 bits.
+            let offset = u32::try_from(placed.base + rel as u64).unwrap_or(u32::MAX);
+            index.push(event.stream.as_str(), offset);
+        }
+        index.set_last_len(placed.len);
+        let head = index.head();
+        drop(index);
+        shared.head.send_replace(head);
+        {
+            let mut queue = shared.lock_queue();
+            for (_, events) in &batch.appends {
+                let Some(last) = events.last() else { continue };
+                if queue.unpublished.get(&last.stream) == Some(&last.sequence) {
+                    queue.unpublished.remove(&last.stream);
+                }
+            }
+        }
+        for (reply, events) in batch.appends {
+            let _ = reply.send(Ok(events));
+        }
+    }
 }
 
 /// A time truncated to whole microseconds (imported events may carry finer times).
@@ -343,4 +441,18 @@ fn stopped(why: &str) -> StoreError {
         ),
         source: None,
     }
+}
+
+/// The error of an append that finds the store closing.
+pub fn gone() -> StoreError {
+    StoreError::Unavailable {
+        message: "the file store's writer has stopped".into(),
+        source: None,
+    }
+}
+
+/// Guards the queue; a poisoned lock still holds a consistent queue (nothing in it panics
+/// half-way through a change).
+pub fn lock(queue: &std::sync::Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
 }
