@@ -18,6 +18,7 @@ mod segment;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -76,6 +77,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the idle syncer when an append is queued.
     ready: Condvar,
+    /// Synced batches handed to the publisher thread and not yet published.
+    publishing: AtomicUsize,
 }
 
 impl Shared {
@@ -199,6 +202,7 @@ impl FileStore {
             head: watch::channel(head).0,
             queue: Mutex::new(Queue::new(head + 1)),
             ready: Condvar::new(),
+            publishing: AtomicUsize::new(0),
         });
         let syncer = Syncer::new(
             shared.clone(),
