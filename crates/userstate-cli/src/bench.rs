@@ -62,7 +62,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         runs.push(report);
         if args.store == "file" {
-            // The store was dropped with the run; give its writer thread a moment to close.
+            // The store was dropped with the run; give its threads a moment to close.
             tokio::time::sleep(Duration::from_millis(100)).await;
             std::fs::remove_dir_all(&scratch).ok();
         }

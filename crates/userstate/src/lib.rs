@@ -33,6 +33,7 @@
 pub mod domain;
 pub mod engine;
 mod error;
+mod hash;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -5,33 +5,35 @@
 //! and the append carries the expected version, so a write by another engine (another node)
 //! shows up either in the tail or as a conflict, after which the entry is dropped.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use crate::domain::User;
+use crate::hash::{FastMap, FastState};
 use crate::store::StreamId;
 
 const SHARDS: usize = 16;
 
 /// A bounded map from stream to folded user, sharded to keep lock hold times short.
 pub(super) struct AggregateCache {
-    shards: Vec<Mutex<HashMap<StreamId, User>>>,
+    shards: Vec<Mutex<FastMap<StreamId, User>>>,
     per_shard: usize,
-    hasher: RandomState,
+    hasher: FastState,
 }
 
 impl AggregateCache {
     /// A cache holding about `capacity` users (0 disables it).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FastMap::default()))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS),
-            hasher: RandomState::new(),
+            hasher: FastState::default(),
         }
     }
 
-    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, HashMap<StreamId, User>> {
+    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, FastMap<StreamId, User>> {
         let i = (self.hasher.hash_one(stream) as usize) % SHARDS;
         // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())

@@ -1,12 +1,13 @@
 //! A volatile store for tests, examples and benchmarks. It enforces expected versions exactly
 //! like the durable stores, so code that works here does not break on them.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::watch;
+
+use crate::hash::FastMap;
 
 use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
@@ -21,7 +22,7 @@ struct Inner {
     /// Every event in position order; `log.get(i)` has position `i + 1`.
     log: ChunkedLog,
     /// Per stream, the indexes into `log` of its events in sequence order.
-    streams: HashMap<StreamId, Vec<usize>>,
+    streams: FastMap<StreamId, Vec<usize>>,
 }
 
 /// Events in fixed-size chunks that never move once allocated. One `Vec` of every event was

@@ -33,7 +33,15 @@ impl StreamId {
 
     /// The stream of one user.
     pub fn user(instance: &InstanceId, user: &UserId) -> Self {
-        Self(format!("user:{instance}:{user}"))
+        // Built by hand: `format!` through the ids' `Display` cost ~900 instructions a call,
+        // 7 % of a memory-store command (callgrind), and every command builds one.
+        let (instance, user) = (instance.as_str(), user.as_str());
+        let mut name = String::with_capacity("user:".len() + instance.len() + 1 + user.len());
+        name.push_str("user:");
+        name.push_str(instance);
+        name.push(':');
+        name.push_str(user);
+        Self(name)
     }
 
     /// The stream that reserves a username in an instance (usernames compare case-insensitively).
@@ -212,5 +220,24 @@ impl RecordedEvent {
             payload: event.payload,
             metadata: event.metadata,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_streams_are_named_user_instance_id() {
+        let instance = InstanceId::new("inst-1").unwrap();
+        let user = UserId::new("u.42@x").unwrap();
+        assert_eq!(
+            StreamId::user(&instance, &user).as_str(),
+            "user:inst-1:u.42@x"
+        );
+        assert_eq!(
+            StreamId::username(&instance, "Alice").as_str(),
+            "username:inst-1:alice"
+        );
     }
 }

@@ -4,10 +4,11 @@
 //! batch, read by every reader under a short read lock. It holds only numbers and stream names,
 //! never event bodies: 4 bytes per event for its offset and 8 per event in its stream's list.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::hash::FastMap;
 
 /// One segment file as the index knows it.
 pub struct Segment {
@@ -41,7 +42,7 @@ pub struct Span {
 #[derive(Default)]
 pub struct Index {
     /// Per stream, the positions of its events in sequence order (`len` = its version).
-    streams: HashMap<Box<str>, Vec<u64>>,
+    streams: FastMap<Box<str>, Vec<u64>>,
     /// `offsets[p - 1]` is the byte offset of position `p` in its segment.
     offsets: Vec<u32>,
     /// Segments in position order; the last one is the one being written.

@@ -227,7 +227,7 @@ impl Marks {
 
 /// The part of a record body known before the writer assigns position, sequence and time:
 /// stream, type, metadata and payload, encoded. Built by the appending task, so the JSON
-/// encoding runs in parallel on the callers' threads instead of on the single writer thread.
+/// encoding runs in parallel on the callers' threads, outside the append queue's lock.
 #[derive(Clone, Debug)]
 pub struct Tail(Vec<u8>);
 

@@ -31,7 +31,7 @@
 //! The queue is a `Mutex` + `Condvar` rather than a channel because the version check, the
 //! position and the place in the batch must be decided together, atomically, by the appender.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -48,6 +48,7 @@ use super::index::Segment;
 use super::record;
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::Shared;
+use crate::hash::FastMap;
 use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// Encoded bytes after which a batch takes no more appends (they open the next batch).
@@ -70,7 +71,7 @@ pub struct Queue {
     batches: VecDeque<Batch>,
     /// Stream versions of appends queued, being synced or not yet published: the index does
     /// not know them yet. An entry goes when the publisher has put its version in the index.
-    unpublished: HashMap<StreamId, u64>,
+    unpublished: FastMap<StreamId, u64>,
     /// The position the next appended event gets.
     next_position: u64,
     /// The time given to the last append; times never go back along the log.
@@ -88,7 +89,7 @@ impl Queue {
     pub fn new(next_position: u64) -> Self {
         Self {
             batches: VecDeque::new(),
-            unpublished: HashMap::new(),
+            unpublished: FastMap::default(),
             next_position,
             last_time: DateTime::<Utc>::MIN_UTC,
             failed: None,
