@@ -133,10 +133,17 @@ pub struct RunReport {
     pub reads: u64,
     /// Reads per second.
     pub reads_per_s: f64,
-    /// Commit -> visible in the read model, sampled: median, microseconds.
+    /// Commit -> visible in the read model, sampled: median, microseconds. From the instant
+    /// `execute` returned to an instant the follower took right after applying the event
+    /// ([`Projection::visible_at`]): an upper bound of the true lag.
     pub projection_lag_p50_us: f64,
     /// Commit -> visible, 99th percentile, microseconds.
     pub projection_lag_p99_us: f64,
+    /// Commit -> a task waiting in [`Projection::wait_for`] ran, median, microseconds: the
+    /// projection lag plus that task's own scheduling delay.
+    pub projection_observed_p50_us: f64,
+    /// Commit -> a waiting task ran, 99th percentile, microseconds.
+    pub projection_observed_p99_us: f64,
 }
 
 /// Why a run could not complete.

@@ -5,11 +5,11 @@
 //! how far it has read. [`Projection::wait_for`] lets a caller read its own writes;
 //! [`ReadModel::rebuild`] folds the whole store from position 1 into the same model.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
@@ -25,6 +25,8 @@ use crate::store::{EventStore, RecordedEvent, StreamId};
 const PAGE: usize = 1024;
 /// How often the follower polls even without a head notification.
 const POLL: Duration = Duration::from_millis(500);
+/// How many of the latest publications [`Projection::visible_at`] remembers.
+const HISTORY: usize = 4096;
 
 /// One user as the read model knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -356,6 +358,35 @@ impl ReadModel {
 struct Shared {
     model: RwLock<ReadModel>,
     position: watch::Sender<u64>,
+    published: Mutex<Published>,
+}
+
+/// When the latest pages became visible, for [`Projection::visible_at`].
+#[derive(Default)]
+struct Published {
+    /// `(last position of the page, instant taken after the page was applied)`, oldest first.
+    pages: VecDeque<(u64, Instant)>,
+    /// The last position of the newest page dropped from `pages` (0 while none was dropped).
+    forgotten: u64,
+}
+
+impl Published {
+    fn record(&mut self, position: u64, at: Instant) {
+        if self.pages.len() == HISTORY {
+            if let Some((p, _)) = self.pages.pop_front() {
+                self.forgotten = p;
+            }
+        }
+        self.pages.push_back((position, at));
+    }
+
+    fn visible_at(&self, position: u64) -> Option<Instant> {
+        if position <= self.forgotten {
+            return None;
+        }
+        let i = self.pages.partition_point(|&(p, _)| p < position);
+        self.pages.get(i).map(|&(_, at)| at)
+    }
 }
 
 /// A live read model following a store. Dropping it stops the follower.
@@ -370,6 +401,7 @@ impl Projection {
         let shared = Arc::new(Shared {
             model: RwLock::new(ReadModel::default()),
             position: watch::channel(0).0,
+            published: Mutex::default(),
         });
         let task = tokio::spawn(follow(store, shared.clone()));
         Self { shared, task }
@@ -378,6 +410,18 @@ impl Projection {
     /// The position of the last event the read model has applied.
     pub fn position(&self) -> u64 {
         *self.shared.position.borrow()
+    }
+
+    /// When `position` became visible: an instant taken right after the read model had applied
+    /// the page holding it (so never earlier than the moment a reader could first see it).
+    /// `None` while `position` is not applied yet, and once it is older than the last 4096
+    /// pages the follower applied.
+    pub fn visible_at(&self, position: u64) -> Option<Instant> {
+        self.shared
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .visible_at(position)
     }
 
     /// A watch of [`position`](Self::position).
@@ -469,6 +513,13 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             }
         }
         next = last + 1;
+        // Taken after the write lock is released: readers could see the page no later than this.
+        let at = Instant::now();
+        shared
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(last, at);
         shared.position.send_replace(last);
     }
 }
@@ -657,6 +708,31 @@ mod tests {
             prop_assert_eq!(&model.clone(), &model);
             prop_assert_eq!(&again, &model);
         }
+    }
+
+    #[test]
+    fn visible_at_answers_with_the_first_page_holding_the_position_while_remembered() {
+        let mut published = Published::default();
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_micros(i);
+        assert_eq!(published.visible_at(1), None);
+        published.record(3, at(3));
+        published.record(4, at(4));
+        published.record(9, at(9));
+        assert_eq!(published.visible_at(1), Some(at(3)));
+        assert_eq!(published.visible_at(3), Some(at(3)));
+        assert_eq!(published.visible_at(4), Some(at(4)));
+        assert_eq!(published.visible_at(5), Some(at(9)));
+        assert_eq!(published.visible_at(10), None, "not applied yet");
+        for p in 10..10 + HISTORY as u64 {
+            published.record(p, at(p));
+        }
+        assert_eq!(published.pages.len(), HISTORY);
+        assert_eq!(published.visible_at(9), None, "its page was forgotten");
+        assert_eq!(published.visible_at(10), Some(at(10)));
+        published.record(10 + HISTORY as u64, at(0));
+        assert_eq!(published.visible_at(10), None, "its page was forgotten");
+        assert_eq!(published.visible_at(11), Some(at(11)));
     }
 
     #[test]
