@@ -1,7 +1,8 @@
 //! The load generator behind `userstate bench` (interface: `../shared/docs/BENCH.md`).
 //!
-//! A run adds N users (not timed), starts a live [`Projection`] like the service does, then lets
-//! C tasks issue full [`Engine::execute`] commands for S seconds. It reports commands/s,
+//! A run starts a live [`Projection`] fed by the engine's appends ([`Projection::spawn_fed`]),
+//! adds N users (not timed), then lets C tasks issue full [`Engine::execute`] commands for S
+//! seconds. It reports commands/s,
 //! latency percentiles, domain rejections, infrastructure errors and the projection lag
 //! (commit -> visible in the read model, sampled). [`floor::fsync_floor`] measures what the
 //! disk allows in the same run, so durable figures can be read as a ratio to it.
@@ -133,10 +134,17 @@ pub struct RunReport {
     pub reads: u64,
     /// Reads per second.
     pub reads_per_s: f64,
-    /// Commit -> visible in the read model, sampled: median, microseconds.
+    /// Commit -> visible in the read model, sampled: median, microseconds. From the instant
+    /// `execute` returned to an instant the follower took right after applying the event
+    /// ([`Projection::visible_at`]): an upper bound of the true lag.
     pub projection_lag_p50_us: f64,
     /// Commit -> visible, 99th percentile, microseconds.
     pub projection_lag_p99_us: f64,
+    /// Commit -> a task waiting in [`Projection::wait_for`] ran, median, microseconds: the
+    /// projection lag plus that task's own scheduling delay.
+    pub projection_observed_p50_us: f64,
+    /// Commit -> a waiting task ran, 99th percentile, microseconds.
+    pub projection_observed_p99_us: f64,
 }
 
 /// Why a run could not complete.
@@ -176,9 +184,12 @@ pub async fn run(store: Arc<dyn EventStore>, spec: &RunSpec) -> Result<RunReport
             "--users and --concurrency must be at least 1".into(),
         ));
     }
-    let engine = Engine::new(store.clone());
+    // The engine appends through the projection's feed, as an embedder reading its own
+    // writes would: its events reach the read model as the append returns.
+    let (projection, fed) = Projection::spawn_fed(store.clone());
+    let projection = Arc::new(projection);
+    let engine = Engine::new(fed);
     workload::add_users(&engine, spec).await?;
-    let projection = Arc::new(Projection::spawn(store.clone()));
     let head = store
         .head_position()
         .await

@@ -60,7 +60,7 @@ pub use domain::{
     UserState,
 };
 pub use engine::{
-    AsOf, AuditState, Context, Details, Engine, Error, Permission, Principal, Projection,
+    AsOf, AuditState, Context, Details, Engine, Error, FedStore, Permission, Principal, Projection,
     ReadModel, UserView,
 };
 pub use error::{Classified, ErrorKind};

@@ -14,7 +14,7 @@ mod username;
 pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
-pub use projection::{Projection, ReadModel, UserView};
+pub use projection::{FedStore, Projection, ReadModel, UserView};
 
 use std::sync::Arc;
 

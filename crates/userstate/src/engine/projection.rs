@@ -2,15 +2,18 @@
 //!
 //! [`Projection::spawn`] starts a task that pages through the store, wakes on the store's head
 //! watch (with a slow poll as a safety net for stores shared between processes), and publishes
-//! how far it has read. [`Projection::wait_for`] lets a caller read its own writes;
+//! how far it has read. [`Projection::spawn_fed`] also hands the projection the events its
+//! process appends, as the append returns, so they need not wait for that task (see
+//! [`FedStore`]). [`Projection::wait_for`] lets a caller read its own writes;
 //! [`ReadModel::rebuild`] folds the whole store from position 1 into the same model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
 use tokio::sync::watch;
@@ -19,12 +22,17 @@ use tracing::{error, warn};
 
 use super::{decode, Details, Error, Permission, Principal};
 use crate::domain::{DomainError, Email, InstanceId, OrgId, Profile, UserEvent, UserId, UserState};
-use crate::store::{EventStore, RecordedEvent, StreamId};
+use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// Events read per `read_all` call.
 const PAGE: usize = 1024;
 /// How often the follower polls even without a head notification.
 const POLL: Duration = Duration::from_millis(500);
+/// How many of the latest publications [`Projection::visible_at`] remembers (16 bytes each; a
+/// fed projection publishes once per append, so this covers ≈ 0.1 s at 500k appends/s).
+const HISTORY: usize = 65_536;
+/// At most this many fed events wait for an earlier position; past it the follower reads them.
+const MAX_PENDING: usize = 65_536;
 
 /// One user as the read model knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -356,6 +364,107 @@ impl ReadModel {
 struct Shared {
     model: RwLock<ReadModel>,
     position: watch::Sender<u64>,
+    published: Mutex<Published>,
+    /// Fed events whose position is past the next one the model needs, by position.
+    pending: Mutex<BTreeMap<u64, RecordedEvent>>,
+}
+
+impl Shared {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ReadModel> {
+        // The model is only written by `apply`, which does not panic on any input.
+        self.model.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, RecordedEvent>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `events` (of one append, in position order) if they are next, and every waiting
+    /// fed event that then is; keeps the ones whose turn has not come.
+    fn offer(&self, events: &[RecordedEvent]) {
+        let last = {
+            let mut model = self.write();
+            let before = model.position();
+            let mut pending = self.pending();
+            for event in events {
+                let next = model.position() + 1;
+                if event.position == next {
+                    model.apply(event);
+                } else if event.position > next && pending.len() < MAX_PENDING {
+                    pending.insert(event.position, event.clone());
+                }
+            }
+            drain(&mut model, &mut pending);
+            if model.position() == before {
+                return;
+            }
+            model.position()
+        };
+        self.publish(last);
+    }
+
+    /// Says that the model holds every event up to `last`. Called after the write lock is
+    /// released, so the instant recorded is never earlier than the moment readers could see it.
+    fn publish(&self, last: u64) {
+        let at = Instant::now();
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(last, at);
+        self.position.send_if_modified(|p| {
+            let newer = *p < last;
+            *p = (*p).max(last);
+            newer
+        });
+    }
+}
+
+/// Applies the waiting fed events that are next, and forgets those the model already holds.
+fn drain(model: &mut ReadModel, pending: &mut BTreeMap<u64, RecordedEvent>) {
+    while let Some(entry) = pending.first_entry() {
+        let position = *entry.key();
+        if position <= model.position() {
+            entry.remove();
+        } else if position == model.position() + 1 {
+            model.apply(&entry.remove());
+        } else {
+            break;
+        }
+    }
+}
+
+/// When the latest pages became visible, for [`Projection::visible_at`].
+#[derive(Default)]
+struct Published {
+    /// `(last position of the page, instant taken after the page was applied)`, oldest first.
+    pages: VecDeque<(u64, Instant)>,
+    /// The last position of the newest page dropped from `pages` (0 while none was dropped).
+    forgotten: u64,
+}
+
+impl Published {
+    /// Records that every event up to `position` was visible at `at`. A position not past the
+    /// last one recorded changes nothing: a later publication covers it, and its own instant
+    /// was taken after the earlier publication's lock was released.
+    fn record(&mut self, position: u64, at: Instant) {
+        if self.pages.back().is_some_and(|&(p, _)| p >= position) {
+            return;
+        }
+        if self.pages.len() == HISTORY {
+            if let Some((p, _)) = self.pages.pop_front() {
+                self.forgotten = p;
+            }
+        }
+        self.pages.push_back((position, at));
+    }
+
+    fn visible_at(&self, position: u64) -> Option<Instant> {
+        if position <= self.forgotten {
+            return None;
+        }
+        let i = self.pages.partition_point(|&(p, _)| p < position);
+        self.pages.get(i).map(|&(_, at)| at)
+    }
 }
 
 /// A live read model following a store. Dropping it stops the follower.
@@ -370,14 +479,43 @@ impl Projection {
         let shared = Arc::new(Shared {
             model: RwLock::new(ReadModel::default()),
             position: watch::channel(0).0,
+            published: Mutex::default(),
+            pending: Mutex::default(),
         });
         let task = tokio::spawn(follow(store, shared.clone()));
         Self { shared, task }
     }
 
+    /// Starts following `store` like [`spawn`](Self::spawn), and returns with it a
+    /// [`FedStore`]: `store` wrapped so that the events appended through it are applied to this
+    /// projection as soon as the append returns, when their turn has come, instead of waiting
+    /// for the follower to be scheduled and read them back. Build the [`Engine`](super::Engine)
+    /// on the returned store. Events appended elsewhere (another process, another wrapper) are
+    /// still read by the follower, which also fills any gap the fed events leave.
+    pub fn spawn_fed(store: Arc<dyn EventStore>) -> (Self, Arc<dyn EventStore>) {
+        let projection = Self::spawn(store.clone());
+        let fed = FedStore {
+            inner: store,
+            projection: Arc::downgrade(&projection.shared),
+        };
+        (projection, Arc::new(fed))
+    }
+
     /// The position of the last event the read model has applied.
     pub fn position(&self) -> u64 {
         *self.shared.position.borrow()
+    }
+
+    /// When `position` became visible: an instant taken right after the read model had applied
+    /// it (a page of the follower or a fed append) and released its lock, so never earlier
+    /// than the moment a reader could first see it. `None` while `position` is not applied
+    /// yet, and once it is older than the last 65,536 publications.
+    pub fn visible_at(&self, position: u64) -> Option<Instant> {
+        self.shared
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .visible_at(position)
     }
 
     /// A watch of [`position`](Self::position).
@@ -430,6 +568,60 @@ impl Projection {
     }
 }
 
+/// A store that hands what it appends to a [`Projection`] (from [`Projection::spawn_fed`]).
+///
+/// Every call goes to the wrapped store; after an append succeeds, its recorded events are
+/// applied to the projection's read model right away if every earlier position is already
+/// there, and otherwise kept until it is (by another fed append or by the follower). Order is
+/// never given up: the read model still applies positions 1, 2, 3, … and nothing else, so
+/// [`Projection::position`] keeps its meaning. A store whose positions have holes loses
+/// nothing either: the follower reads past the hole and the waiting events are then applied
+/// or dropped. Once the projection is dropped, appends are only forwarded.
+pub struct FedStore {
+    inner: Arc<dyn EventStore>,
+    projection: Weak<Shared>,
+}
+
+#[async_trait]
+impl EventStore for FedStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let recorded = self.inner.append(stream, expected, events).await?;
+        if let Some(shared) = self.projection.upgrade() {
+            shared.offer(&recorded);
+        }
+        Ok(recorded)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from_sequence).await
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from_position, limit).await
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position().await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.watch_head()
+    }
+}
+
 impl Drop for Projection {
     fn drop(&mut self) {
         self.task.abort();
@@ -438,11 +630,17 @@ impl Drop for Projection {
 
 async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
     let mut head = store.watch_head();
-    let mut next = 1;
     let mut backoff = Duration::from_millis(50);
     loop {
         // Mark the head as seen before reading, so a commit after the read wakes us.
         head.borrow_and_update();
+        // Read from where the model is, past what fed appends applied meanwhile.
+        let next = shared
+            .model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .position()
+            + 1;
         let page = match store.read_all(next, PAGE).await {
             Ok(page) => {
                 backoff = Duration::from_millis(50);
@@ -455,21 +653,28 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(last) = page.last().map(|e| e.position) else {
+        if page.is_empty() {
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
-        };
-        {
-            let mut model = shared.model.write().unwrap_or_else(|e| e.into_inner());
-            for event in &page {
-                model.apply(event);
-            }
         }
-        next = last + 1;
-        shared.position.send_replace(last);
+        let (before, last) = {
+            let mut model = shared.write();
+            let before = model.position();
+            // Fed appends may have applied part of the page already.
+            for event in &page {
+                if event.position > model.position() {
+                    model.apply(event);
+                }
+            }
+            drain(&mut model, &mut shared.pending());
+            (before, model.position())
+        };
+        if last > before {
+            shared.publish(last);
+        }
     }
 }
 
@@ -657,6 +862,68 @@ mod tests {
             prop_assert_eq!(&model.clone(), &model);
             prop_assert_eq!(&again, &model);
         }
+    }
+
+    #[test]
+    fn fed_events_are_applied_in_position_order_whatever_order_they_arrive_in() {
+        let shared = Shared {
+            model: RwLock::new(ReadModel::default()),
+            position: watch::channel(0).0,
+            published: Mutex::default(),
+            pending: Mutex::default(),
+        };
+        let events: Vec<RecordedEvent> = (0..6)
+            .map(|i| {
+                let payload =
+                    serde_json::json!({"username": format!("n{i}"), "resourceOwner": "o1"});
+                let added = ("user.human.added".to_owned(), 1, payload);
+                recorded(i, &format!("user:i1:u{i}"), 1, added)
+            })
+            .collect();
+        let mut reference = ReadModel::default();
+        for e in &events {
+            reference.apply(e);
+        }
+        let position = || *shared.position.borrow();
+        shared.offer(&events[2..4]);
+        shared.offer(&events[5..6]);
+        assert_eq!(position(), 0, "positions 1 and 2 have not come");
+        assert_eq!(shared.pending().len(), 3);
+        shared.offer(&events[0..1]);
+        assert_eq!(position(), 1);
+        shared.offer(&events[1..2]);
+        assert_eq!(position(), 4, "3 and 4 were waiting");
+        shared.offer(&events[0..3]);
+        assert_eq!(position(), 4, "already applied: ignored");
+        shared.offer(&events[4..5]);
+        assert_eq!(position(), 6);
+        assert!(shared.pending().is_empty());
+        assert_eq!(*shared.model.read().unwrap(), reference);
+    }
+
+    #[test]
+    fn visible_at_answers_with_the_first_page_holding_the_position_while_remembered() {
+        let mut published = Published::default();
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_micros(i);
+        assert_eq!(published.visible_at(1), None);
+        published.record(3, at(3));
+        published.record(4, at(4));
+        published.record(9, at(9));
+        assert_eq!(published.visible_at(1), Some(at(3)));
+        assert_eq!(published.visible_at(3), Some(at(3)));
+        assert_eq!(published.visible_at(4), Some(at(4)));
+        assert_eq!(published.visible_at(5), Some(at(9)));
+        assert_eq!(published.visible_at(10), None, "not applied yet");
+        for p in 10..10 + HISTORY as u64 {
+            published.record(p, at(p));
+        }
+        assert_eq!(published.pages.len(), HISTORY);
+        assert_eq!(published.visible_at(9), None, "its page was forgotten");
+        assert_eq!(published.visible_at(10), Some(at(10)));
+        published.record(10 + HISTORY as u64, at(0));
+        assert_eq!(published.visible_at(10), None, "its page was forgotten");
+        assert_eq!(published.visible_at(11), Some(at(11)));
     }
 
     #[test]
