@@ -57,6 +57,10 @@ const BATCH_SOFT_LIMIT: usize = 8 << 20;
 pub const ZERO_AHEAD_MIN: u64 = 64 << 10;
 /// The largest chunk of zeros written ahead of the log at once (its write stalls one batch).
 pub const ZERO_AHEAD_MAX: u64 = 4 << 20;
+/// The longest the syncer lets a batch grow after it was idle (see `Syncer::gather`).
+const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(60);
+/// Gathering stops once no append arrived for this long.
+const GATHER_QUIET: std::time::Duration = std::time::Duration::from_micros(10);
 /// The largest single append, encoded.
 pub const MAX_APPEND_BYTES: usize = 256 << 20;
 
@@ -248,6 +252,8 @@ pub struct Syncer {
     segment_size: u64,
     /// Position of the first event of the next batch written.
     next_position: u64,
+    /// Appends in the batch synced last.
+    last_appends: usize,
 }
 
 impl Syncer {
@@ -269,12 +275,14 @@ impl Syncer {
             allocated: allocated.max(len),
             segment_size,
             next_position,
+            last_appends: 0,
         }
     }
 
     /// Writes and syncs batches until the store closes, handing each to the publisher.
     pub fn run(mut self, publisher: Sender<Synced>) {
         while let Some(batch) = self.next_batch() {
+            self.last_appends = batch.appends.len();
             let started = Instant::now();
             let outcome = self.write(&batch).map_err(|e| e.to_string());
             debug!(
@@ -314,19 +322,50 @@ impl Syncer {
     /// Waits for the next batch; `None` once the store closes and nothing is queued.
     fn next_batch(&self) -> Option<Batch> {
         let mut queue = self.shared.lock_queue();
+        let mut waited = false;
         loop {
-            if let Some(batch) = queue.batches.pop_front() {
-                return Some(batch);
+            if !queue.batches.is_empty() {
+                if waited && self.last_appends > 1 {
+                    queue = self.gather(queue);
+                }
+                return queue.batches.pop_front();
             }
             if queue.closing {
                 return None;
             }
             queue.syncer_idle = true;
+            waited = true;
             queue = self
                 .shared
                 .ready
                 .wait(queue)
                 .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// After the syncer was idle, the append that woke it is usually the first of several
+    /// callers coming back from their previous answers: let the batch grow while appends keep
+    /// arriving (at most [`GATHER_MAX`], stopping after [`GATHER_QUIET`] without a new one).
+    /// Only when the previous batch had several appends: a lone caller would only wait.
+    /// Measured in docs/PERFORMANCE.md (session 3): +15 % at 8 callers, +5 % at 64; without the
+    /// "several appends" condition, -15 % for one caller.
+    fn gather<'a>(&'a self, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let started = Instant::now();
+        let mut seen = queue.batches.front().map_or(0, |b| b.appends.len());
+        let mut grew = started;
+        loop {
+            drop(queue);
+            std::thread::yield_now();
+            queue = self.shared.lock_queue();
+            let now = Instant::now();
+            let len = queue.batches.front().map_or(0, |b| b.appends.len());
+            if len > seen {
+                seen = len;
+                grew = now;
+            }
+            if queue.closing || now - started >= GATHER_MAX || now - grew >= GATHER_QUIET {
+                return queue;
+            }
         }
     }
 
