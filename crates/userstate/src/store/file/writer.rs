@@ -281,6 +281,7 @@ impl Syncer {
 
     /// Writes and syncs batches until the store closes, handing each to the publisher.
     pub fn run(mut self, publisher: Sender<Synced>) {
+        let _stopped = StopAppendsOnExit(self.shared.clone());
         while let Some(batch) = self.next_batch() {
             self.last_appends = batch.appends.len();
             let started = Instant::now();
@@ -437,6 +438,24 @@ impl Syncer {
             file: Arc::new(reader),
             len: SEGMENT_HEADER_LEN,
         })
+    }
+}
+
+/// Makes appends fail instead of waiting forever once the syncer is gone, whichever way it
+/// left (a closed store, a write failure, or a bug's panic): queued batches are dropped, so
+/// their callers get [`gone`], and later appends are refused.
+struct StopAppendsOnExit(Arc<Shared>);
+
+impl Drop for StopAppendsOnExit {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut queue = self.0.lock_queue();
+            if queue.failed.is_none() && !queue.closing {
+                queue.failed = Some("the syncer thread stopped".into());
+            }
+            std::mem::take(&mut queue.batches)
+        };
+        drop(dropped);
     }
 }
 
