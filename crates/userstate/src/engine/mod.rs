@@ -9,12 +9,14 @@ mod auth;
 mod cache;
 mod error;
 mod projection;
+mod read_model;
 mod username;
 
 pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
-pub use projection::{FedStore, Projection, ReadModel, UserView};
+pub use projection::{FedStore, Projection};
+pub use read_model::{ReadModel, UserView};
 
 use std::sync::Arc;
 

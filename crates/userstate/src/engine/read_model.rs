@@ -1,0 +1,345 @@
+//! The read model: every user's current state as a dense table, and its fold of recorded
+//! events. [`Projection`](super::Projection) keeps one live by following the store;
+//! [`ReadModel::rebuild`] folds the whole store from position 1.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+
+use chrono::{DateTime, Utc};
+use hashbrown::hash_table::{self, HashTable};
+use tracing::{error, warn};
+
+use super::{decode, Details, Error};
+use crate::domain::{Email, InstanceId, OrgId, Profile, UserEvent, UserId, UserState};
+use crate::store::{EventStore, RecordedEvent, StreamId};
+
+/// Events read per `read_all` call while rebuilding.
+pub(super) const PAGE: usize = 1024;
+
+/// One user as the read model knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserView {
+    /// The user's id.
+    pub user_id: UserId,
+    /// Login name.
+    pub username: String,
+    /// Owning organisation.
+    pub resource_owner: OrgId,
+    /// Current state.
+    pub state: UserState,
+    /// Profile as added.
+    pub profile: Option<Profile>,
+    /// Email as added.
+    pub email: Option<Email>,
+    /// Sequence of the last reduced event.
+    pub sequence: u64,
+    /// Position of the last reduced event.
+    pub position: u64,
+    /// `createdAt` of the last reduced event.
+    pub change_date: DateTime<Utc>,
+    /// `createdAt` of the first event.
+    pub creation_date: DateTime<Utc>,
+}
+
+impl UserView {
+    /// The read form of SPEC.md's `details`.
+    pub fn details(&self) -> Details {
+        Details {
+            sequence: self.sequence,
+            change_date: self.change_date,
+            resource_owner: self.resource_owner.clone(),
+            creation_date: self.creation_date,
+            position: self.position,
+        }
+    }
+}
+
+/// Every user of every instance, folded from the store.
+///
+/// Kept compact because it holds every user in memory: users are a dense `Vec` of entries, each
+/// holding its stream name and username in one boxed string, found through a hash table of
+/// `u32` indices; organisations are interned and profile and email boxed only when present (see
+/// docs/PERFORMANCE.md for the measured bytes per user). Users are never removed, so indices stay
+/// valid.
+#[derive(Clone, Default)]
+pub struct ReadModel {
+    /// Every user, in the order first added.
+    entries: Vec<Entry>,
+    /// Index into `entries`, hashed by the entry's stream name.
+    index: HashTable<u32>,
+    hasher: RandomState,
+    orgs: Vec<OrgId>,
+    org_index: HashMap<OrgId, u32>,
+    position: u64,
+}
+
+/// One user in the read model; [`UserView`] is its public, owned form.
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    /// The stream name (`user:{instance}:{user}`) followed by the username.
+    text: Box<str>,
+    extra: Option<Box<(Option<Profile>, Option<Email>)>>,
+    change_date: DateTime<Utc>,
+    creation_date: DateTime<Utc>,
+    sequence: u64,
+    position: u64,
+    org: u32,
+    /// Length of the stream name at the start of `text` (at most 262 bytes: two ids of at most
+    /// 128 bytes, checked before an entry is made).
+    key_len: u16,
+    state: UserState,
+}
+
+impl Entry {
+    fn text(key: &str, username: &str) -> (Box<str>, u16) {
+        let key_len = u16::try_from(key.len()).expect("user stream names are at most 262 bytes");
+        ([key, username].concat().into_boxed_str(), key_len)
+    }
+
+    /// The user's stream name, the key of the read model.
+    fn key(&self) -> &str {
+        &self.text[..self.key_len as usize]
+    }
+
+    fn username(&self) -> &str {
+        &self.text[self.key_len as usize..]
+    }
+}
+
+/// Shows the username on its own (the stream name is the entry's key in [`ReadModel`]'s output).
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("username", &self.username())
+            .field("extra", &self.extra)
+            .field("change_date", &self.change_date)
+            .field("creation_date", &self.creation_date)
+            .field("sequence", &self.sequence)
+            .field("position", &self.position)
+            .field("org", &self.org)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Equal when both hold the same users (whatever order they were added in), organisations and
+/// position.
+impl PartialEq for ReadModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+            && self.orgs == other.orgs
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().all(|e| other.entry(e.key()) == Some(e))
+    }
+}
+
+impl Eq for ReadModel {}
+
+impl fmt::Debug for ReadModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadModel")
+            .field("users", &Users(&self.entries))
+            .field("orgs", &self.orgs)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+/// Debug-formats the users as a map from stream name to entry.
+struct Users<'a>(&'a [Entry]);
+
+impl fmt::Debug for Users<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|e| (e.key(), e)))
+            .finish()
+    }
+}
+
+impl ReadModel {
+    /// Folds the whole store from position 1.
+    pub async fn rebuild(store: &dyn EventStore) -> Result<Self, Error> {
+        Self::rebuild_with_progress(store, |_| {}).await
+    }
+
+    /// Folds the whole store from position 1, calling `progress` with the position reached
+    /// after each page.
+    pub async fn rebuild_with_progress(
+        store: &dyn EventStore,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Self, Error> {
+        let mut model = ReadModel::default();
+        loop {
+            let page = store.read_all(model.position + 1, PAGE).await?;
+            if page.is_empty() {
+                return Ok(model);
+            }
+            for event in &page {
+                model.apply(event);
+            }
+            progress(model.position);
+        }
+    }
+
+    /// How many users are in each state, in the order of SPEC.md's table.
+    pub fn count_by_state(&self) -> Vec<(UserState, usize)> {
+        let states = [
+            UserState::Initial,
+            UserState::Active,
+            UserState::Inactive,
+            UserState::Locked,
+            UserState::Deleted,
+        ];
+        states
+            .into_iter()
+            .map(|s| (s, self.entries.iter().filter(|e| e.state == s).count()))
+            .collect()
+    }
+
+    /// The position of the last event applied.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The number of users known (removed ones included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no user is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// One user, removed ones included.
+    pub fn user(&self, instance: &InstanceId, user: &UserId) -> Option<UserView> {
+        let key = StreamId::user(instance, user);
+        let entry = self.entry(key.as_str())?;
+        let (profile, email) = entry.extra.as_deref().cloned().unwrap_or_default();
+        Some(UserView {
+            user_id: user.clone(),
+            username: entry.username().to_owned(),
+            resource_owner: self.orgs[entry.org as usize].clone(),
+            state: entry.state,
+            profile,
+            email,
+            sequence: entry.sequence,
+            position: entry.position,
+            change_date: entry.change_date,
+            creation_date: entry.creation_date,
+        })
+    }
+
+    /// The entry of the user with stream name `key`.
+    fn entry(&self, key: &str) -> Option<&Entry> {
+        let hash = self.hasher.hash_one(key);
+        let &i = self
+            .index
+            .find(hash, |&i| self.entries[i as usize].key() == key)?;
+        Some(&self.entries[i as usize])
+    }
+
+    /// The entry of the user with stream name `key`, for update.
+    fn entry_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let &i = self
+            .index
+            .find(hash, |&i| entries[i as usize].key() == key)?;
+        Some(&mut self.entries[i as usize])
+    }
+
+    /// Adds `entry`, or replaces the one with the same stream name (keeping its place).
+    fn insert(&mut self, entry: Entry) {
+        let Self {
+            entries,
+            index,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(entry.key());
+        match index.entry(
+            hash,
+            |&i| entries[i as usize].key() == entry.key(),
+            |&i| hasher.hash_one(entries[i as usize].key()),
+        ) {
+            hash_table::Entry::Occupied(found) => entries[*found.get() as usize] = entry,
+            hash_table::Entry::Vacant(slot) => {
+                let i = u32::try_from(entries.len()).expect("fewer than 2^32 users");
+                entries.push(entry);
+                slot.insert(i);
+            }
+        }
+    }
+
+    fn intern(&mut self, org: OrgId) -> u32 {
+        if let Some(&i) = self.org_index.get(&org) {
+            return i;
+        }
+        let i = self.orgs.len() as u32;
+        self.orgs.push(org.clone());
+        self.org_index.insert(org, i);
+        i
+    }
+
+    /// Folds one recorded event. Events of other kinds (username reservations) only move the
+    /// position. An event that cannot be decoded is logged and skipped here; `verify` reports it.
+    pub fn apply(&mut self, event: &RecordedEvent) {
+        self.position = self.position.max(event.position);
+        let name = event.stream.as_str();
+        if !name.starts_with("user:") {
+            return;
+        }
+        let decoded = match decode(event) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(error = %e, "projection skipped an undecodable event");
+                return;
+            }
+        };
+        if let UserEvent::Added(added) = decoded {
+            let valid = name[5..]
+                .split_once(':')
+                .is_some_and(|(i, u)| InstanceId::new(i).is_ok() && UserId::new(u).is_ok());
+            if !valid {
+                warn!(stream = %event.stream, "user stream with an invalid name; skipped");
+                return;
+            }
+            let org = self.intern(added.resource_owner);
+            let extra = (added.profile.is_some() || added.email.is_some())
+                .then(|| Box::new((added.profile, added.email)));
+            let (text, key_len) = Entry::text(name, &added.username);
+            self.insert(Entry {
+                text,
+                extra,
+                change_date: event.created_at,
+                creation_date: event.created_at,
+                sequence: event.sequence,
+                position: event.position,
+                org,
+                key_len,
+                state: if added.initial {
+                    UserState::Initial
+                } else {
+                    UserState::Active
+                },
+            });
+            return;
+        }
+        let Some(entry) = self.entry_mut(name) else {
+            warn!(stream = %event.stream, "event for a user never added; skipped");
+            return;
+        };
+        entry.state = match decoded {
+            UserEvent::Deactivated => UserState::Inactive,
+            UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
+            UserEvent::Locked => UserState::Locked,
+            UserEvent::Removed => UserState::Deleted,
+            UserEvent::Added(_) => unreachable!("handled above"),
+        };
+        entry.sequence = event.sequence;
+        entry.position = event.position;
+        entry.change_date = event.created_at;
+    }
+}
