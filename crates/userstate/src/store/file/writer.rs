@@ -250,8 +250,6 @@ pub struct Syncer {
     /// Bytes of the segment file: records, then zeros up to here.
     allocated: u64,
     segment_size: u64,
-    /// Position of the first event of the next batch written.
-    next_position: u64,
     /// Appends in the batch synced last.
     last_appends: usize,
 }
@@ -266,7 +264,6 @@ impl Syncer {
         (len, allocated): (u64, u64),
         segment_size: u64,
     ) -> Self {
-        let next_position = shared.read_index().head() + 1;
         Self {
             shared,
             dir,
@@ -274,7 +271,6 @@ impl Syncer {
             len,
             allocated: allocated.max(len),
             segment_size,
-            next_position,
             last_appends: 0,
         }
     }
@@ -375,7 +371,8 @@ impl Syncer {
         let bytes = batch.buf.len() as u64;
         let mut new_segment = None;
         if self.len > SEGMENT_HEADER_LEN && self.len + bytes > self.segment_size {
-            new_segment = Some(self.rotate()?);
+            let first = batch.events().next().map_or(0, |e| e.position);
+            new_segment = Some(self.rotate(first)?);
         }
         let base = self.len;
         if base + bytes > u64::from(u32::MAX) {
@@ -387,7 +384,6 @@ impl Syncer {
         self.file.write_all_at(&batch.buf, base)?;
         self.file.sync_data()?;
         self.len += bytes;
-        self.next_position += batch.offsets.len() as u64;
         Ok(Placed {
             new_segment,
             base,
@@ -419,13 +415,12 @@ impl Syncer {
     }
 
     /// Seals the current segment (cut to its last record, synced) and starts a new one whose
-    /// first record is the next batch's. The index learns of it from the publisher, in order.
-    fn rotate(&mut self) -> Result<Segment, StoreError> {
+    /// first record is at position `first`. The index learns of it from the publisher, in order.
+    fn rotate(&mut self, first: u64) -> Result<Segment, StoreError> {
         if self.allocated > self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
         }
-        let first = self.next_position;
         let (path, file) = segment::create(&self.dir, first)?;
         let reader = File::open(&path)?;
         debug!(segment = %path.display(), "new segment");
