@@ -4,11 +4,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::Router;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
@@ -93,9 +94,14 @@ impl Service<Request> for ByContentType {
                 .find(|m| **m == path)
                 .copied()
                 .unwrap_or("/grpc-other");
-            let span = tracing::info_span!("grpc", path = %route,
-                request_id = %req.headers().get(crate::http::REQUEST_ID_HEADER)
-                    .and_then(|v| v.to_str().ok()).unwrap_or("-"));
+            let request_id = req
+                .headers()
+                .get(crate::http::REQUEST_ID_HEADER)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("-"));
+            // As for HTTP (see `http::layers::track`): successful calls only at `debug`.
+            let span = tracing::debug_span!("grpc", path = %route,
+                request_id = %request_id.to_str().unwrap_or("-"));
             Box::pin(
                 async move {
                     let start = Instant::now();
@@ -106,8 +112,10 @@ impl Service<Request> for ByContentType {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u16>().ok())
                         .unwrap_or(0);
-                    tracing::info!(code, "gRPC call answered");
-                    metrics.observe_request(route, "GRPC", code, start.elapsed());
+                    let latency = start.elapsed();
+                    tracing::debug!(code, "gRPC call answered");
+                    log_unsuccessful(code, route, &request_id, latency);
+                    metrics.observe_request(route, "GRPC", code, latency);
                     Ok(response.map(Body::new))
                 }
                 .instrument(span),
@@ -115,6 +123,20 @@ impl Service<Request> for ByContentType {
         } else {
             Box::pin(self.http.clone().oneshot(req))
         }
+    }
+}
+
+/// Logs a call answered with a non-OK status: `error` for the server's own failures
+/// (UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS), `info` for refusals; never metadata or bodies.
+fn log_unsuccessful(code: u16, route: &str, request_id: &HeaderValue, latency: Duration) {
+    let request_id = request_id.to_str().unwrap_or("-");
+    let latency_us = latency.as_micros() as u64;
+    match code {
+        0 => {}
+        2 | 13 | 14 | 15 => {
+            tracing::error!(code, route, request_id, latency_us, "gRPC call failed")
+        }
+        _ => tracing::info!(code, route, request_id, latency_us, "gRPC call refused"),
     }
 }
 
