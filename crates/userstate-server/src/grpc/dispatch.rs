@@ -126,17 +126,19 @@ impl Service<Request> for ByContentType {
     }
 }
 
-/// Logs a call answered with a non-OK status: `error` for the server's own failures
-/// (UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS), `info` for refusals; never metadata or bodies.
+/// Logs a call answered with a non-OK status at `info`, with its request id; never metadata
+/// or bodies (as HTTP does, see `http::layers::track`).
 fn log_unsuccessful(code: u16, route: &str, request_id: &HeaderValue, latency: Duration) {
-    let request_id = request_id.to_str().unwrap_or("-");
-    let latency_us = latency.as_micros() as u64;
-    match code {
-        0 => {}
-        2 | 13 | 14 | 15 => {
-            tracing::error!(code, route, request_id, latency_us, "gRPC call failed")
-        }
-        _ => tracing::info!(code, route, request_id, latency_us, "gRPC call refused"),
+    if code != 0 {
+        let request_id = request_id.to_str().unwrap_or("-");
+        let latency_us = latency.as_micros() as u64;
+        tracing::info!(
+            code,
+            route,
+            request_id,
+            latency_us,
+            "gRPC call not successful"
+        );
     }
 }
 

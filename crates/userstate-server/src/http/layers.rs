@@ -32,13 +32,13 @@ fn sane(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
-/// Assigns the request id, records the request's metrics and logs refused or failed requests.
+/// Assigns the request id, records the request's metrics and logs unsuccessful requests.
 ///
 /// Requests that succeed are logged only at `debug` (the [`trace`] layer): at tens of
 /// thousands of requests per second one formatted line each cost about a fifth of the server's
 /// CPU, and a command's events already carry the request id as their correlation id. A request
-/// answered 4xx is logged at `info`, 5xx at `error`, with the request id, so refusals and
-/// failures stay visible at the default level.
+/// answered 4xx or 5xx is logged at `info` with its request id, so refusals and failures stay
+/// visible at the default level.
 pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -66,7 +66,9 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     response
 }
 
-/// Logs a request answered 4xx (`info`) or 5xx (`error`); never headers or bodies.
+/// Logs a request answered 4xx or 5xx at `info`, with its request id; never headers or
+/// bodies. (A 5xx also has an `error` line with its cause, written where the error becomes a
+/// response.)
 pub(crate) fn log_unsuccessful(
     status: u16,
     method: &str,
@@ -74,12 +76,17 @@ pub(crate) fn log_unsuccessful(
     request_id: &HeaderValue,
     latency: Duration,
 ) {
-    let request_id = request_id.to_str().unwrap_or("-");
-    let latency_us = latency.as_micros() as u64;
-    if status >= 500 {
-        tracing::error!(status, method, route, request_id, latency_us, "request failed");
-    } else if status >= 400 {
-        tracing::info!(status, method, route, request_id, latency_us, "request refused");
+    if status >= 400 {
+        let request_id = request_id.to_str().unwrap_or("-");
+        let latency_us = latency.as_micros() as u64;
+        tracing::info!(
+            status,
+            method,
+            route,
+            request_id,
+            latency_us,
+            "request not successful"
+        );
     }
 }
 
