@@ -360,4 +360,9 @@ impl EventStore for EsdbStore {
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.shared.head.subscribe()
     }
+
+    /// Our positions are KurrentDB's commit positions plus one: far apart, never dense.
+    fn dense_positions(&self) -> bool {
+        false
+    }
 }

@@ -203,4 +203,8 @@ impl EventStore for MeteredStore {
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.watch_head()
     }
+
+    fn dense_positions(&self) -> bool {
+        self.inner.dense_positions()
+    }
 }

@@ -62,11 +62,14 @@ pub struct UserService {
 }
 
 impl UserService {
-    /// A service on `store`; starts the projection (needs a Tokio runtime).
+    /// A service on `store`; starts the projection (needs a Tokio runtime). Commands go
+    /// through the projection's fed store, so this node's own events reach the read model as
+    /// their appends return; other nodes' events are read back by the projection's follower.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
+        let (projection, store) = Projection::spawn_fed(store);
         Self {
-            engine: Engine::new(store.clone()),
-            projection: Projection::spawn(store),
+            engine: Engine::new(store),
+            projection,
             last_written: Mutex::new(HashMap::new()),
             read_timeout: DEFAULT_READ_TIMEOUT,
         }

@@ -1,7 +1,10 @@
 //! `/readyz` follows the read model's lag behind the store head (issue 12): a node whose
-//! projection cannot follow the store while other writes land reports 503 code 14 with the lag
-//! in the message, `/metrics` shows the lag in events and seconds, and the node is ready again
-//! once the projection caught up.
+//! projection cannot follow the store while other nodes' writes land reports 503 code 14 with
+//! the lag in the message, `/metrics` shows the lag in events and seconds, and the node is ready
+//! again once the projection caught up.
+//!
+//! The node's own commands reach its read model as their appends return (the projection is
+//! fed), so the lag is made by "another node": an [`Engine`] writing to the same store.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,15 +15,15 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use userstate::store::NewEvent;
 use userstate::{
-    EventStore, ExpectedVersion, InstanceId, MemoryStore, Principal, RecordedEvent, StoreError,
-    StreamId,
+    AddUser, Context, Engine, EventStore, ExpectedVersion, InstanceId, MemoryStore, OrgId,
+    Principal, RecordedEvent, StoreError, StreamId, UserCommand, UserId,
 };
 use userstate_server::auth::hash_token;
 use userstate_server::http::LagLimit;
 use userstate_server::{Authenticator, Server, ServerConfig};
 
-/// A memory store whose `read_all` shows nothing while `frozen` (the projection stalls as on a
-/// node cut off from the store's feed); commands and the head are unaffected.
+/// A memory store whose `read_all` shows nothing while `frozen` (the projection's follower
+/// stalls as on a node cut off from the store's feed); commands and the head are unaffected.
 struct Freezable {
     inner: MemoryStore,
     frozen: AtomicBool,
@@ -73,6 +76,22 @@ async fn add(http: &reqwest::Client, base: &str, name: &str) -> u64 {
     position.to_str().unwrap().parse().unwrap()
 }
 
+/// Adds a user through another node's engine on the same store; returns the position of its
+/// last event.
+async fn add_elsewhere(engine: &Engine, name: &str) -> u64 {
+    let principal = Principal::system("other-node", InstanceId::new("default").unwrap());
+    let command = UserCommand::Add(AddUser {
+        user_id: UserId::generate(),
+        username: name.to_owned(),
+        organization: OrgId::new("acme").unwrap(),
+        profile: None,
+        email: None,
+        initial: false,
+    });
+    let details = engine.execute(&Context::new(principal), command).await;
+    details.unwrap().position
+}
+
 async fn lag_events(http: &reqwest::Client, base: &str) -> Option<u64> {
     let (_, metrics) = status_and_body(http, format!("{base}/metrics")).await;
     metrics
@@ -95,6 +114,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
         max_age: None,
     };
     let server = Server::bind(config).await.unwrap();
+    let other_node = Engine::new(store.clone());
     let base = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
@@ -106,7 +126,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
         200
     );
 
-    // Caught up at `start`; then the projection stalls while writes land.
+    // Caught up at `start`; then the projection stalls while another node's writes land.
     let start = add(&http, &base, "first").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while lag_events(&http, &base).await != Some(0) {
@@ -119,7 +139,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
     let mut behind;
     let mut i = 0;
     loop {
-        behind = add(&http, &base, &format!("a{i}")).await - start;
+        behind = add_elsewhere(&other_node, &format!("a{i}")).await - start;
         i += 1;
         let (status, body) = status_and_body(&http, format!("{base}/readyz")).await;
         if behind <= 3 {
@@ -147,7 +167,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
 
     // Unfrozen, the next write wakes the projection; it catches up and the node is ready.
     store.frozen.store(false, Ordering::SeqCst);
-    add(&http, &base, "last").await;
+    add_elsewhere(&other_node, "last").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while status_and_body(&http, format!("{base}/readyz")).await.0 != 200 {
         assert!(Instant::now() < deadline, "not ready after catching up");

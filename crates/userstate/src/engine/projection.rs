@@ -160,8 +160,15 @@ impl Projection {
     /// for the follower to be scheduled and read them back. Build the [`Engine`](super::Engine)
     /// on the returned store. Events appended elsewhere (another process, another wrapper) are
     /// still read by the follower, which also fills any gap the fed events leave.
+    ///
+    /// On a store whose positions have holes ([`EventStore::dense_positions`] false) fed
+    /// events could never be applied before the follower read them anyway, so the store is
+    /// returned unwrapped.
     pub fn spawn_fed(store: Arc<dyn EventStore>) -> (Self, Arc<dyn EventStore>) {
         let projection = Self::spawn(store.clone());
+        if !store.dense_positions() {
+            return (projection, store);
+        }
         let fed = FedStore {
             inner: store,
             projection: Arc::downgrade(&projection.shared),
@@ -288,6 +295,10 @@ impl EventStore for FedStore {
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.watch_head()
     }
+
+    fn dense_positions(&self) -> bool {
+        self.inner.dense_positions()
+    }
 }
 
 impl Drop for Projection {
@@ -299,9 +310,11 @@ impl Drop for Projection {
 async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
     let mut head = store.watch_head();
     let mut backoff = Duration::from_millis(50);
+    // Whether the last wait ended by the poll timer rather than a head change.
+    let mut polled = false;
     loop {
         // Mark the head as seen before reading, so a commit after the read wakes us.
-        head.borrow_and_update();
+        let seen = *head.borrow_and_update();
         // Read from where the model is, past what fed appends applied meanwhile.
         let next = shared
             .model
@@ -309,7 +322,14 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             .unwrap_or_else(|e| e.into_inner())
             .position()
             + 1;
-        let page = match store.read_all(next, PAGE).await {
+        let page = if next > seen && seen > 0 && !polled {
+            // Fed appends already applied everything up to the head we were told of: nothing
+            // to read. (After a poll timeout the store is read anyway, in case a watch lags.)
+            Ok(Vec::new())
+        } else {
+            store.read_all(next, PAGE).await
+        };
+        let page = match page {
             Ok(page) => {
                 backoff = Duration::from_millis(50);
                 page
@@ -321,10 +341,11 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
                 continue;
             }
         };
+        polled = false;
         if page.is_empty() {
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(POLL) => polled = true,
             }
             continue;
         }
@@ -572,6 +593,92 @@ mod tests {
         assert_eq!(position(), 6);
         assert!(shared.pending().is_empty());
         assert_eq!(*shared.model.read().unwrap(), reference);
+    }
+
+    /// A memory store that counts the follower's page reads (`read_all` with limit > 1).
+    struct CountingReads {
+        inner: crate::MemoryStore,
+        pages: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl EventStore for CountingReads {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            s: &StreamId,
+            from: u64,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_stream(s, from).await
+        }
+        async fn read_all(
+            &self,
+            from: u64,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            if limit > 1 {
+                self.pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.inner.read_all(from, limit).await
+        }
+        async fn head_position(&self) -> Result<u64, StoreError> {
+            self.inner.head_position().await
+        }
+        fn watch_head(&self) -> watch::Receiver<u64> {
+            self.inner.watch_head()
+        }
+    }
+
+    /// The follower reads back only what the fed store did not apply: its own appends cost it
+    /// no read, another writer's appends are still read and applied.
+    #[tokio::test]
+    async fn a_fed_follower_reads_only_what_others_wrote() {
+        let store = Arc::new(CountingReads {
+            inner: crate::MemoryStore::new(),
+            pages: Default::default(),
+        });
+        let (projection, fed) = Projection::spawn_fed(store.clone());
+        let added = |i: usize| {
+            let payload = serde_json::json!({"username": format!("n{i}"), "resourceOwner": "o1"});
+            NewEvent::new("user.human.added", 1, payload, EventMetadata::default())
+        };
+        let wait_for = |position: u64| projection.wait_for(position, Duration::from_secs(5));
+        for i in 0..50 {
+            let stream = StreamId::new(format!("user:i1:u{i}")).unwrap();
+            fed.append(&stream, ExpectedVersion::NoStream, vec![added(i)])
+                .await
+                .unwrap();
+            // Let the follower run: it is woken by every append.
+            tokio::task::yield_now().await;
+        }
+        wait_for(50).await.unwrap();
+        let pages = store.pages.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            pages <= 2,
+            "the follower read {pages} pages for fed appends"
+        );
+
+        let stream = StreamId::new("user:i1:elsewhere").unwrap();
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![added(50)])
+            .await
+            .unwrap();
+        wait_for(51).await.unwrap();
+        let instance = InstanceId::new("i1").unwrap();
+        let view = projection
+            .shared
+            .model
+            .read()
+            .unwrap()
+            .user(&instance, &UserId::new("elsewhere").unwrap());
+        assert_eq!(view.map(|v| v.username), Some("n50".to_owned()));
     }
 
     #[test]

@@ -68,4 +68,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// A watch of the head position, for followers to wait on instead of polling. Backends
     /// shared between processes update it as they learn of other processes' commits.
     fn watch_head(&self) -> watch::Receiver<u64>;
+
+    /// Whether positions are gap-free: every position from 1 to the head belongs to an event,
+    /// so the event after position `p` is at `p + 1`. True for the memory, file and PostgreSQL
+    /// stores; a backend whose positions have holes (KurrentDB) says false, and a projection
+    /// then learns of new events only by reading them back (see
+    /// [`Projection::spawn_fed`](crate::Projection::spawn_fed)). Wrappers forward it.
+    fn dense_positions(&self) -> bool {
+        true
+    }
 }
