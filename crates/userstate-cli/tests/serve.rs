@@ -14,12 +14,14 @@ struct Running {
     child: Child,
     addr: String,
     lines: Vec<String>,
+    log: PathBuf,
 }
 
 /// Starts the binary and reads stdout until the listening line (and the token line, when one
 /// is expected).
 fn start(data: &Path, expect_token_line: bool) -> Running {
-    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let log_path = data.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -59,6 +61,7 @@ fn start(data: &Path, expect_token_line: bool) -> Running {
         child,
         addr: addr.expect("listening line on stdout"),
         lines,
+        log: log_path,
     }
 }
 
@@ -72,7 +75,11 @@ fn stop(mut running: Running) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = running.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
+            let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+            assert!(
+                status.success(),
+                "exit status {status}; the server's log:\n{log}"
+            );
             return;
         }
         if Instant::now() > deadline {
@@ -184,7 +191,37 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
     )
     .await;
     assert_eq!(status, 401);
+    // At the default level a refused request is logged with its request id, a successful one
+    // is not; neither line carries the token.
+    for (request_id, bearer, expected) in [
+        ("refused-req-7", "not-a-token-secret", 401),
+        ("answered-req-8", token.as_str(), 200),
+    ] {
+        let resp = client
+            .get(format!("{base}/v2/users/u1"))
+            .bearer_auth(bearer)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected);
+    }
     stop(running);
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("refused-req-7"))
+        .unwrap_or_else(|| panic!("no line for the refused request in {log}"));
+    assert!(refused.contains("request not successful"), "{refused}");
+    assert!(refused.contains("401"), "{refused}");
+    assert!(
+        !log.contains("answered-req-8"),
+        "a successful request logged at info: {log}"
+    );
+    assert!(
+        !log.contains("not-a-token-secret"),
+        "a presented token is in the log"
+    );
 
     let running = start(&data, false);
     assert!(

@@ -103,8 +103,19 @@ impl Metrics {
 
     /// Records one finished HTTP request.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let status = status.to_string();
-        let labels = [route, method, status.as_str()];
+        // HTTP statuses have static texts; gRPC codes (0..=16) are formatted.
+        let (code, formatted);
+        let status = match axum::http::StatusCode::from_u16(status) {
+            Ok(c) => {
+                code = c;
+                code.as_str()
+            }
+            Err(_) => {
+                formatted = status.to_string();
+                formatted.as_str()
+            }
+        };
+        let labels = [route, method, status];
         self.requests.with_label_values(&labels).inc();
         self.latency
             .with_label_values(&labels)

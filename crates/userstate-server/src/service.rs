@@ -51,13 +51,14 @@ pub struct NewHumanUser {
     pub initial: bool,
 }
 
-type CallerKey = (InstanceId, String);
+/// The last position each caller (instance, then subject) wrote through this process.
+type LastWritten = HashMap<InstanceId, HashMap<String, u64>>;
 
 /// The engine, the read model and the bookkeeping for read-your-writes.
 pub struct UserService {
     engine: Engine,
     projection: Projection,
-    last_written: Mutex<HashMap<CallerKey, u64>>,
+    last_written: Mutex<LastWritten>,
     read_timeout: Duration,
 }
 
@@ -70,7 +71,7 @@ impl UserService {
         Self {
             engine: Engine::new(store),
             projection,
-            last_written: Mutex::new(HashMap::new()),
+            last_written: Mutex::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
         }
     }
@@ -163,15 +164,23 @@ impl UserService {
 
     fn remember(&self, principal: &Principal, position: u64) {
         let mut map = self.last_written.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map
-            .entry((principal.instance.clone(), principal.subject.clone()))
-            .or_insert(0);
-        *entry = (*entry).max(position);
+        // Looked up by reference: keys are allocated only for a caller's first write.
+        let subjects = match map.get_mut(&principal.instance) {
+            Some(subjects) => subjects,
+            None => map.entry(principal.instance.clone()).or_default(),
+        };
+        match subjects.get_mut(principal.subject.as_str()) {
+            Some(last) => *last = (*last).max(position),
+            None => {
+                subjects.insert(principal.subject.clone(), position);
+            }
+        }
     }
 
     fn last_written(&self, principal: &Principal) -> u64 {
         let map = self.last_written.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(principal.instance.clone(), principal.subject.clone()))
+        map.get(&principal.instance)
+            .and_then(|subjects| subjects.get(principal.subject.as_str()))
             .copied()
             .unwrap_or(0)
     }

@@ -1,17 +1,13 @@
-//! Layers around every route: request ids, metrics and tracing spans.
+//! The layer around every route: request id, tracing span, metrics and the log line of an
+//! unsuccessful request.
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{
-    DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse, TraceLayer,
-};
-use tracing::{Level, Span};
+use tracing::Instrument;
 
 use super::extract::MAX_HEADER_VALUE_LEN;
 use super::AppState;
@@ -32,13 +28,14 @@ fn sane(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
-/// Assigns the request id, records the request's metrics and logs unsuccessful requests.
+/// Assigns the request id, runs the request in a `request` span (method, route, request id;
+/// never headers or bodies, so tokens stay out of the logs), records its metrics and logs it.
 ///
-/// Requests that succeed are logged only at `debug` (the [`trace`] layer): at tens of
-/// thousands of requests per second one formatted line each cost about a fifth of the server's
-/// CPU, and a command's events already carry the request id as their correlation id. A request
-/// answered 4xx or 5xx is logged at `info` with its request id, so refusals and failures stay
-/// visible at the default level.
+/// A request that succeeds is logged only at `debug` (`RUST_LOG=info,userstate_server=debug`
+/// shows the spans and one line per request): at tens of thousands of requests per second a
+/// formatted line each cost about a fifth of the server's CPU, and a command's events already
+/// carry the request id as their correlation id. A request answered 4xx or 5xx is logged at
+/// `info` with its request id, so refusals and failures stay visible at the default level.
 pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -47,38 +44,36 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |m| m.as_str());
+    let method = req.method().clone();
+    let span = tracing::debug_span!("request", %method, route, request_id = %id);
     req.extensions_mut().insert(RequestId(id));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
-    let method = req.method().as_str().to_owned();
     let start = Instant::now();
-    let mut response = next.run(req).await;
+    let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency = start.elapsed();
-    log_unsuccessful(status, &method, &route, &header, latency);
+    span.in_scope(|| log_request(status, method.as_str(), route, &header, latency));
     response.headers_mut().insert(REQUEST_ID_HEADER, header);
     state
         .metrics()
-        .observe_request(&route, &method, status, latency);
+        .observe_request(route, method.as_str(), status, latency);
     response
 }
 
-/// Logs a request answered 4xx or 5xx at `info`, with its request id; never headers or
-/// bodies. (A 5xx also has an `error` line with its cause, written where the error becomes a
-/// response.)
-pub(crate) fn log_unsuccessful(
+/// Logs a finished request: 4xx or 5xx at `info` with its request id, others at `debug`;
+/// never headers or bodies. (A 5xx also has an `error` line with its cause, written where the
+/// error becomes a response.)
+pub(crate) fn log_request(
     status: u16,
     method: &str,
     route: &str,
     request_id: &HeaderValue,
     latency: Duration,
 ) {
+    let request_id = request_id.to_str().unwrap_or("-");
+    let latency_us = latency.as_micros() as u64;
     if status >= 400 {
-        let request_id = request_id.to_str().unwrap_or("-");
-        let latency_us = latency.as_micros() as u64;
         tracing::info!(
             status,
             method,
@@ -87,32 +82,7 @@ pub(crate) fn log_unsuccessful(
             latency_us,
             "request not successful"
         );
+    } else {
+        tracing::debug!(status, latency_us, "request answered");
     }
-}
-
-/// A `debug` tracing span per request with method, path and request id, and a `debug` line
-/// per response (never headers or bodies, so tokens stay out of the logs). Enable them with
-/// `RUST_LOG=info,userstate_server=debug,tower_http=debug`.
-pub fn trace() -> TraceLayer<
-    SharedClassifier<ServerErrorsAsFailures>,
-    impl Fn(&Request<Body>) -> Span + Clone,
-    DefaultOnRequest,
-    DefaultOnResponse,
-    DefaultOnBodyChunk,
-    DefaultOnEos,
-    (),
-> {
-    TraceLayer::new_for_http()
-        .make_span_with(|req: &Request<Body>| {
-            let id = req
-                .headers()
-                .get(REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(),
-                request_id = %id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-        // `track` logs 5xx answers with their request id; not twice.
-        .on_failure(())
 }

@@ -1,5 +1,5 @@
 //! The axum router: SPEC.md's routes (v2 and v3alpha), operations endpoints, and the layers
-//! every request passes (request id, metrics, tracing, panic safety net). Handlers only parse
+//! every request passes (request id, tracing span, metrics, panic safety net). Handlers only parse
 //! and format; [`UserService`](crate::service::UserService) does the work.
 
 pub(crate) mod extract;
@@ -129,7 +129,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(CatchPanicLayer::custom(ops::panic_response))
-        .layer(layers::trace())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             layers::track,
