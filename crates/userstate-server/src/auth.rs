@@ -5,6 +5,7 @@
 //! hashed and looked up. The token itself is never logged or stored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use userstate::Principal;
@@ -27,7 +28,7 @@ pub fn generate_token() -> String {
 /// Turns bearer tokens into principals.
 #[derive(Clone, Debug, Default)]
 pub struct Authenticator {
-    by_hash: HashMap<[u8; 32], Principal>,
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
 }
 
 impl Authenticator {
@@ -43,7 +44,7 @@ impl Authenticator {
                     principal.subject
                 )
             })?;
-            if by_hash.insert(key, principal).is_some() {
+            if by_hash.insert(key, Arc::new(principal)).is_some() {
                 return Err(format!("token hash {hash} appears twice"));
             }
         }
@@ -61,7 +62,10 @@ impl Authenticator {
     }
 
     /// The principal of an `Authorization` value (`Bearer <token>`, scheme case-insensitive).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, RequestError> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Arc<Principal>, RequestError> {
         let value = authorization.ok_or(RequestError::MissingToken)?.trim();
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         let token = token.trim();

@@ -102,7 +102,7 @@ impl UserService {
     /// answer instead of adding a second user.
     pub async fn add_human_user(
         &self,
-        principal: &Principal,
+        principal: &Arc<Principal>,
         meta: &RequestMeta,
         new: NewHumanUser,
     ) -> Result<(UserId, Details), ApiError> {
@@ -126,12 +126,12 @@ impl UserService {
     /// Runs one command as `principal`.
     pub async fn execute(
         &self,
-        principal: &Principal,
+        principal: &Arc<Principal>,
         meta: &RequestMeta,
         command: UserCommand,
     ) -> Result<Details, ApiError> {
         let ctx = Context {
-            principal: principal.clone(),
+            principal: Arc::clone(principal),
             correlation_id: meta.correlation_id.clone(),
             idempotency_key: meta.idempotency_key.clone(),
         };
@@ -144,7 +144,7 @@ impl UserService {
     /// module docs).
     pub async fn get_user(
         &self,
-        principal: &Principal,
+        principal: &Arc<Principal>,
         meta: &RequestMeta,
         user: &UserId,
     ) -> Result<UserView, ApiError> {

@@ -1,5 +1,7 @@
 //! Request metadata -> caller, answers -> response metadata, [`ApiError`] -> [`tonic::Status`].
 
+use std::sync::Arc;
+
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Response, Status};
@@ -55,7 +57,7 @@ pub fn status_of(error: &ApiError) -> Status {
 
 /// The authenticated caller of one call and what its metadata carries besides the payload.
 pub(crate) struct GrpcCaller {
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     pub meta: RequestMeta,
 }
 

@@ -1,6 +1,8 @@
 //! Request extractors that fail with [`ApiError`] (and so with SPEC.md's error shape), never
 //! with axum's plain-text rejections.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -22,7 +24,7 @@ pub const MAX_HEADER_VALUE_LEN: usize = 128;
 /// The authenticated caller and what its request carries besides the payload.
 pub struct Caller {
     /// Who is asking.
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     /// Correlation id, idempotency key, minimum read position.
     pub meta: RequestMeta,
 }

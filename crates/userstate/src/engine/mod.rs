@@ -37,8 +37,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// The caller of one command: who, and how the request should be tied to others.
 #[derive(Clone, Debug)]
 pub struct Context {
-    /// The authenticated caller.
-    pub principal: Principal,
+    /// The authenticated caller (shared: a server hands the same principal to every request
+    /// of a token without copying its grants).
+    pub principal: Arc<Principal>,
     /// Ties the events of one request together in the audit trail.
     pub correlation_id: Option<String>,
     /// A client-chosen key: a repeated request with the same key answers the first answer
@@ -47,10 +48,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `principal` with no correlation id or idempotency key.
-    pub fn new(principal: Principal) -> Self {
+    /// A context for `principal` (a [`Principal`] or an `Arc` of one) with no correlation id
+    /// or idempotency key.
+    pub fn new(principal: impl Into<Arc<Principal>>) -> Self {
         Self {
-            principal,
+            principal: principal.into(),
             correlation_id: None,
             idempotency_key: None,
         }
