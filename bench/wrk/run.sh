@@ -9,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 store=${1:-file}; users=${2:-4000}; conns=${3:-64}; secs=${4:-10}; threads=2
 tmp=$(mktemp -d /tmp/userstate-wrk.XXXXXX); data=$tmp/data
-cargo build --release -q -p userstate-cli --bin userstate
-target=${CARGO_TARGET_DIR:-target}
-"$target/release/userstate" serve --data "$data" --store "$store" --listen 127.0.0.1:0 \
+# BIN=path/to/userstate compares another build (e.g. alternating two binaries); default: build.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p userstate-cli --bin userstate
+  BIN=${CARGO_TARGET_DIR:-target}/release/userstate
+fi
+"$BIN" serve --data "$data" --store "$store" --listen 127.0.0.1:0 \
   --log-format json > "$tmp/serve.out" 2> "$tmp/serve.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -22,4 +25,13 @@ seq 0 $((users - 1)) | xargs -P 16 -I{} curl -sf -o /dev/null -H "Authorization:
   -H 'Content-Type: application/json' \
   -d '{"userId":"u{}","username":"user{}","organization":{"orgId":"bench"}}' "$base/v2/users/human"
 echo "store=$store users=$users connections=$conns threads=$threads seconds=$secs nproc=$(nproc)"
-wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s bench/wrk/lock_unlock.lua "$base"
+# wrk and the server share the machine: print the CPU each used and the time the hypervisor
+# took from this VM ("steal", /proc/stat), to read the figure beside them.
+cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+server0=$(cpu); steal0=$(steal); tick=$(getconf CLK_TCK)
+wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s bench/wrk/lock_unlock.lua "$base" \
+  | tee "$tmp/wrk.out"
+requests=$(awk '/requests in/{print $1}' "$tmp/wrk.out")
+awk -v s="$(( $(cpu) - server0 ))" -v st="$(( $(steal) - steal0 ))" -v t="$tick" -v n="$requests" \
+  'BEGIN { printf "server CPU %.1f s (%.1f us per request); steal %.2f s\n", s/t, 1e6*s/t/n, st/t }'

@@ -6,55 +6,17 @@
 //! The node's own commands reach its read model as their appends return (the projection is
 //! fed), so the lag is made by "another node": an [`Engine`] writing to the same store.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::{json, Value};
-use tokio::sync::watch;
-use userstate::store::NewEvent;
+use userstate::testkit::SpyStore;
 use userstate::{
-    AddUser, Context, Engine, EventStore, ExpectedVersion, InstanceId, MemoryStore, OrgId,
-    Principal, RecordedEvent, StoreError, StreamId, UserCommand, UserId,
+    AddUser, Context, Engine, InstanceId, MemoryStore, OrgId, Principal, UserCommand, UserId,
 };
 use userstate_server::auth::hash_token;
 use userstate_server::http::LagLimit;
 use userstate_server::{Authenticator, Server, ServerConfig};
-
-/// A memory store whose `read_all` shows nothing while `frozen` (the projection's follower
-/// stalls as on a node cut off from the store's feed); commands and the head are unaffected.
-struct Freezable {
-    inner: MemoryStore,
-    frozen: AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for Freezable {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-    async fn read_stream(&self, s: &StreamId, from: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from).await
-    }
-    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.frozen.load(Ordering::SeqCst) && limit > 1 {
-            return Ok(Vec::new());
-        }
-        self.inner.read_all(from, limit).await
-    }
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-}
 
 async fn status_and_body(http: &reqwest::Client, url: String) -> (u16, String) {
     let response = http.get(url).send().await.unwrap();
@@ -102,10 +64,9 @@ async fn lag_events(http: &reqwest::Client, base: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_not_ready_beyond_the_lag_limit() {
-    let store = Arc::new(Freezable {
-        inner: MemoryStore::new(),
-        frozen: AtomicBool::new(false),
-    });
+    // Frozen, the projection's follower sees nothing new, as on a node cut off from the
+    // store's feed; commands and the head are unaffected.
+    let store = Arc::new(SpyStore::new(Arc::new(MemoryStore::new())));
     let principal = Principal::system("op", InstanceId::new("default").unwrap());
     let auth = Authenticator::new([(hash_token("tok"), principal)]).unwrap();
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), store.clone(), auth);
@@ -133,7 +94,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
         assert!(Instant::now() < deadline, "projection never caught up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    store.frozen.store(true, Ordering::SeqCst);
+    store.freeze(true);
 
     // At most 3 events behind: ready. Beyond: 503, code 14, the lag in the message and metrics.
     let mut behind;
@@ -166,7 +127,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
     assert!(seconds >= 0.0);
 
     // Unfrozen, the next write wakes the projection; it catches up and the node is ready.
-    store.frozen.store(false, Ordering::SeqCst);
+    store.freeze(false);
     add_elsewhere(&other_node, "last").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while status_and_body(&http, format!("{base}/readyz")).await.0 != 200 {

@@ -12,6 +12,10 @@
 //! schema, …) that lives as long as the test. The calling crate needs `tokio` with the
 //! `macros` and `rt-multi-thread` features.
 
+mod spy;
+
+pub use spy::SpyStore;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -595,55 +595,13 @@ mod tests {
         assert_eq!(*shared.model.read().unwrap(), reference);
     }
 
-    /// A memory store that counts the follower's page reads (`read_all` with limit > 1).
-    struct CountingReads {
-        inner: crate::MemoryStore,
-        pages: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait]
-    impl EventStore for CountingReads {
-        async fn append(
-            &self,
-            stream: &StreamId,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.append(stream, expected, events).await
-        }
-        async fn read_stream(
-            &self,
-            s: &StreamId,
-            from: u64,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_stream(s, from).await
-        }
-        async fn read_all(
-            &self,
-            from: u64,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            if limit > 1 {
-                self.pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            self.inner.read_all(from, limit).await
-        }
-        async fn head_position(&self) -> Result<u64, StoreError> {
-            self.inner.head_position().await
-        }
-        fn watch_head(&self) -> watch::Receiver<u64> {
-            self.inner.watch_head()
-        }
-    }
-
     /// The follower reads back only what the fed store did not apply: its own appends cost it
     /// no read, another writer's appends are still read and applied.
     #[tokio::test]
     async fn a_fed_follower_reads_only_what_others_wrote() {
-        let store = Arc::new(CountingReads {
-            inner: crate::MemoryStore::new(),
-            pages: Default::default(),
-        });
+        let store = Arc::new(crate::testkit::SpyStore::new(Arc::new(
+            crate::MemoryStore::new(),
+        )));
         let (projection, fed) = Projection::spawn_fed(store.clone());
         let added = |i: usize| {
             let payload = serde_json::json!({"username": format!("n{i}"), "resourceOwner": "o1"});
@@ -659,7 +617,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         wait_for(50).await.unwrap();
-        let pages = store.pages.load(std::sync::atomic::Ordering::SeqCst);
+        let pages = store.pages_read();
         assert!(
             pages <= 2,
             "the follower read {pages} pages for fed appends"

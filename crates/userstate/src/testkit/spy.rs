@@ -1,0 +1,86 @@
+//! [`SpyStore`]: a store wrapper for tests of what reads the store and when.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+
+/// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) (calls with
+/// `limit > 1`, as a projection's follower makes them) and, while frozen, answers those with
+/// nothing, as for a node cut off from the store's feed. Single-event reads (`limit == 1`, as
+/// lag probes make them), appends, stream reads and the head pass through unchanged.
+pub struct SpyStore {
+    inner: Arc<dyn EventStore>,
+    pages: AtomicUsize,
+    frozen: AtomicBool,
+}
+
+impl SpyStore {
+    /// A spy on `inner`, not frozen, with no page read yet.
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        Self {
+            inner,
+            pages: AtomicUsize::new(0),
+            frozen: AtomicBool::new(false),
+        }
+    }
+
+    /// How many pages were read (frozen or not).
+    pub fn pages_read(&self) -> usize {
+        self.pages.load(Ordering::SeqCst)
+    }
+
+    /// Freezes (`true`) or thaws page reads.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventStore for SpyStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from_sequence).await
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit > 1 {
+            self.pages.fetch_add(1, Ordering::SeqCst);
+            if self.frozen.load(Ordering::SeqCst) {
+                return Ok(Vec::new());
+            }
+        }
+        self.inner.read_all(from_position, limit).await
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position().await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.watch_head()
+    }
+
+    fn dense_positions(&self) -> bool {
+        self.inner.dense_positions()
+    }
+}
