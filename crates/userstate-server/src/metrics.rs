@@ -10,8 +10,7 @@ use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use tokio::sync::watch;
-use userstate::store::NewEvent;
+use userstate::store::{NewEvent, StoreWrapper};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 /// Every metric of the server, in its own registry.
@@ -171,7 +170,11 @@ struct MeteredStore {
 }
 
 #[async_trait]
-impl EventStore for MeteredStore {
+impl StoreWrapper for MeteredStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
+    }
+
     async fn append(
         &self,
         stream: &StreamId,
@@ -189,33 +192,5 @@ impl EventStore for MeteredStore {
             .with_label_values(&[outcome])
             .observe(start.elapsed().as_secs_f64());
         result
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_sequence: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_sequence).await
-    }
-
-    async fn read_all(
-        &self,
-        from_position: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from_position, limit).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-
-    fn dense_positions(&self) -> bool {
-        self.inner.dense_positions()
     }
 }

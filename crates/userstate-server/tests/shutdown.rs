@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::*;
 use tokio::sync::{mpsc, watch, Mutex};
-use userstate::store::NewEvent;
+use userstate::store::{NewEvent, StoreWrapper};
 use userstate::{EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError, StreamId};
 
 /// A memory store whose appends to user streams wait until the test opens the gate.
@@ -19,7 +19,11 @@ struct GateStore {
 }
 
 #[async_trait]
-impl EventStore for GateStore {
+impl StoreWrapper for GateStore {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
+    }
+
     async fn append(
         &self,
         stream: &StreamId,
@@ -32,22 +36,6 @@ impl EventStore for GateStore {
             let _ = gate.wait_for(|open| *open).await;
         }
         self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(&self, s: &StreamId, from: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from).await
-    }
-
-    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
     }
 }
 

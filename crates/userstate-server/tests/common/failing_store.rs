@@ -3,8 +3,7 @@
 //! exercises the servers' mapping of store errors.
 
 use async_trait::async_trait;
-use tokio::sync::watch;
-use userstate::store::NewEvent;
+use userstate::store::{NewEvent, StoreWrapper};
 use userstate::{EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError, StreamId};
 
 /// How the store's appends fail (reads work).
@@ -21,7 +20,11 @@ pub struct FailingStore {
 }
 
 #[async_trait]
-impl EventStore for FailingStore {
+impl StoreWrapper for FailingStore {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
+    }
+
     async fn append(
         &self,
         stream: &StreamId,
@@ -43,21 +46,5 @@ impl EventStore for FailingStore {
                 reason: "bad checksum".into(),
             },
         })
-    }
-
-    async fn read_stream(&self, s: &StreamId, from: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from).await
-    }
-
-    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
     }
 }

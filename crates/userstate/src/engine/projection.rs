@@ -257,8 +257,13 @@ pub struct FedStore {
     projection: Weak<Shared>,
 }
 
+// Named by path: with `StoreWrapper` in scope, calls on a wrapper would be ambiguous.
 #[async_trait]
-impl EventStore for FedStore {
+impl crate::store::StoreWrapper for FedStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
+    }
+
     async fn append(
         &self,
         stream: &StreamId,
@@ -270,34 +275,6 @@ impl EventStore for FedStore {
             shared.offer(&recorded);
         }
         Ok(recorded)
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_sequence: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_sequence).await
-    }
-
-    async fn read_all(
-        &self,
-        from_position: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from_position, limit).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-
-    fn dense_positions(&self) -> bool {
-        self.inner.dense_positions()
     }
 }
 

@@ -12,11 +12,13 @@ mod error;
 mod file;
 mod memory;
 mod types;
+mod wrap;
 
 pub use error::StoreError;
 pub use file::{record as file_record, FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+pub use wrap::StoreWrapper;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

@@ -4,9 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use crate::store::{EventStore, RecordedEvent, StoreError, StoreWrapper};
 
 /// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) (calls with
 /// `limit > 1`, as a projection's follower makes them) and, while frozen, answers those with
@@ -40,22 +39,9 @@ impl SpyStore {
 }
 
 #[async_trait]
-impl EventStore for SpyStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_sequence: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_sequence).await
+impl StoreWrapper for SpyStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
     }
 
     async fn read_all(
@@ -70,17 +56,5 @@ impl EventStore for SpyStore {
             }
         }
         self.inner.read_all(from_position, limit).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.watch_head()
-    }
-
-    fn dense_positions(&self) -> bool {
-        self.inner.dense_positions()
     }
 }

@@ -1,0 +1,100 @@
+//! [`StoreWrapper`]: a store built around another that changes only some of its calls (metrics,
+//! feeding a projection, and the test stores that freeze, gate or fail calls).
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+
+/// A store built around another. Implement [`inner`](Self::inner) and override only the calls
+/// the wrapper changes; every other call goes to the inner store unchanged. Every
+/// `StoreWrapper` is an [`EventStore`] (call it through that trait: with both traits in scope,
+/// a method call on the wrapper would be ambiguous).
+#[async_trait]
+pub trait StoreWrapper: Send + Sync + 'static {
+    /// The wrapped store.
+    fn inner(&self) -> &dyn EventStore;
+
+    /// [`EventStore::append`]; by default the inner store's.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner().append(stream, expected, events).await
+    }
+
+    /// [`EventStore::read_stream`]; by default the inner store's.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner().read_stream(stream, from_sequence).await
+    }
+
+    /// [`EventStore::read_all`]; by default the inner store's.
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner().read_all(from_position, limit).await
+    }
+
+    /// [`EventStore::head_position`]; by default the inner store's.
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner().head_position().await
+    }
+
+    /// [`EventStore::watch_head`]; by default the inner store's.
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner().watch_head()
+    }
+
+    /// [`EventStore::dense_positions`]; by default the inner store's.
+    fn dense_positions(&self) -> bool {
+        self.inner().dense_positions()
+    }
+}
+
+#[async_trait]
+impl<W: StoreWrapper> EventStore for W {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        StoreWrapper::append(self, stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        StoreWrapper::read_stream(self, stream, from_sequence).await
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        StoreWrapper::read_all(self, from_position, limit).await
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        StoreWrapper::head_position(self).await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        StoreWrapper::watch_head(self)
+    }
+
+    fn dense_positions(&self) -> bool {
+        StoreWrapper::dense_positions(self)
+    }
+}
