@@ -1,6 +1,9 @@
 //! [`StoreWrapper`]: a store built around another that changes only some of its calls (metrics,
 //! feeding a projection, and the test stores that freeze, gate or fail calls).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use tokio::sync::watch;
 
@@ -59,35 +62,53 @@ pub trait StoreWrapper: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
+/// The future every store call returns (what `#[async_trait]` turns an `async fn` into).
+type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+// Written without `async`: the wrapper's own call already returns a boxed future, and passing
+// it on keeps one allocation per call and layer (an `async fn` here would box it again).
 impl<W: StoreWrapper> EventStore for W {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a, 'b, 'c>(
+        &'a self,
+        stream: &'b StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        StoreWrapper::append(self, stream, expected, events).await
+    ) -> Call<'c, Vec<RecordedEvent>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::append(self, stream, expected, events)
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a, 'b, 'c>(
+        &'a self,
+        stream: &'b StreamId,
         from_sequence: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        StoreWrapper::read_stream(self, stream, from_sequence).await
+    ) -> Call<'c, Vec<RecordedEvent>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::read_stream(self, stream, from_sequence)
     }
 
-    async fn read_all(
-        &self,
-        from_position: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        StoreWrapper::read_all(self, from_position, limit).await
+    fn read_all<'a, 'c>(&'a self, from_position: u64, limit: usize) -> Call<'c, Vec<RecordedEvent>>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::read_all(self, from_position, limit)
     }
 
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        StoreWrapper::head_position(self).await
+    fn head_position<'a, 'c>(&'a self) -> Call<'c, u64>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::head_position(self)
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
