@@ -59,6 +59,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("--max-lag-seconds")?,
     };
     let server = Server::bind(config).await.context("starting the server")?;
+    // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
+    let shutdown = shutdown_signal();
     let addr = server.local_addr();
     println!(
         "userstate listening on http://{addr} (store: {})",
@@ -67,7 +69,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &tokens.created_admin_token {
         print_first_start(&path.display().to_string(), addr);
     }
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     info!("server stopped; store closed");
     Ok(())
 }

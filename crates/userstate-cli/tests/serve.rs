@@ -247,3 +247,15 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(!log.contains(&token), "the token is in the log");
 }
+
+/// A SIGTERM sent the moment the listening line appears (as an orchestrator stopping a node it
+/// just started might) still finds the graceful-shutdown handler: a clean exit, every time.
+#[test]
+fn sigterm_right_after_the_listening_line_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for cycle in 0..10 {
+        let data = tmp.path().join(format!("data{cycle}"));
+        let running = start(&data, false);
+        stop(running);
+    }
+}

@@ -126,26 +126,41 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     Server::bind(config).await?.run(shutdown_signal()).await
 }
 
-/// Completes on ctrl-c or (on Unix) SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// A future that completes on ctrl-c or (on Unix) SIGTERM.
+///
+/// On Unix the handlers are installed when this is called, not when the future is first polled:
+/// call it before telling anyone the server is up. A SIGTERM that came after the "listening" line
+/// but before the serving task first polled its shutdown future used to find no handler and
+/// kill the process outright (seen once in `userstate-cli/tests/serve.rs`). Must be called
+/// inside a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        // A signal whose handler cannot be installed never fires (the other still can).
+        async fn received(signal: std::io::Result<Signal>) {
+            match signal {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let interrupt = received(signal(SignalKind::interrupt()));
+        let terminate = received(signal(SignalKind::terminate()));
+        async move {
+            tokio::select! {
+                _ = interrupt => info!("ctrl-c received; shutting down"),
+                _ = terminate => info!("SIGTERM received; shutting down"),
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!("ctrl-c received; shutting down"),
-        _ = term => info!("SIGTERM received; shutting down"),
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        async move {
+            let _ = ctrl_c.await;
+            info!("ctrl-c received; shutting down");
+        }
     }
 }
