@@ -255,7 +255,9 @@ fn sigterm_right_after_the_listening_line_stops_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     for cycle in 0..10 {
         let data = tmp.path().join(format!("data{cycle}"));
-        let running = start(&data, false);
+        // A fresh directory: wait for the token lines too (printed right after the listening
+        // line), so the server never writes to a pipe the test has stopped reading.
+        let running = start(&data, true);
         stop(running);
     }
 }
