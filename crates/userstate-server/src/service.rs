@@ -144,7 +144,7 @@ impl UserService {
     /// module docs).
     pub async fn get_user(
         &self,
-        principal: &Arc<Principal>,
+        principal: &Principal,
         meta: &RequestMeta,
         user: &UserId,
     ) -> Result<UserView, ApiError> {
