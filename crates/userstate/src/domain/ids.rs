@@ -7,6 +7,7 @@
 //! `:` free as an unambiguous separator in stream names.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,16 +54,18 @@ fn truncate_for_message(value: &str) -> String {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Shared text: a clone is a reference count, not a copy (a command clones its ids
+        /// several times: into the cache, its events' metadata and its answer).
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps an id; a bad one is an `InvalidArgument` error.
             pub fn new(value: impl Into<String>) -> Result<Self, DomainError> {
                 let value = value.into();
                 parse_id($what, &value)?;
-                Ok(Self(value))
+                Ok(Self(value.into()))
             }
 
             /// The id as text.
@@ -87,6 +90,12 @@ macro_rules! id_type {
             type Err = DomainError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::new(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
             }
         }
 
@@ -120,10 +129,11 @@ impl UserId {
     pub fn generate() -> Self {
         let n = uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000_000_000;
         // Leading digit 1-9 keeps the length fixed and the id a plain positive decimal.
-        Self(format!(
-            "{}",
-            100_000_000_000_000_000 + n % 900_000_000_000_000_000
-        ))
+        Self(
+            (100_000_000_000_000_000 + n % 900_000_000_000_000_000)
+                .to_string()
+                .into(),
+        )
     }
 }
 

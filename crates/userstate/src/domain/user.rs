@@ -1,20 +1,20 @@
 //! The user aggregate: a fold of its events ([`User::apply`]) and the rules that turn a command
 //! into new events ([`User::decide`]). Pure: no clock, no store, no async.
 
+use std::sync::Arc;
+
 use super::command::validate_username;
 use super::{
     DomainError, Email, OrgId, Profile, UserAdded, UserCommand, UserEvent, UserId, UserState,
 };
 
-/// What is known about an existing user.
+/// What is known about an existing user from its add: facts that no later event changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserData {
     /// Login name.
     pub username: String,
     /// Owning organisation.
     pub resource_owner: OrgId,
-    /// Current lifecycle state.
-    pub state: UserState,
     /// Profile as added.
     pub profile: Option<Profile>,
     /// Email as added.
@@ -22,10 +22,26 @@ pub struct UserData {
 }
 
 /// A user folded from its history. `User::default()` is a user that was never added.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The facts of the add are shared (`Arc`): the engine's cache hands out a copy of the user
+/// for every command, and folding a state change or copying the user then copies no strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
-    data: Option<UserData>,
+    data: Option<Arc<UserData>>,
+    /// The lifecycle state; meaningful only while `data` is set.
+    state: UserState,
     version: u64,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        Self {
+            data: None,
+            // Never read while `data` is `None`.
+            state: UserState::Initial,
+            version: 0,
+        }
+    }
 }
 
 impl User {
@@ -45,21 +61,21 @@ impl User {
         self.version += 1;
         match event {
             UserEvent::Added(added) => {
-                self.data = Some(UserData {
+                self.data = Some(Arc::new(UserData {
                     username: added.username.clone(),
                     resource_owner: added.resource_owner.clone(),
-                    state: if added.initial {
-                        UserState::Initial
-                    } else {
-                        UserState::Active
-                    },
                     profile: added.profile.clone(),
                     email: added.email.clone(),
-                });
+                }));
+                self.state = if added.initial {
+                    UserState::Initial
+                } else {
+                    UserState::Active
+                };
             }
             other => {
-                if let Some(data) = &mut self.data {
-                    data.state = match other {
+                if self.data.is_some() {
+                    self.state = match other {
                         UserEvent::Deactivated => UserState::Inactive,
                         UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
                         UserEvent::Locked => UserState::Locked,
@@ -78,19 +94,25 @@ impl User {
 
     /// The user's data, if it was ever added (removed users included).
     pub fn data(&self) -> Option<&UserData> {
-        self.data.as_ref()
+        self.data.as_deref()
     }
 
     /// The current state, `None` when never added.
     pub fn state(&self) -> Option<UserState> {
-        self.data.as_ref().map(|d| d.state)
+        self.data.as_ref().map(|_| self.state)
+    }
+
+    /// The user's data if it exists and was not removed, else `NotFound`: the first check of
+    /// every command but add.
+    fn require_live_state(&self, id: &UserId) -> Result<UserState, DomainError> {
+        self.require_live(id).map(|_| self.state)
     }
 
     /// The user's data if it exists and was not removed, else `NotFound`: the first check of
     /// every command but add.
     pub fn require_live(&self, id: &UserId) -> Result<&UserData, DomainError> {
-        match &self.data {
-            Some(data) if data.state != UserState::Deleted => Ok(data),
+        match self.data.as_deref() {
+            Some(data) if self.state != UserState::Deleted => Ok(data),
             _ => Err(DomainError::NotFound(id.clone())),
         }
     }
@@ -112,20 +134,20 @@ impl User {
                     initial: add.initial,
                 })
             }
-            UserCommand::Deactivate(id) => match self.require_live(id)?.state {
+            UserCommand::Deactivate(id) => match self.require_live_state(id)? {
                 UserState::Initial => return Err(DomainError::CantDeactivateInitial(id.clone())),
                 UserState::Inactive => return Err(DomainError::AlreadyInactive(id.clone())),
                 _ => UserEvent::Deactivated,
             },
-            UserCommand::Reactivate(id) => match self.require_live(id)?.state {
+            UserCommand::Reactivate(id) => match self.require_live_state(id)? {
                 UserState::Inactive => UserEvent::Reactivated,
                 other => return Err(DomainError::NotInactive(id.clone(), other)),
             },
-            UserCommand::Lock(id) => match self.require_live(id)?.state {
+            UserCommand::Lock(id) => match self.require_live_state(id)? {
                 UserState::Active | UserState::Initial => UserEvent::Locked,
                 other => return Err(DomainError::ShouldBeActiveOrInitial(id.clone(), other)),
             },
-            UserCommand::Unlock(id) => match self.require_live(id)?.state {
+            UserCommand::Unlock(id) => match self.require_live_state(id)? {
                 UserState::Locked => UserEvent::Unlocked,
                 other => return Err(DomainError::NotLocked(id.clone(), other)),
             },

@@ -74,7 +74,7 @@ impl Engine {
             .data()
             .expect("a non-empty user history starts with its add");
         Ok(Some(AuditState {
-            state: data.state,
+            state: folded.state().expect("the user has data, so a state"),
             details: Details {
                 sequence: last.sequence,
                 change_date: last.created_at,

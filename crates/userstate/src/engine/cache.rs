@@ -51,7 +51,12 @@ impl AggregateCache {
             return;
         }
         let mut shard = self.shard(stream);
-        if shard.len() >= self.per_shard && !shard.contains_key(stream) {
+        if let Some(slot) = shard.get_mut(stream) {
+            // The usual case (a command on a cached user): no copy of the key.
+            *slot = user;
+            return;
+        }
+        if shard.len() >= self.per_shard {
             // Crude but bounded: forget an arbitrary entry. A miss costs one full stream read.
             if let Some(victim) = shard.keys().next().cloned() {
                 shard.remove(&victim);
