@@ -1,81 +1,166 @@
 //! A volatile store for tests, examples and benchmarks. It enforces expected versions exactly
 //! like the durable stores, so code that works here does not break on them.
+//!
+//! Kept lean because the benchmarks measure the engine on it: streams live in shards of their
+//! own, apart from the log, so a command's read of its stream and its append do not queue on
+//! one lock; and each event is kept in a compact form ([`Kept`]) that shares its stream name,
+//! type and metadata with other events instead of copying five strings per event.
 
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+use uuid::Uuid;
 
-use crate::hash::FastMap;
+use crate::hash::{FastMap, FastState};
 
-use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::{
+    EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
+};
+
+/// Shards of the stream table (a power of two).
+const SHARDS: usize = 16;
 
 /// An in-process event store. Nothing survives the process.
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    /// Per stream, its events' indexes into the log; a stream is in shard `hash % SHARDS`.
+    streams: Vec<Mutex<FastMap<StreamId, Stream>>>,
+    hasher: FastState,
+    log: Mutex<Log>,
     head: watch::Sender<u64>,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// Every event in position order; `log.get(i)` has position `i + 1`.
-    log: ChunkedLog,
-    /// Per stream, the indexes into `log` of its events in sequence order.
-    streams: FastMap<StreamId, Vec<usize>>,
+struct Stream {
+    /// The name, shared by every event of the stream in the log.
+    name: Arc<StreamId>,
+    /// Indexes into the log of the stream's events, in sequence order.
+    events: Vec<usize>,
+    /// The metadata of the stream's last event, shared with the next one when equal (the
+    /// usual case: the same caller acting on the same user's organisation).
+    last_metadata: Option<Arc<EventMetadata>>,
 }
 
-/// Events in fixed-size chunks that never move once allocated. One `Vec` of every event was
+/// Every event in position order: `events.get(i)` has position `i + 1`.
+#[derive(Default)]
+struct Log {
+    events: ChunkedLog<Kept>,
+    /// The event types seen so far, each stored once (a store holds a handful).
+    types: Vec<Arc<str>>,
+}
+
+/// At most this many distinct event types are shared; further types are kept per event.
+const MAX_SHARED_TYPES: usize = 64;
+
+impl Log {
+    fn event_type(&mut self, event_type: &str) -> Arc<str> {
+        if let Some(t) = self.types.iter().find(|t| ***t == *event_type) {
+            return t.clone();
+        }
+        let t: Arc<str> = event_type.into();
+        if self.types.len() < MAX_SHARED_TYPES {
+            self.types.push(t.clone());
+        }
+        t
+    }
+}
+
+/// One event as the store keeps it; [`Kept::recorded`] gives it back whole.
+struct Kept {
+    event_id: Uuid,
+    stream: Arc<StreamId>,
+    sequence: u64,
+    created_at: DateTime<Utc>,
+    event_type: Arc<str>,
+    revision: u16,
+    payload: serde_json::Value,
+    metadata: Arc<EventMetadata>,
+}
+
+impl Kept {
+    fn recorded(&self, position: u64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: self.event_id,
+            stream: StreamId::clone(&self.stream),
+            sequence: self.sequence,
+            position,
+            created_at: self.created_at,
+            event_type: self.event_type.to_string(),
+            revision: self.revision,
+            payload: self.payload.clone(),
+            metadata: EventMetadata::clone(&self.metadata),
+        }
+    }
+}
+
+/// Items in fixed-size chunks that never move once allocated. One `Vec` of every event was
 /// copied whole at each doubling (the allocator's `realloc` of a block of hundreds of MB), and
 /// the copy's page faults took ~40 % of a 64-caller benchmark's CPU (perf, docs/PERFORMANCE.md).
-#[derive(Default)]
-struct ChunkedLog {
-    chunks: Vec<Vec<RecordedEvent>>,
+struct ChunkedLog<T> {
+    chunks: Vec<Vec<T>>,
     len: usize,
 }
 
-impl ChunkedLog {
-    /// Events per chunk.
+impl<T> Default for ChunkedLog<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> ChunkedLog<T> {
+    /// Items per chunk.
     const CHUNK: usize = 1 << 14;
 
     fn len(&self) -> usize {
         self.len
     }
 
-    fn push(&mut self, event: RecordedEvent) {
+    fn push(&mut self, item: T) {
         if self.len.is_multiple_of(Self::CHUNK) {
             self.chunks.push(Vec::with_capacity(Self::CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(event);
+            chunk.push(item);
             self.len += 1;
         }
     }
 
-    fn get(&self, i: usize) -> Option<&RecordedEvent> {
+    fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / Self::CHUNK)?.get(i % Self::CHUNK)
     }
 
-    /// The events from index `start` on, in order.
-    fn iter_from(&self, start: usize) -> impl Iterator<Item = &RecordedEvent> {
+    /// The items from index `start` on, in order.
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
         let (first, skip) = (start / Self::CHUNK, start % Self::CHUNK);
         self.chunks.iter().skip(first).flatten().skip(skip)
     }
+}
+
+/// Takes a lock whatever a panicking holder left: appends validate first and then only push,
+/// so a panic cannot leave a table half-updated.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            streams: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: FastState::default(),
+            log: Mutex::default(),
             head: watch::channel(0).0,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave `Inner` half-updated: appends validate
-        // first and then only push.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shard of `stream`, locked. Lock order: a shard before the log.
+    fn shard(&self, stream: &StreamId) -> MutexGuard<'_, FastMap<StreamId, Stream>> {
+        let i = self.hasher.hash_one(stream) as usize % SHARDS;
+        lock(&self.streams[i])
     }
 }
 
@@ -95,8 +180,10 @@ impl EventStore for MemoryStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         super::ensure_events(&events)?;
         let recorded = {
-            let mut inner = self.lock();
-            let actual = inner.streams.get(stream).map_or(0, |s| s.len() as u64);
+            // The shard stays locked until the stream's indexes are in: the version check and
+            // the sequences taken from it cannot interleave with another append to the stream.
+            let mut shard = self.shard(stream);
+            let actual = shard.get(stream).map_or(0, |s| s.events.len() as u64);
             if !expected.matches(actual) {
                 return Err(StoreError::Conflict {
                     stream: stream.clone(),
@@ -104,9 +191,48 @@ impl EventStore for MemoryStore {
                     actual,
                 });
             }
-            let now = Utc::now();
-            let start = inner.log.len();
-            let recorded: Vec<RecordedEvent> = events
+            if actual == 0 && !shard.contains_key(stream) {
+                let entry = Stream {
+                    name: Arc::new(stream.clone()),
+                    events: Vec::new(),
+                    last_metadata: None,
+                };
+                shard.insert(stream.clone(), entry);
+            }
+            let entry = shard.get_mut(stream).expect("inserted above");
+            let metadata: Vec<Arc<EventMetadata>> = events
+                .iter()
+                .map(|e| match &entry.last_metadata {
+                    Some(last) if **last == e.metadata => last.clone(),
+                    _ => {
+                        let m = Arc::new(e.metadata.clone());
+                        entry.last_metadata = Some(m.clone());
+                        m
+                    }
+                })
+                .collect();
+            let (start, now) = {
+                let mut log = lock(&self.log);
+                // Taken under the log's lock, so commit times follow positions.
+                let now = Utc::now();
+                let start = log.events.len();
+                for (i, (e, metadata)) in events.iter().zip(metadata).enumerate() {
+                    let event_type = log.event_type(&e.event_type);
+                    log.events.push(Kept {
+                        event_id: e.event_id,
+                        stream: entry.name.clone(),
+                        sequence: actual + 1 + i as u64,
+                        created_at: e.created_at.unwrap_or(now),
+                        event_type,
+                        revision: e.revision,
+                        payload: e.payload.clone(),
+                        metadata,
+                    });
+                }
+                (start, now)
+            };
+            entry.events.extend(start..start + events.len());
+            events
                 .into_iter()
                 .enumerate()
                 .map(|(i, e)| {
@@ -118,18 +244,7 @@ impl EventStore for MemoryStore {
                         e,
                     )
                 })
-                .collect();
-            for e in &recorded {
-                inner.log.push(e.clone());
-            }
-            let end = inner.log.len();
-            match inner.streams.get_mut(stream) {
-                Some(indexes) => indexes.extend(start..end),
-                None => {
-                    inner.streams.insert(stream.clone(), (start..end).collect());
-                }
-            }
-            recorded
+                .collect::<Vec<_>>()
         };
         let head = recorded.last().map_or(0, |e| e.position);
         self.head.send_if_modified(|h| {
@@ -145,14 +260,22 @@ impl EventStore for MemoryStore {
         stream: &StreamId,
         from_sequence: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let inner = self.lock();
-        let Some(indexes) = inner.streams.get(stream) else {
+        let shard = self.shard(stream);
+        let Some(entry) = shard.get(stream) else {
             return Ok(Vec::new());
         };
-        let skip = from_sequence.saturating_sub(1).min(indexes.len() as u64) as usize;
-        Ok(indexes[skip..]
+        let skip = from_sequence
+            .saturating_sub(1)
+            .min(entry.events.len() as u64) as usize;
+        let indexes = &entry.events[skip..];
+        if indexes.is_empty() {
+            // A command on a cached user asks for the events after its version: usually none.
+            return Ok(Vec::new());
+        }
+        let log = lock(&self.log);
+        Ok(indexes
             .iter()
-            .filter_map(|&i| inner.log.get(i).cloned())
+            .filter_map(|&i| log.events.get(i).map(|k| k.recorded(i as u64 + 1)))
             .collect())
     }
 
@@ -161,13 +284,19 @@ impl EventStore for MemoryStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let inner = self.lock();
-        let start = from_position.saturating_sub(1).min(inner.log.len() as u64) as usize;
-        Ok(inner.log.iter_from(start).take(limit).cloned().collect())
+        let log = lock(&self.log);
+        let start = from_position.saturating_sub(1).min(log.events.len() as u64) as usize;
+        Ok(log
+            .events
+            .iter_from(start)
+            .take(limit)
+            .zip(start as u64 + 1..)
+            .map(|(k, position)| k.recorded(position))
+            .collect())
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().log.len() as u64)
+        Ok(lock(&self.log).events.len() as u64)
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {
@@ -184,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn reads_cross_chunk_boundaries() {
         let store = MemoryStore::new();
-        let total = 2 * ChunkedLog::CHUNK + 3;
+        let total = 2 * ChunkedLog::<Kept>::CHUNK + 3;
         let mut appended = 0;
         while appended < total {
             let n = 100.min(total - appended);
@@ -197,7 +326,7 @@ mod tests {
             appended += n;
         }
         assert_eq!(store.head_position().await.unwrap(), total as u64);
-        let c = ChunkedLog::CHUNK as u64;
+        let c = ChunkedLog::<Kept>::CHUNK as u64;
         for from in [1, c - 1, c, c + 1, 2 * c, 2 * c + 3, 2 * c + 4] {
             let page = store.read_all(from, 5).await.unwrap();
             let want: Vec<u64> = (from..(from + 5).min(total as u64 + 1)).collect();
@@ -218,5 +347,34 @@ mod tests {
             seen += events.len();
         }
         assert_eq!(seen, total);
+    }
+
+    /// Events keep their own metadata and type although the store shares equal ones between
+    /// events: what is read back is what was appended, event by event.
+    #[tokio::test]
+    async fn shared_metadata_and_types_read_back_per_event() {
+        let store = MemoryStore::new();
+        let s = stream("s");
+        let mut appended = Vec::new();
+        for n in 0..6u64 {
+            let mut e = event(["a", "b"][n as usize % 2], n);
+            // Pairs of equal metadata, then a change.
+            e.metadata.correlation_id = Some(format!("c-{}", n / 2));
+            appended.push(e.clone());
+            store
+                .append(&s, ExpectedVersion::Exact(n), vec![e])
+                .await
+                .unwrap();
+        }
+        let by_stream = store.read_stream(&s, 1).await.unwrap();
+        let by_position = store.read_all(1, 100).await.unwrap();
+        assert_eq!(by_stream, by_position);
+        for (got, want) in by_stream.iter().zip(&appended) {
+            assert_eq!(got.event_id, want.event_id);
+            assert_eq!(got.event_type, want.event_type);
+            assert_eq!(got.metadata, want.metadata);
+            assert_eq!(got.payload, want.payload);
+        }
+        assert_eq!(by_stream.len(), appended.len());
     }
 }
