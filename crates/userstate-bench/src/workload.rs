@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use userstate::{Engine, ErrorKind, Projection, UserCommand};
+use userstate::{Engine, ErrorKind, Projection, UserCommand, UserId};
 
 use crate::{add_command, context, user_id, BenchError, RunReport, RunSpec, Workload};
 
@@ -143,6 +143,8 @@ struct Task {
     lag: Arc<Mutex<Lag>>,
     count: TaskCount,
     deadline: Instant,
+    /// When the task's last command returned (its start before the first).
+    last_end: Instant,
 }
 
 impl Task {
@@ -153,13 +155,15 @@ impl Task {
         tokio::task::consume_budget().await;
         let start = Instant::now();
         let result = self.engine.execute(&self.ctx, cmd).await;
-        let micros = start.elapsed().as_micros().max(1) as u64;
+        let end = Instant::now();
+        self.last_end = end;
+        let micros = end.duration_since(start).as_micros().max(1) as u64;
         self.count.latency.saturating_record(micros);
         self.count.commands += 1;
         match result {
             Ok(details) => {
                 if self.count.commands.is_multiple_of(LAG_SAMPLE_EVERY) {
-                    self.sample_lag(details.position, Instant::now());
+                    self.sample_lag(details.position, end);
                 }
                 true
             }
@@ -208,8 +212,10 @@ impl Task {
         });
     }
 
+    /// Whether the run goes on: judged by the end of the last command (a clock read less per
+    /// command; a reader task, which times nothing, reads the clock).
     fn running(&self) -> bool {
-        Instant::now() < self.deadline
+        self.last_end < self.deadline
     }
 }
 
@@ -242,6 +248,7 @@ pub(crate) async fn drive(
                 reads: 0,
             },
             deadline,
+            last_end: Instant::now(),
         };
         let (workload, users) = (spec.workload, spec.users);
         handles.push(tokio::spawn(async move {
@@ -268,7 +275,9 @@ pub(crate) async fn drive(
 /// Task `t` of `c` walks its own users (i % c == t) round-robin; each visit moves the user one
 /// step through a cycle of `steps` commands that always succeed.
 async fn owned_cycle(task: &mut Task, t: usize, c: usize, users: usize, steps: usize) {
-    let mine: Vec<usize> = (t..users).step_by(c).collect();
+    // Ids made once: a command takes a clone (a reference count), as a server's would take
+    // the id it parsed from the request.
+    let mine: Vec<UserId> = (t..users).step_by(c).map(user_id).collect();
     if mine.is_empty() {
         return;
     }
@@ -276,7 +285,7 @@ async fn owned_cycle(task: &mut Task, t: usize, c: usize, users: usize, steps: u
     let mut k = 0;
     while task.running() {
         let slot = k % mine.len();
-        let id = user_id(mine[slot]);
+        let id = mine[slot].clone();
         let cmd = match step[slot] % steps {
             0 => UserCommand::Lock(id),
             1 => UserCommand::Unlock(id),
@@ -325,5 +334,6 @@ async fn read_loop(task: &mut Task, users: usize) {
         }
         // Reads are synchronous; let writers on the same worker make progress.
         tokio::task::consume_budget().await;
+        task.last_end = Instant::now();
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
 use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
@@ -12,6 +12,7 @@ use tracing::{error, warn};
 
 use super::{decode, Details, Error};
 use crate::domain::{Email, InstanceId, OrgId, Profile, UserEvent, UserId, UserState};
+use crate::hash::FastState;
 use crate::store::{EventStore, RecordedEvent, StreamId};
 
 /// Events read per `read_all` call while rebuilding.
@@ -68,7 +69,7 @@ pub struct ReadModel {
     entries: Vec<Entry>,
     /// Index into `entries`, hashed by the entry's stream name.
     index: HashTable<u32>,
-    hasher: RandomState,
+    hasher: FastState,
     orgs: Vec<OrgId>,
     org_index: HashMap<OrgId, u32>,
     position: u64,
