@@ -4,10 +4,10 @@
 # USERS (default 4000) must be far more than CONNECTIONS: a user gets its next request only
 # after a whole round over the wrk thread's users, and a request stalled longer than a round
 # (a VM pause) would otherwise meet the next request on the same user and fail.
-# Needs wrk (Debian: apt-get install wrk) and curl. Loopback only; stops the server at the end.
+# THREADS=N sets wrk's threads (default 2). Needs wrk (Debian: apt-get install wrk) and curl. Loopback only; stops the server at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-store=${1:-file}; users=${2:-4000}; conns=${3:-64}; secs=${4:-10}; threads=2
+store=${1:-file}; users=${2:-4000}; conns=${3:-64}; secs=${4:-10}; threads=${THREADS:-2}
 tmp=$(mktemp -d /tmp/userstate-wrk.XXXXXX); data=$tmp/data
 # BIN=path/to/userstate compares another build (e.g. alternating two binaries); default: build.
 if [ -z "${BIN:-}" ]; then

@@ -1,5 +1,5 @@
 //! The hasher of the in-memory maps keyed by stream names (the aggregate cache, the memory
-//! store, the file store's index and append queue).
+//! store, the file store's index and append queue, the read model's index).
 //!
 //! std's default SipHash took about 12 % of a command's instructions (callgrind of
 //! `userstate bench --store memory`, docs/PERFORMANCE.md): a command hashes its stream name
