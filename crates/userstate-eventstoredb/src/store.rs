@@ -8,8 +8,7 @@ use kurrentdb::{
     AppendToStreamOptions, CurrentRevision, Position, ReadAllOptions, ReadStreamOptions,
     StreamPosition, StreamState, SubscriptionFilter,
 };
-use tokio::sync::watch;
-use userstate::store::NewEvent;
+use userstate::store::{NewEvent, Watermark};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 use crate::codec::{decode, encode, our_position};
@@ -28,17 +27,13 @@ pub(crate) struct Shared {
     pub(crate) connection: Connection,
     pub(crate) naming: StreamNaming,
     pub(crate) index: PositionIndex,
-    pub(crate) head: watch::Sender<u64>,
+    pub(crate) head: Arc<Watermark>,
 }
 
 impl Shared {
     /// Raises the head watch to `position` if it is higher.
     pub(crate) fn raise_head(&self, position: u64) {
-        self.head.send_if_modified(|h| {
-            let higher = *h < position;
-            *h = (*h).max(position);
-            higher
-        });
+        self.head.advance(position);
     }
 
     pub(crate) fn filter(&self) -> SubscriptionFilter {
@@ -102,7 +97,7 @@ impl EsdbStore {
             connection: Connection::new(&config)?,
             naming: StreamNaming::new(config.namespace()),
             index: PositionIndex::new(INDEX_CAPACITY),
-            head: watch::channel(0).0,
+            head: Arc::default(),
         });
         let follower = tokio::spawn(head::follow(shared.clone()));
         Ok(Self { shared, follower })
@@ -357,8 +352,8 @@ impl EventStore for EsdbStore {
         Ok(position)
     }
 
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+    fn watch_head(&self) -> Arc<Watermark> {
+        self.shared.head.clone()
     }
 
     /// Our positions are KurrentDB's commit positions plus one: far apart, never dense.

@@ -6,27 +6,18 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use futures_util::future::poll_fn;
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::{debug, warn};
 
+use userstate::store::Watermark;
+
 use crate::sql::HEAD_POSITION;
 
-/// Moves `head` to `position` if that is further.
-pub(crate) fn advance(head: &watch::Sender<u64>, position: u64) {
-    head.send_if_modified(|h| {
-        let moved = *h < position;
-        *h = (*h).max(position);
-        moved
-    });
-}
-
 /// Listens on `channel` until the runtime (or the owning store) stops it.
-pub(crate) async fn listen(
-    config: tokio_postgres::Config,
-    channel: String,
-    head: watch::Sender<u64>,
-) {
+pub(crate) async fn listen(config: tokio_postgres::Config, channel: String, head: Arc<Watermark>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match listen_once(&config, &channel, &head).await {
@@ -44,7 +35,7 @@ pub(crate) async fn listen(
 async fn listen_once(
     config: &tokio_postgres::Config,
     channel: &str,
-    head: &watch::Sender<u64>,
+    head: &Watermark,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut notifications) = mpsc::unbounded_channel();
@@ -73,11 +64,13 @@ async fn listen_once(
         // Commits between the drop of an earlier session and this LISTEN sent no notification
         // to us: catch up once.
         let row = client.query_one(HEAD_POSITION, &[]).await?;
-        advance(head, u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0));
+        head.advance(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0));
         debug!(channel, "listening for commits");
         while let Some(payload) = notifications.recv().await {
             match payload.parse::<u64>() {
-                Ok(position) => advance(head, position),
+                Ok(position) => {
+                    head.advance(position);
+                }
                 Err(_) => warn!(payload, "ignored a notification that is not a position"),
             }
         }
@@ -89,7 +82,7 @@ async fn listen_once(
 }
 
 /// Polls the head every `interval` through the pool, forever.
-pub(crate) async fn poll(pool: Pool, interval: Duration, head: watch::Sender<u64>) {
+pub(crate) async fn poll(pool: Pool, interval: Duration, head: Arc<Watermark>) {
     loop {
         tokio::time::sleep(interval).await;
         let read = async {
@@ -98,7 +91,9 @@ pub(crate) async fn poll(pool: Pool, interval: Duration, head: watch::Sender<u64
             u64::try_from(row.try_get::<_, i64>(0).ok()?).ok()
         };
         match tokio::time::timeout(interval.max(Duration::from_secs(1)), read).await {
-            Ok(Some(position)) => advance(&head, position),
+            Ok(Some(position)) => {
+                head.advance(position);
+            }
             _ => debug!("head poll failed; will try again"),
         }
     }

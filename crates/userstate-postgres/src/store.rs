@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tracing::info;
-use userstate::store::NewEvent;
+use userstate::store::{NewEvent, Watermark};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 use crate::batch::AppendRequest;
@@ -58,7 +58,7 @@ const QUEUE: usize = 8192;
 pub struct PostgresStore {
     pool: Pool,
     requests: mpsc::Sender<AppendRequest>,
-    head: watch::Sender<u64>,
+    head: Arc<Watermark>,
     followers: Vec<JoinHandle<()>>,
     timeout: Duration,
     schema: String,
@@ -110,9 +110,8 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::backend("building the connection pool", e))?;
 
-        let head = watch::channel(0).0;
         let store_head = read_head(&pool, timeout).await?;
-        head.send_replace(store_head);
+        let head = Arc::new(Watermark::new(store_head));
         let (requests, queue) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let writer = Writer {
@@ -281,8 +280,8 @@ impl EventStore for PostgresStore {
         read_head(&self.pool, self.timeout).await
     }
 
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
+    fn watch_head(&self) -> Arc<Watermark> {
+        self.head.clone()
     }
 }
 

@@ -22,14 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
+use userstate::store::Watermark;
 use userstate::{RecordedEvent, StoreError, StreamId};
 
 use crate::batch::{committed_events, transact, Answers, AppendRequest};
 use crate::error::{classify, pool_error, share, store_error, timed_out, Failure};
-use crate::notify::advance;
 use crate::rows::stream_instance;
 use crate::sql::STREAM_VERSION;
 use crate::stats::Counters;
@@ -42,7 +42,7 @@ const ATTEMPTS: u32 = 3;
 pub(crate) struct Writer {
     pub(crate) pool: Pool,
     pub(crate) channel: String,
-    pub(crate) head: watch::Sender<u64>,
+    pub(crate) head: Arc<Watermark>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_batch: usize,
     pub(crate) in_flight: usize,
@@ -241,7 +241,7 @@ impl Writer {
         let error = match outcome {
             Ok(Ok((answers, head))) => {
                 if let Some(head) = head {
-                    advance(&self.head, head);
+                    self.head.advance(head);
                 }
                 return Ok(answers);
             }
@@ -306,7 +306,7 @@ impl Writer {
             answers.push(match recorded {
                 Some(recorded) => {
                     if let Some(last) = recorded.last() {
-                        advance(&self.head, last.position);
+                        self.head.advance(last.position);
                     }
                     Ok(recorded)
                 }

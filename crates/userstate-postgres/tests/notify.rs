@@ -27,19 +27,15 @@ async fn another_process_commits_wake_the_head_watch() {
     )
     .await
     .expect("second store");
-    let mut head = follower.watch_head();
+    let head = follower.watch_head();
     let s = StreamId::new("notify:i:u").expect("stream");
     let recorded = writer
         .append(&s, ExpectedVersion::Any, vec![event("n.one", 1)])
         .await
         .expect("append");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        head.wait_for(|h| *h >= recorded[0].position),
-    )
-    .await
-    .expect("NOTIFY woke the other store")
-    .expect("watch alive");
+    tokio::time::timeout(Duration::from_secs(10), head.wait_for(recorded[0].position))
+        .await
+        .expect("NOTIFY woke the other store");
 
     // Kill the follower's sessions (its LISTEN connection among them): it reconnects.
     let (client, connection) = tokio_postgres::connect(&guard.url, tokio_postgres::NoTls)
@@ -64,8 +60,7 @@ async fn another_process_commits_wake_the_head_watch() {
                 .expect("append");
             let target = r[0].position;
             let waited =
-                tokio::time::timeout(Duration::from_millis(500), head.wait_for(|h| *h >= target))
-                    .await;
+                tokio::time::timeout(Duration::from_millis(500), head.wait_for(target)).await;
             if waited.is_ok() {
                 return;
             }

@@ -159,7 +159,7 @@ async fn outage_answers_unavailable_then_recovers() {
     );
 
     proxy.up.send_replace(true);
-    let mut head = store.watch_head();
+    let head = store.watch_head();
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
         match store
@@ -180,7 +180,7 @@ async fn outage_answers_unavailable_then_recovers() {
     assert_eq!(after[0].sequence, 2, "nothing from the outage was written");
     let all = store.read_all(1, 10).await.expect("read after the outage");
     assert_eq!(all, vec![before[0].clone(), after[0].clone()]);
-    head.wait_for(|h| *h >= after[0].position)
+    tokio::time::timeout(Duration::from_secs(20), head.wait_for(after[0].position))
         .await
         .expect("head follows");
 }

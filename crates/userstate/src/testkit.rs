@@ -386,27 +386,31 @@ pub async fn followers_never_miss_an_event<S: EventStore>(store: Arc<S>) {
     assert_eq!(unique, acknowledged, "every acknowledged event seen");
 }
 
-/// `watch_head` wakes a waiter when an append commits.
+/// `watch_head` wakes a waiter that was waiting before an append committed.
 pub async fn head_is_watchable<S: EventStore>(store: Arc<S>) {
-    let mut head = store.watch_head();
-    let start = *head.borrow_and_update();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            store
-                .append(&stream("w"), ExpectedVersion::Any, events(2))
-                .await
-                .unwrap()
-        })
-    };
-    let recorded = writer.await.unwrap();
-    let target = recorded[1].position;
-    tokio::time::timeout(Duration::from_secs(10), head.wait_for(|h| *h >= target))
+    let head = store.watch_head();
+    let start = head.get();
+    assert_eq!(start, store.head_position().await.unwrap());
+    // Waits for the next position, whatever it will be: the first event the append commits.
+    let waiter = tokio::spawn({
+        let head = head.clone();
+        async move { head.wait_for(start + 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished(), "nothing was appended yet");
+    let recorded = store
+        .append(&stream("w"), ExpectedVersion::Any, events(2))
+        .await
+        .unwrap();
+    let reached = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("head watch woke within 10 s")
-        .expect("store alive");
-    assert!(target > start);
+        .unwrap();
+    assert!(reached > start);
+    let target = recorded[1].position;
+    tokio::time::timeout(Duration::from_secs(10), head.wait_for(target))
+        .await
+        .expect("head reaches the append's last position");
 }
 
 /// An empty batch is refused and writes nothing.

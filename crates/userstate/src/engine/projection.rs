@@ -8,20 +8,19 @@
 //! [`ReadModel::rebuild`] folds the whole store from position 1 into the same model.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::read_model::{ReadModel, UserView, PAGE};
 use super::{Error, Permission, Principal};
 use crate::domain::{DomainError, UserId, UserState};
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use crate::store::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+};
 
 /// How often the follower polls even without a head notification.
 const POLL: Duration = Duration::from_millis(500);
@@ -33,7 +32,8 @@ const MAX_PENDING: usize = 65_536;
 
 struct Shared {
     model: RwLock<ReadModel>,
-    position: Reached,
+    /// How far the model has applied (published after the model's lock is released).
+    position: Watermark,
     published: Mutex<Published>,
     /// Fed events whose position is past the next one the model needs, by position.
     pending: Mutex<BTreeMap<u64, RecordedEvent>>,
@@ -82,56 +82,6 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .record(last, at);
         self.position.advance(last);
-    }
-}
-
-/// How far the read model has applied, and a way to wait for it to get further.
-///
-/// Not a `tokio::sync::watch`: a watch's send locks its eight notifiers every time, even when
-/// no one waits, and a fed projection publishes once per append; those sends were ≈ 5 % of a
-/// memory-store command's instructions (callgrind, docs/PERFORMANCE.md). Here a publication
-/// is one atomic `fetch_max` and one load; the `Notify` is touched only while someone waits.
-#[derive(Default)]
-struct Reached {
-    position: AtomicU64,
-    /// Tasks inside [`Reached::wait_for`].
-    waiting: AtomicUsize,
-    notify: Notify,
-}
-
-impl Reached {
-    fn get(&self) -> u64 {
-        self.position.load(SeqCst)
-    }
-
-    fn advance(&self, to: u64) {
-        // SeqCst on both sides: either this load sees a waiter's increment and wakes it, or
-        // that waiter's later load of the position sees `to` (see `wait_for`).
-        if self.position.fetch_max(to, SeqCst) < to && self.waiting.load(SeqCst) > 0 {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Returns once the position is at least `target`.
-    async fn wait_for(&self, target: u64) {
-        /// Counts the waiter out however the wait ends (reached, or dropped by a timeout).
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
-            }
-        }
-        self.waiting.fetch_add(1, SeqCst);
-        let _waiting = Waiting(&self.waiting);
-        loop {
-            // A `Notified` receives every `notify_waiters` made after it was created, polled
-            // or not; so create it before looking at the position.
-            let notified = self.notify.notified();
-            if self.get() >= target {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -194,7 +144,7 @@ impl Projection {
     pub fn spawn(store: Arc<dyn EventStore>) -> Self {
         let shared = Arc::new(Shared {
             model: RwLock::new(ReadModel::default()),
-            position: Reached::default(),
+            position: Watermark::default(),
             published: Mutex::default(),
             pending: Mutex::default(),
         });
@@ -327,13 +277,13 @@ impl Drop for Projection {
 }
 
 async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
-    let mut head = store.watch_head();
+    let head = store.watch_head();
     let mut backoff = Duration::from_millis(50);
     // Whether the last wait ended by the poll timer rather than a head change.
     let mut polled = false;
     loop {
-        // Mark the head as seen before reading, so a commit after the read wakes us.
-        let seen = *head.borrow_and_update();
+        // Note the head before reading, so a commit after the read wakes us.
+        let seen = head.get();
         // Read from where the model is, past what fed appends applied meanwhile.
         let next = shared
             .model
@@ -363,7 +313,7 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
         polled = false;
         if page.is_empty() {
             tokio::select! {
-                changed = head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
+                _ = head.wait_for(seen + 1) => {},
                 _ = tokio::time::sleep(POLL) => polled = true,
             }
             continue;
@@ -397,7 +347,7 @@ mod tests {
     fn fed_events_are_applied_in_position_order_whatever_order_they_arrive_in() {
         let shared = Shared {
             model: RwLock::new(ReadModel::default()),
-            position: Reached::default(),
+            position: Watermark::default(),
             published: Mutex::default(),
             pending: Mutex::default(),
         };
@@ -497,34 +447,5 @@ mod tests {
         published.record(10 + HISTORY as u64, at(0));
         assert_eq!(published.visible_at(10), None, "its page was forgotten");
         assert_eq!(published.visible_at(11), Some(at(11)));
-    }
-
-    /// A waiter wakes when the position reaches its target, not before; a wait that times out
-    /// counts itself out, so publications stop touching the notifier.
-    #[tokio::test]
-    async fn reached_wakes_its_waiters_at_their_target_only() {
-        let reached = Arc::new(Reached::default());
-        let waiter = tokio::spawn({
-            let reached = reached.clone();
-            async move { reached.wait_for(5).await }
-        });
-        while reached.waiting.load(SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        reached.advance(3);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "woke at 3 while waiting for 5");
-        reached.advance(5);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woke at 5")
-            .unwrap();
-        assert_eq!(reached.get(), 5);
-        reached.advance(4);
-        assert_eq!(reached.get(), 5, "the position never goes back");
-
-        let gave_up = tokio::time::timeout(Duration::from_millis(10), reached.wait_for(9)).await;
-        assert!(gave_up.is_err());
-        assert_eq!(reached.waiting.load(SeqCst), 0);
     }
 }

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::hash::{FastMap, FastState};
 
 use super::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
+    Watermark,
 };
 
 /// Shards of the stream table (a power of two).
@@ -29,7 +29,7 @@ pub struct MemoryStore {
     streams: Vec<Mutex<FastMap<StreamId, Stream>>>,
     hasher: FastState,
     log: Mutex<Log>,
-    head: watch::Sender<u64>,
+    head: Arc<Watermark>,
 }
 
 struct Stream {
@@ -153,7 +153,7 @@ impl MemoryStore {
             streams: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: FastState::default(),
             log: Mutex::default(),
-            head: watch::channel(0).0,
+            head: Arc::default(),
         }
     }
 
@@ -246,12 +246,7 @@ impl EventStore for MemoryStore {
                 })
                 .collect::<Vec<_>>()
         };
-        let head = recorded.last().map_or(0, |e| e.position);
-        self.head.send_if_modified(|h| {
-            let changed = *h < head;
-            *h = (*h).max(head);
-            changed
-        });
+        self.head.advance(recorded.last().map_or(0, |e| e.position));
         Ok(recorded)
     }
 
@@ -299,8 +294,8 @@ impl EventStore for MemoryStore {
         Ok(lock(&self.log).events.len() as u64)
     }
 
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
+    fn watch_head(&self) -> Arc<Watermark> {
+        self.head.clone()
     }
 }
 

@@ -12,16 +12,19 @@ mod error;
 mod file;
 mod memory;
 mod types;
+mod watermark;
 mod wrap;
 
 pub use error::StoreError;
 pub use file::{record as file_record, FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+pub use watermark::Watermark;
 pub use wrap::StoreWrapper;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use tokio::sync::watch;
 
 /// The contract's rule for every backend: an append carries at least one event.
 pub fn ensure_events(events: &[NewEvent]) -> Result<(), StoreError> {
@@ -67,9 +70,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event (0 for an empty store).
     async fn head_position(&self) -> Result<u64, StoreError>;
 
-    /// A watch of the head position, for followers to wait on instead of polling. Backends
-    /// shared between processes update it as they learn of other processes' commits.
-    fn watch_head(&self) -> watch::Receiver<u64>;
+    /// The head position as a [`Watermark`], for followers to wait on instead of polling.
+    /// Backends shared between processes advance it as they learn of other processes' commits.
+    fn watch_head(&self) -> Arc<Watermark>;
 
     /// Whether positions are gap-free: every position from 1 to the head belongs to an event,
     /// so the event after position `p` is at `p + 1`. True for the memory, file and PostgreSQL

@@ -3,11 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 
-use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+};
 
 /// A store built around another. Implement [`inner`](Self::inner) and override only the calls
 /// the wrapper changes; every other call goes to the inner store unchanged. Every
@@ -52,7 +54,7 @@ pub trait StoreWrapper: Send + Sync + 'static {
     }
 
     /// [`EventStore::watch_head`]; by default the inner store's.
-    fn watch_head(&self) -> watch::Receiver<u64> {
+    fn watch_head(&self) -> Arc<Watermark> {
         self.inner().watch_head()
     }
 
@@ -111,7 +113,7 @@ impl<W: StoreWrapper> EventStore for W {
         StoreWrapper::head_position(self)
     }
 
-    fn watch_head(&self) -> watch::Receiver<u64> {
+    fn watch_head(&self) -> Arc<Watermark> {
         StoreWrapper::watch_head(self)
     }
 

@@ -24,12 +24,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 
 use self::index::Index;
 use self::lock::DirLock;
 use self::writer::{Queue, Syncer};
-use super::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+};
 
 /// The default segment size: 128 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
@@ -72,7 +73,7 @@ impl FileStoreOptions {
 /// What the appenders, the syncer, the publisher and the readers share.
 struct Shared {
     index: RwLock<Index>,
-    head: watch::Sender<u64>,
+    head: Arc<Watermark>,
     /// Appends waiting for the disk (see `writer`).
     queue: Mutex<Queue>,
     /// Wakes the idle syncer when an append is queued.
@@ -199,7 +200,7 @@ impl FileStore {
         let head = recovered.index.head();
         let shared = Arc::new(Shared {
             index: RwLock::new(recovered.index),
-            head: watch::channel(head).0,
+            head: Arc::new(Watermark::new(head)),
             queue: Mutex::new(Queue::new(head + 1)),
             ready: Condvar::new(),
             publishing: AtomicUsize::new(0),
@@ -309,7 +310,7 @@ impl EventStore for FileStore {
         Ok(self.shared.read_index().head())
     }
 
-    fn watch_head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+    fn watch_head(&self) -> Arc<Watermark> {
+        self.shared.head.clone()
     }
 }

@@ -487,7 +487,7 @@ fn publish_one(shared: &Shared, Synced { batch, outcome }: Synced) {
     index.set_last_len(placed.len);
     let head = index.head();
     drop(index);
-    shared.head.send_replace(head);
+    shared.head.advance(head);
     {
         let mut queue = shared.lock_queue();
         for (_, events) in &batch.appends {
