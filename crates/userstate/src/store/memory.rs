@@ -46,23 +46,39 @@ struct Stream {
 #[derive(Default)]
 struct Log {
     events: ChunkedLog<Kept>,
-    /// The event types seen so far, each stored once (a store holds a handful).
-    types: Vec<Arc<str>>,
+    /// The first event types seen, each stored once (a store holds a handful) and named by
+    /// index: no reference count for the two cores to pass back and forth on every append.
+    types: Vec<Box<str>>,
 }
 
 /// At most this many distinct event types are shared; further types are kept per event.
 const MAX_SHARED_TYPES: usize = 64;
 
+/// An event's type: an index into [`Log::types`], or its own text past the shared ones.
+enum EventType {
+    Shared(u8),
+    Own(Box<str>),
+}
+
 impl Log {
-    fn event_type(&mut self, event_type: &str) -> Arc<str> {
-        if let Some(t) = self.types.iter().find(|t| ***t == *event_type) {
-            return t.clone();
+    fn event_type(&mut self, event_type: &str) -> EventType {
+        match self.types.iter().position(|t| **t == *event_type) {
+            Some(i) => EventType::Shared(i as u8),
+            None if self.types.len() < MAX_SHARED_TYPES => {
+                self.types.push(event_type.into());
+                EventType::Shared((self.types.len() - 1) as u8)
+            }
+            None => EventType::Own(event_type.into()),
         }
-        let t: Arc<str> = event_type.into();
-        if self.types.len() < MAX_SHARED_TYPES {
-            self.types.push(t.clone());
-        }
-        t
+    }
+
+    /// The recorded form of `kept`, the event at `position`.
+    fn recorded(&self, kept: &Kept, position: u64) -> RecordedEvent {
+        let event_type = match &kept.event_type {
+            EventType::Shared(t) => &self.types[*t as usize],
+            EventType::Own(t) => t,
+        };
+        kept.recorded(position, event_type)
     }
 }
 
@@ -72,21 +88,21 @@ struct Kept {
     stream: Arc<StreamId>,
     sequence: u64,
     created_at: DateTime<Utc>,
-    event_type: Arc<str>,
+    event_type: EventType,
     revision: u16,
     payload: serde_json::Value,
     metadata: Arc<EventMetadata>,
 }
 
 impl Kept {
-    fn recorded(&self, position: u64) -> RecordedEvent {
+    fn recorded(&self, position: u64, event_type: &str) -> RecordedEvent {
         RecordedEvent {
             event_id: self.event_id,
             stream: StreamId::clone(&self.stream),
             sequence: self.sequence,
             position,
             created_at: self.created_at,
-            event_type: self.event_type.to_string(),
+            event_type: event_type.to_owned(),
             revision: self.revision,
             payload: self.payload.clone(),
             metadata: EventMetadata::clone(&self.metadata),
@@ -270,7 +286,7 @@ impl EventStore for MemoryStore {
         let log = lock(&self.log);
         Ok(indexes
             .iter()
-            .filter_map(|&i| log.events.get(i).map(|k| k.recorded(i as u64 + 1)))
+            .filter_map(|&i| Some(log.recorded(log.events.get(i)?, i as u64 + 1)))
             .collect())
     }
 
@@ -286,7 +302,7 @@ impl EventStore for MemoryStore {
             .iter_from(start)
             .take(limit)
             .zip(start as u64 + 1..)
-            .map(|(k, position)| k.recorded(position))
+            .map(|(k, position)| log.recorded(k, position))
             .collect())
     }
 
@@ -371,5 +387,43 @@ mod tests {
             assert_eq!(got.payload, want.payload);
         }
         assert_eq!(by_stream.len(), appended.len());
+    }
+
+    /// Past the shared event types, events keep their own: every type reads back as written.
+    #[tokio::test]
+    async fn more_types_than_are_shared_read_back() {
+        let store = MemoryStore::new();
+        let s = stream("t");
+        let types: Vec<String> = (0..MAX_SHARED_TYPES + 10)
+            .map(|i| format!("type.{i}"))
+            .collect();
+        let events = types.iter().enumerate().map(|(i, t)| event(t, i as u64));
+        store
+            .append(&s, ExpectedVersion::NoStream, events.collect())
+            .await
+            .unwrap();
+        // A shared type again, after the overflow.
+        store
+            .append(&s, ExpectedVersion::Any, vec![event("type.3", 0)])
+            .await
+            .unwrap();
+        let read: Vec<String> = store
+            .read_all(1, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        let mut want = types.clone();
+        want.push("type.3".into());
+        assert_eq!(read, want);
+        let by_stream: Vec<String> = store
+            .read_stream(&s, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(by_stream, want);
     }
 }
