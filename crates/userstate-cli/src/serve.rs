@@ -1,13 +1,14 @@
 //! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
 //! first-start admin token on an empty data directory), until SIGTERM or ctrl-c.
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tracing::info;
+use tracing::{debug, info};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::tokens::load_or_bootstrap;
 use userstate_server::{shutdown_signal, Server, ServerConfig};
@@ -62,10 +63,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();
-    println!(
+    say(format_args!(
         "userstate listening on http://{addr} (store: {})",
         args.store
-    );
+    ));
     if let Some(path) = &tokens.created_admin_token {
         print_first_start(&path.display().to_string(), addr);
     }
@@ -79,10 +80,26 @@ fn print_first_start(token_file: &str, addr: SocketAddr) {
         ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
         _ => addr,
     };
-    println!("created an admin token for instance \"default\" in {token_file} (mode 0600)");
-    println!("try:");
-    println!(
+    say(format_args!(
+        "created an admin token for instance \"default\" in {token_file} (mode 0600)"
+    ));
+    say(format_args!("try:"));
+    say(format_args!(
         "  curl -s -H \"Authorization: Bearer $(cat {token_file})\" -H 'Content-Type: application/json' \\\n    \
          -d '{{\"username\":\"alice\",\"organization\":{{\"orgId\":\"acme\"}}}}' http://{shown}/v2/users/human"
-    );
+    ));
+}
+
+/// Prints a line for whoever started the server. `println!` panics when stdout is gone (the
+/// reader of a pipe went away: `userstate serve | head -1`), which stopped a running server;
+/// here a failed write is only logged at `debug`, and the server goes on.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        debug!(error = %e, "stdout is closed; a start-up line was not printed");
+    }
 }

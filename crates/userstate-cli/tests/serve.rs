@@ -261,3 +261,57 @@ fn sigterm_right_after_the_listening_line_stops_cleanly() {
         stop(running);
     }
 }
+
+/// A server whose stdout is closed before it prints (`userstate serve | head -0`) keeps
+/// serving: its start-up lines are lost, not its life. `println!` panicked there (exit 101).
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = data.with_extension("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Close the read end at once: every line the server prints meets a broken pipe.
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let healthy = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("userstate exited with {status} after its stdout closed; its log:\n{log}");
+        }
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match answered {
+            Ok(answer) => break answer,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("the server never answered: {e}"),
+        }
+    };
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    // The token lines came after the listening line; the server lived through both.
+    assert!(data.join("admin-token").exists());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let log = log_path.clone();
+    stop(Running {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        lines: Vec::new(),
+        log,
+    });
+}
