@@ -37,8 +37,10 @@ struct Stream {
     name: Arc<StreamId>,
     /// Indexes into the log of the stream's events, in sequence order.
     events: Vec<usize>,
-    /// The metadata of the stream's last event, shared with the next one when equal (the
-    /// usual case: the same caller acting on the same user's organisation).
+    /// The metadata of the stream's last event, shared with the next one when equal: the
+    /// same caller on the same organisation with no correlation id (an embedder's commands,
+    /// the benchmarks). A server's requests each carry their own request id, so there every
+    /// event keeps a copy.
     last_metadata: Option<Arc<EventMetadata>>,
 }
 
