@@ -102,8 +102,7 @@ impl User {
         self.data.as_ref().map(|_| self.state)
     }
 
-    /// The user's data if it exists and was not removed, else `NotFound`: the first check of
-    /// every command but add.
+    /// The state of a user that exists and was not removed, else `NotFound`.
     fn require_live_state(&self, id: &UserId) -> Result<UserState, DomainError> {
         self.require_live(id).map(|_| self.state)
     }

@@ -30,6 +30,7 @@ const HISTORY: usize = 65_536;
 /// At most this many fed events wait for an earlier position; past it the follower reads them.
 const MAX_PENDING: usize = 65_536;
 
+#[derive(Default)]
 struct Shared {
     model: RwLock<Model>,
     /// How far the model has applied (published after the model's lock is released).
@@ -48,14 +49,6 @@ struct Model {
 }
 
 impl Shared {
-    fn new() -> Self {
-        Self {
-            model: RwLock::default(),
-            position: Watermark::default(),
-            published: Mutex::default(),
-        }
-    }
-
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
         self.model.write().unwrap_or_else(|e| e.into_inner())
@@ -157,7 +150,7 @@ pub struct Projection {
 impl Projection {
     /// Starts following `store` from its first event.
     pub fn spawn(store: Arc<dyn EventStore>) -> Self {
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::default());
         let task = tokio::spawn(follow(store, shared.clone()));
         Self { shared, task }
     }
@@ -361,7 +354,7 @@ mod tests {
 
     #[test]
     fn fed_events_are_applied_in_position_order_whatever_order_they_arrive_in() {
-        let shared = Shared::new();
+        let shared = Shared::default();
         let events: Vec<RecordedEvent> = (0..6)
             .map(|i| {
                 let payload =

@@ -209,7 +209,9 @@ impl EventStore for MemoryStore {
                     actual,
                 });
             }
-            if actual == 0 && !shard.contains_key(stream) {
+            // A stream is in the table exactly when it has events (it is added right before
+            // its first ones), so a version of 0 means it is not there yet.
+            if actual == 0 {
                 let entry = Stream {
                     name: Arc::new(stream.clone()),
                     events: Vec::new(),
