@@ -1,9 +1,11 @@
 //! The engine's aggregate cache: the last folded state of recently used users, so a command
 //! reads only the tail of a stream (events after the cached version) instead of all of it.
 //!
-//! The cache is never trusted to be current: every command reads the tail from the store first,
-//! and the append carries the expected version, so a write by another engine (another node)
-//! shows up either in the tail or as a conflict, after which the entry is dropped.
+//! The cache is never trusted to be current: a command decides on the cached fold, and its
+//! append carries the fold's version as the expected version, so a write by another engine
+//! (another node) shows up as a conflict, after which the entry is dropped; a command refused
+//! on the cached fold reads the tail from the store and is decided again before the refusal is
+//! answered (ADR 0006).
 
 use std::hash::BuildHasher;
 use std::sync::Mutex;

@@ -158,17 +158,32 @@ impl Engine {
         })
     }
 
-    /// The current fold of `stream`: the cached fold plus the events after it ("snapshot +
-    /// tail"). With an idempotency key the whole stream is read, since earlier answers are
-    /// found in the events' metadata.
+    /// The fold of `stream` a command decides on.
+    ///
+    /// With `Read::Cached` a cached fold is returned as it is, without asking the store: the
+    /// append's expected version proves it current, so only a refusal needs it checked (see
+    /// [`Engine::execute`]). With `Read::Tail` the events after the cached fold are read and
+    /// folded on ("snapshot + tail"). With an idempotency key the whole stream is read, since
+    /// earlier answers are found in the events' metadata. `Current::read` says whether the
+    /// store was asked.
     async fn current(
         &self,
         ctx: &Context,
         stream: &StreamId,
         id: &UserId,
-    ) -> Result<Loaded, Error> {
+        read: Read,
+    ) -> Result<Current, Error> {
         if ctx.idempotency_key.is_none() {
             if let Some(mut user) = self.cache.get(stream) {
+                if read == Read::Cached {
+                    return Ok(Current {
+                        loaded: Loaded {
+                            user,
+                            events: Vec::new(),
+                        },
+                        read: false,
+                    });
+                }
                 let from = user.version() + 1;
                 let tail = self.store.read_stream(stream, from).await?;
                 if tail.first().is_none_or(|e| e.sequence == from) {
@@ -178,14 +193,17 @@ impl Engine {
                     if !tail.is_empty() {
                         self.cache.put(stream, user.clone());
                     }
-                    return Ok(Loaded { user, events: tail });
+                    return Ok(Current {
+                        loaded: Loaded { user, events: tail },
+                        read: true,
+                    });
                 }
                 self.cache.forget(stream);
             }
         }
         let loaded = self.load(&ctx.principal.instance, id).await?;
         self.cache.put(stream, loaded.user.clone());
-        Ok(loaded)
+        Ok(Current { loaded, read: true })
     }
 
     /// Runs one command: load, authorise, decide, append with the expected version, retrying
@@ -201,13 +219,22 @@ impl Engine {
         let id = command.user_id();
         let stream = StreamId::user(&principal.instance, id);
         for attempt in 1..=self.max_attempts {
-            let loaded = self.current(ctx, &stream, id).await?;
+            // Optimistic: decide on the cached fold without reading the store. Accepted, the
+            // append below proves the fold current (its expected version is the fold's); a
+            // refusal proves nothing, so it is only answered after the stream's tail was read
+            // and the command decided again (ADR 0006).
+            let mut current = self.current(ctx, &stream, id, Read::Cached).await?;
+            let mut decided = decide(principal, &command, &current.loaded.user);
+            if decided.is_err() && !current.read {
+                current = self.current(ctx, &stream, id, Read::Tail).await?;
+                decided = decide(principal, &command, &current.loaded.user);
+            }
+            let loaded = current.loaded;
             if let Some(answer) = previous_answer(ctx, &loaded) {
                 debug!("idempotency key seen before; answering the first answer");
                 return Ok(answer);
             }
-            let resource_owner = authorise(principal, &command, &loaded.user)?;
-            let events = loaded.user.decide(&command)?;
+            let (resource_owner, events) = decided?;
             let reservation = match &command {
                 UserCommand::Add(add) => Some(username::reserve(&*self.store, ctx, add).await?),
                 _ => None,
@@ -260,6 +287,32 @@ impl Engine {
             attempts: self.max_attempts,
         })
     }
+}
+
+/// How much of the store [`Engine::current`] asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// A cached fold as it is; the store only when nothing is cached.
+    Cached,
+    /// At least the stream's tail after the cached fold.
+    Tail,
+}
+
+/// A fold to decide on, and whether the store was read for it.
+struct Current {
+    loaded: Loaded,
+    read: bool,
+}
+
+/// Authorises and decides `command` on `user`: the resource owner and the events to append.
+fn decide(
+    principal: &Principal,
+    command: &UserCommand,
+    user: &User,
+) -> Result<(OrgId, Vec<UserEvent>), Error> {
+    let resource_owner = authorise(principal, command, user)?;
+    let events = user.decide(command)?;
+    Ok((resource_owner, events))
 }
 
 /// Reads a recorded user event back into the domain.

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::store::{EventStore, RecordedEvent, StoreError, StoreWrapper};
+use crate::store::{EventStore, RecordedEvent, StoreError, StoreWrapper, StreamId};
 
 /// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) (calls with
 /// `limit > 1`, as a projection's follower makes them) and, while frozen, answers those with
-/// nothing, as for a node cut off from the store's feed. Single-event reads (`limit == 1`, as
-/// lag probes make them), appends, stream reads and the head pass through unchanged.
+/// nothing, as for a node cut off from the store's feed. It also counts the calls of
+/// [`read_stream`](EventStore::read_stream), which pass through unchanged, as do single-event
+/// reads (`limit == 1`, as lag probes make them), appends and the head.
 pub struct SpyStore {
     inner: Arc<dyn EventStore>,
     pages: AtomicUsize,
+    stream_reads: AtomicUsize,
     frozen: AtomicBool,
 }
 
@@ -23,6 +25,7 @@ impl SpyStore {
         Self {
             inner,
             pages: AtomicUsize::new(0),
+            stream_reads: AtomicUsize::new(0),
             frozen: AtomicBool::new(false),
         }
     }
@@ -30,6 +33,11 @@ impl SpyStore {
     /// How many pages were read (frozen or not).
     pub fn pages_read(&self) -> usize {
         self.pages.load(Ordering::SeqCst)
+    }
+
+    /// How many times a stream was read.
+    pub fn stream_reads(&self) -> usize {
+        self.stream_reads.load(Ordering::SeqCst)
     }
 
     /// Freezes (`true`) or thaws page reads.
@@ -56,5 +64,14 @@ impl StoreWrapper for SpyStore {
             }
         }
         self.inner.read_all(from_position, limit).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.stream_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_stream(stream, from_sequence).await
     }
 }

@@ -297,6 +297,45 @@ async fn engines_sharing_a_store_never_act_on_a_stale_cache() {
 }
 
 #[tokio::test]
+async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first() {
+    let spy = Arc::new(crate::testkit::SpyStore::new(Arc::new(MemoryStore::new())));
+    let store: Arc<dyn EventStore> = spy.clone();
+    let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
+    a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
+    let after_add = spy.stream_reads();
+    for _ in 0..3 {
+        a.execute(&admin(), UserCommand::Lock(uid("u1")))
+            .await
+            .unwrap();
+        a.execute(&admin(), UserCommand::Unlock(uid("u1")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        spy.stream_reads(),
+        after_add,
+        "a cached user's accepted commands are proven current by their appends alone"
+    );
+    // Refused on the cached fold: the tail is read before the refusal is answered.
+    let err = a
+        .execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.id(), "COMMAND-olb9vb0oca");
+    assert_eq!(spy.stream_reads(), after_add + 1);
+    // Another engine locks u1: a's cached "active" would refuse the unlock; the tail read
+    // shows the lock, and the unlock is accepted after all.
+    b.execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .unwrap();
+    let d = a
+        .execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .expect("a reads the tail before refusing and sees b's lock");
+    assert_eq!(d.sequence, 9);
+}
+
+#[tokio::test]
 async fn an_idempotency_key_answers_the_first_answer_and_appends_nothing() {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(store.clone());
