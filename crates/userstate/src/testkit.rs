@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 
 /// Generates one `#[tokio::test]` per conformance check for the store made by `$factory`.
@@ -41,7 +43,7 @@ macro_rules! store_conformance_tests {
             expected_versions_are_enforced, conflicts_write_nothing,
             concurrent_appends_on_one_version_have_one_winner, multi_event_appends_are_atomic,
             reads_from_the_middle, empty_and_unknown_streams, read_all_pages_in_order,
-            followers_never_miss_an_event, head_is_watchable, bad_input_is_rejected,
+            visit_all_lends_what_read_all_returns, followers_never_miss_an_event, head_is_watchable, bad_input_is_rejected,
             metadata_and_payload_round_trip, imported_events_keep_their_time);
     };
     (@each (required) $factory:expr; $($name:ident),*) => {
@@ -323,6 +325,70 @@ pub async fn read_all_pages_in_order<S: EventStore>(store: Arc<S>) {
         paged.extend(page);
     }
     assert_eq!(paged, everything);
+}
+
+/// `visit_all` lends, page by page, exactly the events `read_all` returns (all but the
+/// metadata), and visits nothing past the head or with a limit of 0.
+pub async fn visit_all_lends_what_read_all_returns<S: EventStore>(store: Arc<S>) {
+    for i in 0..20u64 {
+        store
+            .append(
+                &stream(&format!("v{}", i % 5)),
+                ExpectedVersion::Any,
+                events(i % 3 + 1),
+            )
+            .await
+            .unwrap();
+    }
+    let everything = store.read_all(1, 10_000).await.unwrap();
+    // What a fold would keep of each lent event, with its payload parsed.
+    type Seen = (
+        String,
+        u64,
+        u64,
+        DateTime<Utc>,
+        String,
+        u16,
+        serde_json::Value,
+    );
+    let kept = |e: crate::store::EventRef<'_>| -> Seen {
+        let payload = e.payload.deserialize().expect("a stored payload is JSON");
+        let (stream, event_type) = (e.stream.to_owned(), e.event_type.to_owned());
+        (
+            stream,
+            e.sequence,
+            e.position,
+            e.created_at,
+            event_type,
+            e.revision,
+            payload,
+        )
+    };
+    let expected: Vec<Seen> = everything.iter().map(|e| kept(e.as_ref())).collect();
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut from = 1;
+    loop {
+        let before = seen.len();
+        let visited = store
+            .visit_all(from, 7, &mut |e| seen.push(kept(e)))
+            .await
+            .unwrap();
+        assert_eq!(
+            visited,
+            seen.len() - before,
+            "the count is of events visited"
+        );
+        assert!(visited <= 7);
+        let Some(last) = seen.last().filter(|_| visited > 0) else {
+            break;
+        };
+        from = last.2 + 1;
+    }
+    assert_eq!(seen, expected);
+    let head = store.head_position().await.unwrap();
+    let mut none = |_: crate::store::EventRef<'_>| panic!("nothing to visit");
+    assert_eq!(store.visit_all(head + 1, 10, &mut none).await.unwrap(), 0);
+    assert_eq!(store.visit_all(1, 0, &mut none).await.unwrap(), 0);
 }
 
 /// Writers append while a follower pages through `read_all`: the follower sees every committed

@@ -395,3 +395,61 @@ async fn the_repair_is_logged_with_file_and_offset() {
     assert!(logged.contains(&format!("offset={}", sizes[2])), "{logged}");
     assert!(logged.contains("torn tail"), "{logged}");
 }
+
+/// Damage that appears while the store is open is reported by every read of the damaged
+/// record — `read_all`, `visit_all` and `read_stream` — as `Corrupt` naming the file, never
+/// returned as an event.
+#[tokio::test]
+async fn damage_after_open_is_reported_by_every_read() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path()).expect("open");
+    for i in 0..3 {
+        store
+            .append(&stream("s"), ExpectedVersion::Any, vec![event("t", i)])
+            .await
+            .expect("append");
+    }
+    let seg = segments(dir.path()).remove(0);
+    // The last byte of the log is the last record's payload: flip it.
+    let at = data_len(&seg) - 1;
+    let file = fs::OpenOptions::new().write(true).open(&seg).expect("open");
+    let mut byte = [0u8];
+    fs::File::open(&seg)
+        .expect("open")
+        .read_exact_at(&mut byte, at)
+        .expect("read");
+    file.write_all_at(&[byte[0] ^ 0x20], at).expect("write");
+    let name = seg
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let is_corrupt = |e: StoreError| match e {
+        StoreError::Corrupt { location, reason } => {
+            assert!(location.contains(&name), "{location}");
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    };
+    is_corrupt(store.read_all(1, 10).await.expect_err("read_all"));
+    is_corrupt(
+        store
+            .read_stream(&stream("s"), 3)
+            .await
+            .expect_err("read_stream"),
+    );
+    let mut lent = Vec::new();
+    let err = store
+        .visit_all(1, 10, &mut |e| lent.push(e.position))
+        .await
+        .expect_err("visit_all");
+    is_corrupt(err);
+    assert_eq!(
+        lent,
+        [1, 2],
+        "the intact records before the damage were lent"
+    );
+    // The intact records still read.
+    assert_eq!(store.read_all(1, 2).await.expect("read_all").len(), 2);
+}

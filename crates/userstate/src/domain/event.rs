@@ -135,6 +135,17 @@ impl UserEvent {
         revision: u16,
         payload: &serde_json::Value,
     ) -> Result<Self, DecodeError> {
+        Self::decode_with(event_type, revision, || UserAdded::deserialize(payload))
+    }
+
+    /// Like [`decode`](Self::decode), for a payload that is not parsed yet: `added` parses it
+    /// and is called only for the one type whose payload carries data (`user.human.added`), so
+    /// a fold over millions of events parses only those.
+    pub fn decode_with(
+        event_type: &str,
+        revision: u16,
+        added: impl FnOnce() -> Result<UserAdded, serde_json::Error>,
+    ) -> Result<Self, DecodeError> {
         if revision > EVENT_REVISION {
             return Err(DecodeError::UnknownRevision {
                 event_type: event_type.to_owned(),
@@ -143,11 +154,9 @@ impl UserEvent {
         }
         Ok(match event_type {
             "user.human.added" => {
-                UserEvent::Added(UserAdded::deserialize(payload).map_err(|source| {
-                    DecodeError::Payload {
-                        event_type: event_type.to_owned(),
-                        source,
-                    }
+                UserEvent::Added(added().map_err(|source| DecodeError::Payload {
+                    event_type: event_type.to_owned(),
+                    source,
                 })?)
             }
             "user.deactivated" => UserEvent::Deactivated,

@@ -25,7 +25,8 @@ use tracing::{debug, instrument};
 
 use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId, EVENT_REVISION};
 use crate::store::{
-    EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
+    EventMetadata, EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    StreamId,
 };
 
 /// How many users the engine's aggregate cache holds by default.
@@ -321,6 +322,17 @@ pub(crate) fn decode(e: &RecordedEvent) -> Result<UserEvent, Error> {
         stream: e.stream.to_string(),
         sequence: e.sequence,
         source,
+    })
+}
+
+/// Reads a lent user event back into the domain, parsing its payload only if it has data.
+pub(crate) fn decode_ref(e: &EventRef<'_>) -> Result<UserEvent, Error> {
+    UserEvent::decode_with(e.event_type, e.revision, || e.payload.deserialize()).map_err(|source| {
+        Error::Decode {
+            stream: e.stream.to_owned(),
+            sequence: e.sequence,
+            source,
+        }
     })
 }
 

@@ -296,17 +296,27 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             .read
             .position()
             + 1;
-        let page = if next > seen && seen > 0 && !polled {
+        let visited = if next > seen && seen > 0 && !polled {
             // Fed appends already applied everything up to the head we were told of: nothing
             // to read. (After a poll timeout the store is read anyway, in case a watch lags.)
-            Ok(Vec::new())
+            Ok(0)
         } else {
-            store.read_all(next, PAGE).await
+            // Lent, not copied (a node's start-up folds the whole log this way), and applied
+            // one event at a time: the model's lock cannot be held across the read's await.
+            store
+                .visit_all(next, PAGE, &mut |event| {
+                    let mut guard = shared.write();
+                    // Fed appends may have applied part of the page already.
+                    if event.position > guard.read.position() {
+                        guard.read.apply_ref(event);
+                    }
+                })
+                .await
         };
-        let page = match page {
-            Ok(page) => {
+        let visited = match visited {
+            Ok(visited) => {
                 backoff = Duration::from_millis(50);
-                page
+                visited
             }
             Err(e) => {
                 warn!(error = %e, "projection cannot read the store; retrying");
@@ -316,7 +326,7 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             }
         };
         polled = false;
-        if page.is_empty() {
+        if visited == 0 {
             tokio::select! {
                 _ = head.wait_for(seen + 1) => {},
                 _ = tokio::time::sleep(POLL) => polled = true,
@@ -329,15 +339,8 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
                 read: model,
                 pending,
             } = &mut *guard;
-            let before = model.position();
-            // Fed appends may have applied part of the page already.
-            for event in &page {
-                if event.position > model.position() {
-                    model.apply(event);
-                }
-            }
             drain(model, pending);
-            (before, model.position())
+            (next - 1, model.position())
         };
         if last > before {
             shared.publish(last);

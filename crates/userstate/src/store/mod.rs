@@ -18,7 +18,9 @@ mod wrap;
 pub use error::StoreError;
 pub use file::{record as file_record, FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
-pub use types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+pub use types::{
+    EventMetadata, EventRef, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StreamId,
+};
 pub use watermark::Watermark;
 pub use wrap::StoreWrapper;
 
@@ -66,6 +68,27 @@ pub trait EventStore: Send + Sync + 'static {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Calls `visit` with up to `limit` events of every stream with `position >=
+    /// from_position`, in position order, as [`read_all`](Self::read_all) would return them
+    /// but lent instead of copied and without their metadata; returns how many it visited (0:
+    /// none left). For folds over the whole log, such as rebuilding a read model.
+    ///
+    /// The default reads the page with `read_all` and lends its events; a store that can lend
+    /// its own bytes overrides it (the file store: no metadata parsed, no payload parsed
+    /// unless the fold asks, no strings copied).
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        let page = self.read_all(from_position, limit).await?;
+        for event in &page {
+            visit(event.as_ref());
+        }
+        Ok(page.len())
+    }
 
     /// The position of the last committed event (0 for an empty store).
     async fn head_position(&self) -> Result<u64, StoreError>;

@@ -223,6 +223,62 @@ impl RecordedEvent {
     }
 }
 
+/// A recorded event lent by a store for the time of one call of
+/// [`EventStore::visit_all`]: what a fold over the whole log needs (what happened, where and
+/// when), without the metadata and without copies. [`RecordedEvent::as_ref`] lends an owned one.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    /// The stream's name, as stored (not validated again: a fold checks the names it keeps).
+    pub stream: &'a str,
+    /// 1-based, gapless within the stream.
+    pub sequence: u64,
+    /// Global position.
+    pub position: u64,
+    /// The commit's time (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Stable type string.
+    pub event_type: &'a str,
+    /// Payload schema revision.
+    pub revision: u16,
+    /// The payload, parsed or still as stored.
+    pub payload: PayloadRef<'a>,
+}
+
+/// An event's payload as a store lends it: still JSON text (a file store's bytes), parsed
+/// only by a fold that needs it, or already parsed.
+#[derive(Clone, Copy, Debug)]
+pub enum PayloadRef<'a> {
+    /// JSON text, not yet parsed (nor checked to be JSON).
+    Json(&'a [u8]),
+    /// A parsed value.
+    Value(&'a serde_json::Value),
+}
+
+impl PayloadRef<'_> {
+    /// Deserializes the payload into `T`.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            PayloadRef::Json(bytes) => serde_json::from_slice(bytes),
+            PayloadRef::Value(value) => T::deserialize(value),
+        }
+    }
+}
+
+impl RecordedEvent {
+    /// This event lent as an [`EventRef`].
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            stream: self.stream.as_str(),
+            sequence: self.sequence,
+            position: self.position,
+            created_at: self.created_at,
+            event_type: &self.event_type,
+            revision: self.revision,
+            payload: PayloadRef::Value(&self.payload),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

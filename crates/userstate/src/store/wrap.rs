@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
 };
 
 /// A store built around another. Implement [`inner`](Self::inner) and override only the calls
@@ -39,13 +39,24 @@ pub trait StoreWrapper: Send + Sync + 'static {
         self.inner().read_stream(stream, from_sequence).await
     }
 
-    /// [`EventStore::read_all`]; by default the inner store's.
+    /// [`EventStore::read_all`]; by default the inner store's. A wrapper that changes it
+    /// changes [`visit_all`](Self::visit_all) too, which goes to the inner store's own.
     async fn read_all(
         &self,
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner().read_all(from_position, limit).await
+    }
+
+    /// [`EventStore::visit_all`]; by default the inner store's.
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        self.inner().visit_all(from_position, limit, visit).await
     }
 
     /// [`EventStore::head_position`]; by default the inner store's.
@@ -103,6 +114,20 @@ impl<W: StoreWrapper> EventStore for W {
         Self: 'c,
     {
         StoreWrapper::read_all(self, from_position, limit)
+    }
+
+    fn visit_all<'a, 'b, 'c>(
+        &'a self,
+        from_position: u64,
+        limit: usize,
+        visit: &'b mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Call<'c, usize>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::visit_all(self, from_position, limit, visit)
     }
 
     fn head_position<'a, 'c>(&'a self) -> Call<'c, u64>

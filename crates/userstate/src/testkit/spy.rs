@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::store::{EventStore, RecordedEvent, StoreError, StoreWrapper, StreamId};
+use crate::store::{EventRef, EventStore, RecordedEvent, StoreError, StoreWrapper, StreamId};
 
-/// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) (calls with
-/// `limit > 1`, as a projection's follower makes them) and, while frozen, answers those with
-/// nothing, as for a node cut off from the store's feed. It also counts the calls of
+/// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) or
+/// [`visit_all`](EventStore::visit_all) (calls with `limit > 1`, as a projection's follower
+/// makes them) and, while frozen, answers those with nothing, as for a node cut off from the
+/// store's feed. It also counts the calls of
 /// [`read_stream`](EventStore::read_stream), which pass through unchanged, as do single-event
 /// reads (`limit == 1`, as lag probes make them), appends and the head.
 pub struct SpyStore {
@@ -64,6 +65,21 @@ impl StoreWrapper for SpyStore {
             }
         }
         self.inner.read_all(from_position, limit).await
+    }
+
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        if limit > 1 {
+            self.pages.fetch_add(1, Ordering::SeqCst);
+            if self.frozen.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
+        }
+        self.inner.visit_all(from_position, limit, visit).await
     }
 
     async fn read_stream(

@@ -25,11 +25,11 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 
-use self::index::Index;
+use self::index::{Index, Span};
 use self::lock::DirLock;
 use self::writer::{Queue, Syncer};
 use super::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
 };
 
 /// The default segment size: 128 MiB.
@@ -242,9 +242,17 @@ impl FileStore {
         &self.dir
     }
 
-    fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let spans = self.shared.read_index().spans(positions);
-        read::read_spans(&spans)
+    /// The spans of up to `limit` events from `from_position` on (none past the head).
+    fn page(&self, from_position: u64, limit: usize) -> Vec<Span> {
+        let from = from_position.max(1);
+        let index = self.shared.read_index();
+        let head = index.head();
+        if from > head || limit == 0 {
+            return Vec::new();
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let positions: Vec<u64> = (from..=last).collect();
+        index.spans(&positions)
     }
 }
 
@@ -296,14 +304,16 @@ impl EventStore for FileStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = from_position.max(1);
-        let head = self.shared.read_index().head();
-        if from > head || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let last = head.min(from.saturating_add(limit as u64 - 1));
-        let positions: Vec<u64> = (from..=last).collect();
-        self.read_positions(&positions)
+        read::read_spans(&self.page(from_position, limit))
+    }
+
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        read::visit_spans(&self.page(from_position, limit), visit)
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {

@@ -8,14 +8,42 @@
 use std::os::unix::fs::FileExt;
 
 use super::index::Span;
-use super::record::{decode, Decoded};
+use super::record::{decode, Decoded, RawRecord};
 use super::segment::location;
-use crate::store::{RecordedEvent, StoreError};
+use crate::store::{EventRef, RecordedEvent, StoreError};
 
 /// Reads and decodes every record of `spans`, in order.
 pub fn read_spans(spans: &[Span]) -> Result<Vec<RecordedEvent>, StoreError> {
     let total: u64 = spans.iter().map(|s| s.count).sum();
     let mut events = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for_each_record(spans, |record| {
+        events.push(record.to_event()?);
+        Ok(())
+    })?;
+    Ok(events)
+}
+
+/// Lends every record of `spans` to `visit`, in order, without parsing its metadata or
+/// payload; returns how many it visited.
+pub fn visit_spans(
+    spans: &[Span],
+    visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+) -> Result<usize, StoreError> {
+    let mut visited = 0;
+    for_each_record(spans, |record| {
+        visit(record.as_event_ref()?);
+        visited += 1;
+        Ok(())
+    })?;
+    Ok(visited)
+}
+
+/// Reads the records of `spans` in order, checks each one's checksums and position, and hands
+/// it to `each`; an error from `each` is reported as damage at that record.
+fn for_each_record(
+    spans: &[Span],
+    mut each: impl FnMut(RawRecord<'_>) -> Result<(), String>,
+) -> Result<(), StoreError> {
     let mut buf = Vec::new();
     for span in spans {
         let len = usize::try_from(span.end.saturating_sub(span.start)).map_err(|_| {
@@ -46,9 +74,9 @@ pub fn read_spans(spans: &[Span]) -> Result<Vec<RecordedEvent>, StoreError> {
                     record.position
                 )));
             }
-            events.push(record.to_event().map_err(corrupt)?);
+            each(record).map_err(corrupt)?;
             offset += n;
         }
     }
-    Ok(events)
+    Ok(())
 }

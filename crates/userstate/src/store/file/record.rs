@@ -19,10 +19,10 @@
 //! The decoder is total: any input yields a [`Decoded`] value, never a panic (fuzzed in `fuzz/`
 //! and by a property test).
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::store::{EventMetadata, RecordedEvent, StreamId};
+use crate::store::{EventMetadata, EventRef, PayloadRef, RecordedEvent, StreamId};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 12;
@@ -178,13 +178,12 @@ fn parse_body(body: &[u8]) -> Option<RawRecord<'_>> {
     })
 }
 
-impl RawRecord<'_> {
+impl<'a> RawRecord<'a> {
     /// Parses the JSON fields and validates the stream name and time. The error says what is
     /// wrong with the record.
     pub fn to_event(&self) -> Result<RecordedEvent, String> {
         let stream = StreamId::new(self.stream).map_err(|e| e.to_string())?;
-        let created_at = DateTime::from_timestamp_micros(self.created_at_micros)
-            .ok_or_else(|| format!("time {} µs is out of range", self.created_at_micros))?;
+        let created_at = self.created_at()?;
         let metadata: EventMetadata = serde_json::from_slice(self.metadata)
             .map_err(|e| format!("metadata is not valid: {e}"))?;
         let payload: serde_json::Value = serde_json::from_slice(self.payload)
@@ -200,6 +199,24 @@ impl RawRecord<'_> {
             payload,
             metadata,
         })
+    }
+
+    /// The record lent as an [`EventRef`]: nothing parsed but the commit time.
+    pub fn as_event_ref(&self) -> Result<EventRef<'a>, String> {
+        Ok(EventRef {
+            stream: self.stream,
+            sequence: self.sequence,
+            position: self.position,
+            created_at: self.created_at()?,
+            event_type: self.event_type,
+            revision: self.revision,
+            payload: PayloadRef::Json(self.payload),
+        })
+    }
+
+    fn created_at(&self) -> Result<DateTime<Utc>, String> {
+        DateTime::from_timestamp_micros(self.created_at_micros)
+            .ok_or_else(|| format!("time {} µs is out of range", self.created_at_micros))
     }
 }
 
