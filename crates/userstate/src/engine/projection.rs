@@ -1,4 +1,5 @@
-//! The live read model: a [`ReadModel`] kept current by following `read_all` from a checkpoint.
+//! The live read model: a [`ReadModel`] kept current by following the store (`visit_all`, ADR
+//! 0010) from a checkpoint.
 //!
 //! [`Projection::spawn`] starts a task that pages through the store, wakes on the store's head
 //! watch (with a slow poll as a safety net for stores shared between processes), and publishes
