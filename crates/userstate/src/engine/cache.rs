@@ -3,9 +3,11 @@
 //!
 //! The cache is never trusted to be current: a command decides on the cached fold, and its
 //! append carries the fold's version as the expected version, so a write by another engine
-//! (another node) shows up as a conflict, after which the entry is dropped; a command refused
-//! on the cached fold reads the tail from the store and is decided again before the refusal is
-//! answered (ADR 0006).
+//! (another node) shows up as a conflict, after which the command reads the tail after the
+//! cached fold and is decided again; a command refused on the cached fold reads the tail the
+//! same way before the refusal is answered (ADR 0006). An entry remembers whether its last
+//! tail read found events ([`Cached::read_tail`]): a user other engines write too is read
+//! first, as a conflict would cost more than the read.
 
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -16,9 +18,19 @@ use crate::store::StreamId;
 
 const SHARDS: usize = 16;
 
+/// One cached user.
+#[derive(Clone, Debug)]
+pub(super) struct Cached {
+    /// The fold of the stream's first `user.version()` events.
+    pub(super) user: User,
+    /// Whether the last read of the stream's tail found events another engine wrote: then the
+    /// next command reads the tail before deciding, instead of deciding on the fold at once.
+    pub(super) read_tail: bool,
+}
+
 /// A bounded map from stream to folded user, sharded to keep lock hold times short.
 pub(super) struct AggregateCache {
-    shards: Vec<Mutex<FastMap<StreamId, User>>>,
+    shards: Vec<Mutex<FastMap<StreamId, Cached>>>,
     per_shard: usize,
     hasher: FastState,
 }
@@ -35,20 +47,20 @@ impl AggregateCache {
         }
     }
 
-    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, FastMap<StreamId, User>> {
+    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, FastMap<StreamId, Cached>> {
         let i = (self.hasher.hash_one(stream) as usize) % SHARDS;
         // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn get(&self, stream: &StreamId) -> Option<User> {
+    pub(super) fn get(&self, stream: &StreamId) -> Option<Cached> {
         if self.per_shard == 0 {
             return None;
         }
         self.shard(stream).get(stream).cloned()
     }
 
-    pub(super) fn put(&self, stream: &StreamId, user: User) {
+    pub(super) fn put(&self, stream: &StreamId, user: Cached) {
         if self.per_shard == 0 {
             return;
         }

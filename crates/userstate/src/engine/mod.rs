@@ -161,12 +161,12 @@ impl Engine {
 
     /// The fold of `stream` a command decides on.
     ///
-    /// With `Read::Cached` a cached fold is returned as it is, without asking the store: the
-    /// append's expected version proves it current, so only a refusal needs it checked (see
-    /// [`Engine::execute`]). With `Read::Tail` the events after the cached fold are read and
-    /// folded on ("snapshot + tail"). With an idempotency key the whole stream is read, since
-    /// earlier answers are found in the events' metadata. `Current::read` says whether the
-    /// store was asked.
+    /// With `Read::Cached` a cached fold is returned as it is, without asking the store, unless
+    /// its last tail read found another engine's events: the append's expected version proves
+    /// the fold current, so only a refusal needs it checked (see [`Engine::execute`]). With
+    /// `Read::Tail` the events after the cached fold are read and folded on ("snapshot +
+    /// tail"). With an idempotency key the whole stream is read, since earlier answers are
+    /// found in the events' metadata. `Current::read` says whether the store was asked.
     async fn current(
         &self,
         ctx: &Context,
@@ -175,14 +175,16 @@ impl Engine {
         read: Read,
     ) -> Result<Current, Error> {
         if ctx.idempotency_key.is_none() {
-            if let Some(mut user) = self.cache.get(stream) {
-                if read == Read::Cached {
+            if let Some(cached) = self.cache.get(stream) {
+                let mut user = cached.user;
+                if read == Read::Cached && !cached.read_tail {
                     return Ok(Current {
                         loaded: Loaded {
                             user,
                             events: Vec::new(),
                         },
                         read: false,
+                        read_tail: false,
                     });
                 }
                 let from = user.version() + 1;
@@ -191,20 +193,35 @@ impl Engine {
                     for e in &tail {
                         user.apply(&decode(e)?);
                     }
-                    if !tail.is_empty() {
-                        self.cache.put(stream, user.clone());
+                    // Events in the tail were written by another engine: read first next time.
+                    let read_tail = !tail.is_empty();
+                    if read_tail || cached.read_tail {
+                        let entry = cache::Cached {
+                            user: user.clone(),
+                            read_tail,
+                        };
+                        self.cache.put(stream, entry);
                     }
                     return Ok(Current {
                         loaded: Loaded { user, events: tail },
                         read: true,
+                        read_tail,
                     });
                 }
                 self.cache.forget(stream);
             }
         }
         let loaded = self.load(&ctx.principal.instance, id).await?;
-        self.cache.put(stream, loaded.user.clone());
-        Ok(Current { loaded, read: true })
+        let entry = cache::Cached {
+            user: loaded.user.clone(),
+            read_tail: false,
+        };
+        self.cache.put(stream, entry);
+        Ok(Current {
+            loaded,
+            read: true,
+            read_tail: false,
+        })
     }
 
     /// Runs one command: load, authorise, decide, append with the expected version, retrying
@@ -219,12 +236,14 @@ impl Engine {
         let principal = &ctx.principal;
         let id = command.user_id();
         let stream = StreamId::user(&principal.instance, id);
+        // The first attempt trusts the cache; one after a lost race reads the tail.
+        let mut read = Read::Cached;
         for attempt in 1..=self.max_attempts {
             // Optimistic: decide on the cached fold without reading the store. Accepted, the
             // append below proves the fold current (its expected version is the fold's); a
             // refusal proves nothing, so it is only answered after the stream's tail was read
             // and the command decided again (ADR 0006).
-            let mut current = self.current(ctx, &stream, id, Read::Cached).await?;
+            let mut current = self.current(ctx, &stream, id, read).await?;
             let mut decided = decide(principal, &command, &current.loaded.user);
             if decided.is_err() && !current.read {
                 current = self.current(ctx, &stream, id, Read::Tail).await?;
@@ -263,12 +282,22 @@ impl Engine {
                     for e in &events {
                         user.apply(e);
                     }
-                    self.cache.put(&stream, user);
+                    let entry = cache::Cached {
+                        user,
+                        read_tail: current.read_tail,
+                    };
+                    self.cache.put(&stream, entry);
                     return Ok(Details::of_command(&recorded, resource_owner));
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    debug!(attempt, "lost a race; reloading");
-                    self.cache.forget(&stream);
+                Err(StoreError::Conflict { actual, .. }) => {
+                    debug!(attempt, "lost a race; reading the tail");
+                    // The cached fold is a prefix of the stream (events never change), so the
+                    // next attempt folds on only the events after it. A stream shorter than the
+                    // fold (a store replaced under the engine) drops it instead.
+                    if actual < loaded.user.version() {
+                        self.cache.forget(&stream);
+                    }
+                    read = Read::Tail;
                     if let (Some(username), UserCommand::Add(add)) = (reservation, &command) {
                         username::release(
                             &*self.store,
@@ -293,7 +322,8 @@ impl Engine {
 /// How much of the store [`Engine::current`] asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Read {
-    /// A cached fold as it is; the store only when nothing is cached.
+    /// A cached fold as it is (unless its last tail read found another engine's events); the
+    /// store only when nothing is cached.
     Cached,
     /// At least the stream's tail after the cached fold.
     Tail,
@@ -303,6 +333,8 @@ enum Read {
 struct Current {
     loaded: Loaded,
     read: bool,
+    /// Whether the tail read found another engine's events (kept with the fold in the cache).
+    read_tail: bool,
 }
 
 /// Authorises and decides `command` on `user`: the resource owner and the events to append.

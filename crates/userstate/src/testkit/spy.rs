@@ -1,7 +1,7 @@
 //! [`SpyStore`]: a store wrapper for tests of what reads the store and when.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -10,13 +10,13 @@ use crate::store::{EventRef, EventStore, RecordedEvent, StoreError, StoreWrapper
 /// Wraps a store, counts the pages read through [`read_all`](EventStore::read_all) or
 /// [`visit_all`](EventStore::visit_all) (calls with `limit > 1`, as a projection's follower
 /// makes them) and, while frozen, answers those with nothing, as for a node cut off from the
-/// store's feed. It also counts the calls of
-/// [`read_stream`](EventStore::read_stream), which pass through unchanged, as do single-event
+/// store's feed. It also notes where each [`read_stream`](EventStore::read_stream) started,
+/// which pass through unchanged, as do single-event
 /// reads (`limit == 1`, as lag probes make them), appends and the head.
 pub struct SpyStore {
     inner: Arc<dyn EventStore>,
     pages: AtomicUsize,
-    stream_reads: AtomicUsize,
+    stream_reads: Mutex<Vec<u64>>,
     frozen: AtomicBool,
 }
 
@@ -26,7 +26,7 @@ impl SpyStore {
         Self {
             inner,
             pages: AtomicUsize::new(0),
-            stream_reads: AtomicUsize::new(0),
+            stream_reads: Mutex::new(Vec::new()),
             frozen: AtomicBool::new(false),
         }
     }
@@ -36,9 +36,12 @@ impl SpyStore {
         self.pages.load(Ordering::SeqCst)
     }
 
-    /// How many times a stream was read.
-    pub fn stream_reads(&self) -> usize {
-        self.stream_reads.load(Ordering::SeqCst)
+    /// The `from_sequence` of every stream read so far, in order (1: a whole stream).
+    pub fn stream_reads(&self) -> Vec<u64> {
+        self.stream_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Freezes (`true`) or thaws page reads.
@@ -87,7 +90,10 @@ impl StoreWrapper for SpyStore {
         stream: &StreamId,
         from_sequence: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.stream_reads.fetch_add(1, Ordering::SeqCst);
+        self.stream_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(from_sequence);
         self.inner.read_stream(stream, from_sequence).await
     }
 }

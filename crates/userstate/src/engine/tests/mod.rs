@@ -302,7 +302,8 @@ async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first(
     let store: Arc<dyn EventStore> = spy.clone();
     let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
     a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
-    let after_add = spy.stream_reads();
+    let reads = || spy.stream_reads().len();
+    let after_add = reads();
     for _ in 0..3 {
         a.execute(&admin(), UserCommand::Lock(uid("u1")))
             .await
@@ -312,7 +313,7 @@ async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first(
             .unwrap();
     }
     assert_eq!(
-        spy.stream_reads(),
+        reads(),
         after_add,
         "a cached user's accepted commands are proven current by their appends alone"
     );
@@ -322,7 +323,7 @@ async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first(
         .await
         .unwrap_err();
     assert_eq!(err.id(), "COMMAND-olb9vb0oca");
-    assert_eq!(spy.stream_reads(), after_add + 1);
+    assert_eq!(spy.stream_reads()[after_add..], [8]);
     // Another engine locks u1: a's cached "active" would refuse the unlock; the tail read
     // shows the lock, and the unlock is accepted after all.
     b.execute(&admin(), UserCommand::Lock(uid("u1")))
@@ -333,6 +334,60 @@ async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first(
         .await
         .expect("a reads the tail before refusing and sees b's lock");
     assert_eq!(d.sequence, 9);
+    // b's first command loaded the whole stream (1); a read only the tail after its 7 (8).
+    assert_eq!(spy.stream_reads()[after_add + 1..], [1, 8]);
+}
+
+#[tokio::test]
+async fn a_command_accepted_on_a_stale_fold_loses_its_race_and_reads_first_next_time() {
+    let spy = Arc::new(crate::testkit::SpyStore::new(Arc::new(MemoryStore::new())));
+    let store: Arc<dyn EventStore> = spy.clone();
+    let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
+    a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
+    // b locks and unlocks: a's cached fold (active, version 1) is stale, yet would accept a
+    // lock, so a's first append conflicts.
+    b.execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .unwrap();
+    b.execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .unwrap();
+    let before = spy.stream_reads().len();
+    let d = a
+        .execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .expect("the second attempt decides on the current fold");
+    assert_eq!(d.sequence, 4);
+    assert_eq!(
+        spy.stream_reads()[before..],
+        [2],
+        "after the conflict only the tail after the cached version 1 is read"
+    );
+    // A user another engine writes is read first: a's next command reads the tail (empty now,
+    // b has stopped), and the one after trusts the fold again.
+    a.execute(&admin(), UserCommand::Unlock(uid("u1")))
+        .await
+        .unwrap();
+    a.execute(&admin(), UserCommand::Lock(uid("u1")))
+        .await
+        .unwrap();
+    assert_eq!(spy.stream_reads()[before..], [2, 5]);
+    let stored = store
+        .read_stream(&StreamId::user(&inst("i1"), &uid("u1")), 1)
+        .await
+        .unwrap();
+    let types: Vec<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "user.human.added",
+            "user.locked",
+            "user.unlocked",
+            "user.locked",
+            "user.unlocked",
+            "user.locked"
+        ]
+    );
 }
 
 #[tokio::test]
