@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use userstate::store::EventMetadata;
+use userstate::store::{EventMetadata, EventRef, PayloadRef};
 use userstate::{RecordedEvent, StoreError, StreamId};
 use uuid::Uuid;
 
@@ -57,6 +57,31 @@ pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         revision: u16::try_from(revision).map_err(|_| corrupt("revision out of range".into()))?,
         payload,
         metadata,
+    })
+}
+
+/// Lends a row of `visit_all.sql`.
+pub(crate) fn lend_event(row: &Row) -> Result<EventRef<'_>, StoreError> {
+    let corrupt = |reason: String| {
+        let position: i64 = row.try_get(2).unwrap_or_default();
+        StoreError::Corrupt {
+            location: format!("events position {position}"),
+            reason,
+        }
+    };
+    let get_err = |e: tokio_postgres::Error| corrupt(format!("unreadable column: {e}"));
+    let sequence: i64 = row.try_get(1).map_err(get_err)?;
+    let position: i64 = row.try_get(2).map_err(get_err)?;
+    let revision: i32 = row.try_get(5).map_err(get_err)?;
+    let payload: &str = row.try_get(6).map_err(get_err)?;
+    Ok(EventRef {
+        stream: row.try_get(0).map_err(get_err)?,
+        sequence: u64::try_from(sequence).map_err(|_| corrupt("negative sequence".into()))?,
+        position: u64::try_from(position).map_err(|_| corrupt("negative position".into()))?,
+        created_at: row.try_get(3).map_err(get_err)?,
+        event_type: row.try_get(4).map_err(get_err)?,
+        revision: u16::try_from(revision).map_err(|_| corrupt("revision out of range".into()))?,
+        payload: PayloadRef::Json(payload.as_bytes()),
     })
 }
 

@@ -17,6 +17,8 @@ pub(crate) const EVENTS_BY_ID: &str = include_str!("sql/events_by_id.sql");
 pub(crate) const READ_STREAM: &str = include_str!("sql/read_stream.sql");
 /// Every stream from a position on.
 pub(crate) const READ_ALL: &str = include_str!("sql/read_all.sql");
+/// Every stream from a position on, as a fold borrows it (no metadata, payload as text).
+pub(crate) const VISIT_ALL: &str = include_str!("sql/visit_all.sql");
 /// The committed head position.
 pub(crate) const HEAD_POSITION: &str = include_str!("sql/head_position.sql");
 /// Upserts a checkpoint.

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tracing::info;
-use userstate::store::{NewEvent, Watermark};
+use userstate::store::{EventRef, NewEvent, Watermark};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 use crate::batch::AppendRequest;
@@ -19,8 +19,8 @@ use crate::config::PostgresStoreBuilder;
 use crate::error::{pool_error, store_error, timed_out};
 use crate::migrate::migrate;
 use crate::notify::{listen, poll};
-use crate::rows::{decode_event, stream_instance, to_i64};
-use crate::sql::{HEAD_POSITION, READ_ALL, READ_STREAM};
+use crate::rows::{decode_event, lend_event, stream_instance, to_i64};
+use crate::sql::{HEAD_POSITION, READ_ALL, READ_STREAM, VISIT_ALL};
 use crate::stats::{Counters, WriterStats};
 use crate::writer::Writer;
 
@@ -272,6 +272,32 @@ impl EventStore for PostgresStore {
                 .await
                 .map_err(err)?;
             rows.iter().map(decode_event).collect()
+        })
+        .await
+    }
+
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.timed("visit_all", async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let err = |e| store_error("reading all events", e);
+            let stmt = client.prepare_cached(VISIT_ALL).await.map_err(err)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = client
+                .query(&stmt, &[&to_i64(from_position), &limit])
+                .await
+                .map_err(err)?;
+            for row in &rows {
+                visit(lend_event(row)?);
+            }
+            Ok(rows.len())
         })
         .await
     }
