@@ -364,7 +364,7 @@ pub async fn visit_all_lends_what_read_all_returns<S: EventStore>(store: Arc<S>)
             payload,
         )
     };
-    let expected: Vec<Seen> = everything.iter().map(|e| kept(e.as_ref())).collect();
+    let expected: Vec<Seen> = everything.iter().map(|e| kept(e.as_event_ref())).collect();
     let mut seen: Vec<Seen> = Vec::new();
     let mut from = 1;
     loop {

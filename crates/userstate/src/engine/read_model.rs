@@ -288,7 +288,7 @@ impl ReadModel {
     /// Folds one recorded event. Events of other kinds (username reservations) only move the
     /// position. An event that cannot be decoded is logged and skipped here; `verify` reports it.
     pub fn apply(&mut self, event: &RecordedEvent) {
-        self.apply_ref(event.as_ref());
+        self.apply_ref(event.as_event_ref());
     }
 
     /// [`apply`](Self::apply) for an event a store lends (see [`EventStore::visit_all`]):

@@ -85,7 +85,7 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<usize, StoreError> {
         let page = self.read_all(from_position, limit).await?;
         for event in &page {
-            visit(event.as_ref());
+            visit(event.as_event_ref());
         }
         Ok(page.len())
     }

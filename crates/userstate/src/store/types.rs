@@ -224,8 +224,9 @@ impl RecordedEvent {
 }
 
 /// A recorded event lent by a store for the time of one call of
-/// [`EventStore::visit_all`]: what a fold over the whole log needs (what happened, where and
-/// when), without the metadata and without copies. [`RecordedEvent::as_ref`] lends an owned one.
+/// [`EventStore::visit_all`](super::EventStore::visit_all): what a fold over the whole log
+/// needs (what happened, where and when), without the metadata and without copies.
+/// [`RecordedEvent::as_event_ref`] lends an owned one.
 #[derive(Clone, Copy, Debug)]
 pub struct EventRef<'a> {
     /// The stream's name, as stored (not validated again: a fold checks the names it keeps).
@@ -266,7 +267,7 @@ impl PayloadRef<'_> {
 
 impl RecordedEvent {
     /// This event lent as an [`EventRef`].
-    pub fn as_ref(&self) -> EventRef<'_> {
+    pub fn as_event_ref(&self) -> EventRef<'_> {
         EventRef {
             stream: self.stream.as_str(),
             sequence: self.sequence,
