@@ -28,33 +28,23 @@ pub(crate) fn to_i64(value: u64) -> i64 {
 
 /// Decodes a row of `read_stream.sql` / `read_all.sql`.
 pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let corrupt = |reason: String| {
-        let position: i64 = row.try_get(2).unwrap_or_default();
-        StoreError::Corrupt {
-            location: format!("events position {position}"),
-            reason,
-        }
-    };
-    let get_err = |e: tokio_postgres::Error| corrupt(format!("unreadable column: {e}"));
-    let stream: String = row.try_get(0).map_err(get_err)?;
-    let sequence: i64 = row.try_get(1).map_err(get_err)?;
-    let position: i64 = row.try_get(2).map_err(get_err)?;
-    let created_at: DateTime<Utc> = row.try_get(3).map_err(get_err)?;
-    let event_type: String = row.try_get(4).map_err(get_err)?;
-    let revision: i32 = row.try_get(5).map_err(get_err)?;
-    let payload: serde_json::Value = row.try_get(6).map_err(get_err)?;
-    let metadata: serde_json::Value = row.try_get(7).map_err(get_err)?;
-    let event_id: Uuid = row.try_get(8).map_err(get_err)?;
+    let (sequence, position, revision) = coordinates(row)?;
+    let stream: String = row.try_get(0).map_err(|e| unreadable(row, e))?;
+    let created_at: DateTime<Utc> = row.try_get(3).map_err(|e| unreadable(row, e))?;
+    let event_type: String = row.try_get(4).map_err(|e| unreadable(row, e))?;
+    let payload: serde_json::Value = row.try_get(6).map_err(|e| unreadable(row, e))?;
+    let metadata: serde_json::Value = row.try_get(7).map_err(|e| unreadable(row, e))?;
+    let event_id: Uuid = row.try_get(8).map_err(|e| unreadable(row, e))?;
     let metadata: EventMetadata = serde_json::from_value(metadata)
-        .map_err(|e| corrupt(format!("metadata is not event metadata: {e}")))?;
+        .map_err(|e| corrupt(row, format!("metadata is not event metadata: {e}")))?;
     Ok(RecordedEvent {
         event_id,
-        stream: StreamId::new(stream).map_err(|e| corrupt(e.to_string()))?,
-        sequence: u64::try_from(sequence).map_err(|_| corrupt("negative sequence".into()))?,
-        position: u64::try_from(position).map_err(|_| corrupt("negative position".into()))?,
+        stream: StreamId::new(stream).map_err(|e| corrupt(row, e.to_string()))?,
+        sequence,
+        position,
         created_at,
         event_type,
-        revision: u16::try_from(revision).map_err(|_| corrupt("revision out of range".into()))?,
+        revision,
         payload,
         metadata,
     })
@@ -62,27 +52,43 @@ pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
 
 /// Lends a row of `visit_all.sql`.
 pub(crate) fn lend_event(row: &Row) -> Result<EventRef<'_>, StoreError> {
-    let corrupt = |reason: String| {
-        let position: i64 = row.try_get(2).unwrap_or_default();
-        StoreError::Corrupt {
-            location: format!("events position {position}"),
-            reason,
-        }
-    };
-    let get_err = |e: tokio_postgres::Error| corrupt(format!("unreadable column: {e}"));
-    let sequence: i64 = row.try_get(1).map_err(get_err)?;
-    let position: i64 = row.try_get(2).map_err(get_err)?;
-    let revision: i32 = row.try_get(5).map_err(get_err)?;
-    let payload: &str = row.try_get(6).map_err(get_err)?;
+    let (sequence, position, revision) = coordinates(row)?;
+    let payload: &str = row.try_get(6).map_err(|e| unreadable(row, e))?;
     Ok(EventRef {
-        stream: row.try_get(0).map_err(get_err)?,
-        sequence: u64::try_from(sequence).map_err(|_| corrupt("negative sequence".into()))?,
-        position: u64::try_from(position).map_err(|_| corrupt("negative position".into()))?,
-        created_at: row.try_get(3).map_err(get_err)?,
-        event_type: row.try_get(4).map_err(get_err)?,
-        revision: u16::try_from(revision).map_err(|_| corrupt("revision out of range".into()))?,
+        stream: row.try_get(0).map_err(|e| unreadable(row, e))?,
+        sequence,
+        position,
+        created_at: row.try_get(3).map_err(|e| unreadable(row, e))?,
+        event_type: row.try_get(4).map_err(|e| unreadable(row, e))?,
+        revision,
         payload: PayloadRef::Json(payload.as_bytes()),
     })
+}
+
+/// The sequence, position and revision of an event row (columns 1, 2 and 5 of every read).
+fn coordinates(row: &Row) -> Result<(u64, u64, u16), StoreError> {
+    let sequence: i64 = row.try_get(1).map_err(|e| unreadable(row, e))?;
+    let position: i64 = row.try_get(2).map_err(|e| unreadable(row, e))?;
+    let revision: i32 = row.try_get(5).map_err(|e| unreadable(row, e))?;
+    Ok((
+        u64::try_from(sequence).map_err(|_| corrupt(row, "negative sequence".into()))?,
+        u64::try_from(position).map_err(|_| corrupt(row, "negative position".into()))?,
+        u16::try_from(revision).map_err(|_| corrupt(row, "revision out of range".into()))?,
+    ))
+}
+
+/// A row that does not hold a valid event, named by its position.
+fn corrupt(row: &Row, reason: String) -> StoreError {
+    let position: i64 = row.try_get(2).unwrap_or_default();
+    StoreError::Corrupt {
+        location: format!("events position {position}"),
+        reason,
+    }
+}
+
+/// A column of `row` that cannot be read as the type asked for.
+fn unreadable(row: &Row, e: tokio_postgres::Error) -> StoreError {
+    corrupt(row, format!("unreadable column: {e}"))
 }
 
 #[cfg(test)]
