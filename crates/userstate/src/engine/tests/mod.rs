@@ -296,12 +296,23 @@ async fn engines_sharing_a_store_never_act_on_a_stale_cache() {
     }
 }
 
-#[tokio::test]
-async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first() {
+/// Two engines (two nodes) on one spied memory store, with user u1 added through the first.
+async fn two_engines_on_a_spy() -> (
+    Arc<crate::testkit::SpyStore>,
+    Arc<dyn EventStore>,
+    Engine,
+    Engine,
+) {
     let spy = Arc::new(crate::testkit::SpyStore::new(Arc::new(MemoryStore::new())));
     let store: Arc<dyn EventStore> = spy.clone();
     let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
     a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
+    (spy, store, a, b)
+}
+
+#[tokio::test]
+async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first() {
+    let (spy, _, a, b) = two_engines_on_a_spy().await;
     let reads = || spy.stream_reads().len();
     let after_add = reads();
     for _ in 0..3 {
@@ -340,10 +351,7 @@ async fn an_accepted_command_reads_no_stream_and_a_refusal_reads_the_tail_first(
 
 #[tokio::test]
 async fn a_command_accepted_on_a_stale_fold_loses_its_race_and_reads_first_next_time() {
-    let spy = Arc::new(crate::testkit::SpyStore::new(Arc::new(MemoryStore::new())));
-    let store: Arc<dyn EventStore> = spy.clone();
-    let (a, b) = (Engine::new(store.clone()), Engine::new(store.clone()));
-    a.execute(&admin(), add("u1", "alice", "o1")).await.unwrap();
+    let (spy, store, a, b) = two_engines_on_a_spy().await;
     // b locks and unlocks: a's cached fold (active, version 1) is stale, yet would accept a
     // lock, so a's first append conflicts.
     b.execute(&admin(), UserCommand::Lock(uid("u1")))
