@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, Row};
 use tracing::info;
 use userstate::store::{EventRef, NewEvent, Watermark};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
@@ -165,6 +165,24 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The rows of a page statement (`read_all.sql`, `visit_all.sql`): up to `limit` events
+    /// from `from_position` on.
+    async fn page(
+        &self,
+        sql: &str,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let err = |e| store_error("reading all events", e);
+        let stmt = client.prepare_cached(sql).await.map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        client
+            .query(&stmt, &[&to_i64(from_position), &limit])
+            .await
+            .map_err(err)
+    }
+
     async fn timed<T>(
         &self,
         what: &str,
@@ -263,14 +281,7 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         self.timed("read_all", async {
-            let client = self.pool.get().await.map_err(pool_error)?;
-            let err = |e| store_error("reading all events", e);
-            let stmt = client.prepare_cached(READ_ALL).await.map_err(err)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = client
-                .query(&stmt, &[&to_i64(from_position), &limit])
-                .await
-                .map_err(err)?;
+            let rows = self.page(READ_ALL, from_position, limit).await?;
             rows.iter().map(decode_event).collect()
         })
         .await
@@ -286,14 +297,7 @@ impl EventStore for PostgresStore {
             return Ok(0);
         }
         self.timed("visit_all", async {
-            let client = self.pool.get().await.map_err(pool_error)?;
-            let err = |e| store_error("reading all events", e);
-            let stmt = client.prepare_cached(VISIT_ALL).await.map_err(err)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = client
-                .query(&stmt, &[&to_i64(from_position), &limit])
-                .await
-                .map_err(err)?;
+            let rows = self.page(VISIT_ALL, from_position, limit).await?;
             for row in &rows {
                 visit(lend_event(row)?);
             }

@@ -350,11 +350,7 @@ fn decide(
 
 /// Reads a recorded user event back into the domain.
 pub(crate) fn decode(e: &RecordedEvent) -> Result<UserEvent, Error> {
-    UserEvent::decode(&e.event_type, e.revision, &e.payload).map_err(|source| Error::Decode {
-        stream: e.stream.to_string(),
-        sequence: e.sequence,
-        source,
-    })
+    decode_ref(&e.as_event_ref())
 }
 
 /// Reads a lent user event back into the domain, parsing its payload only if it has data.

@@ -44,6 +44,16 @@ impl SpyStore {
             .clone()
     }
 
+    /// Counts a read of `limit` events if it is a page (`limit > 1`), and says whether it is
+    /// frozen: to be answered with nothing.
+    fn page_frozen(&self, limit: usize) -> bool {
+        if limit <= 1 {
+            return false;
+        }
+        self.pages.fetch_add(1, Ordering::SeqCst);
+        self.frozen.load(Ordering::SeqCst)
+    }
+
     /// Freezes (`true`) or thaws page reads.
     pub fn freeze(&self, frozen: bool) {
         self.frozen.store(frozen, Ordering::SeqCst);
@@ -61,11 +71,8 @@ impl StoreWrapper for SpyStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if limit > 1 {
-            self.pages.fetch_add(1, Ordering::SeqCst);
-            if self.frozen.load(Ordering::SeqCst) {
-                return Ok(Vec::new());
-            }
+        if self.page_frozen(limit) {
+            return Ok(Vec::new());
         }
         self.inner.read_all(from_position, limit).await
     }
@@ -76,11 +83,8 @@ impl StoreWrapper for SpyStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
     ) -> Result<usize, StoreError> {
-        if limit > 1 {
-            self.pages.fetch_add(1, Ordering::SeqCst);
-            if self.frozen.load(Ordering::SeqCst) {
-                return Ok(0);
-            }
+        if self.page_frozen(limit) {
+            return Ok(0);
         }
         self.inner.visit_all(from_position, limit, visit).await
     }
