@@ -23,7 +23,7 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::FailedPrecondition => 3,
         ErrorKind::NotFound => 4,
         ErrorKind::AlreadyExists => 5,
-        ErrorKind::InvalidArgument => 6,
+        ErrorKind::InvalidArgument | ErrorKind::KeyReused => 6,
         ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => 7,
         ErrorKind::Aborted => 8,
         ErrorKind::Unavailable => 9,

@@ -118,14 +118,17 @@ async fn malformed_input_is_400_code_3() {
         "Errors.Invalid.Argument",
     );
 
-    let long_id = "a".repeat(129);
+    let long_id = "a".repeat(201);
     for r in [
         s.get(&format!("/v2/users/{long_id}"), ADMIN).await,
         s.post(&format!("/v3alpha/users/{long_id}/lock"), ADMIN)
             .await,
         s.get("/v2/users/a%3Ab", ADMIN).await,
         s.get("/v2/users/%C3%BC", ADMIN).await,
+
         s.add(ADMIN, &long_id, "acme").await,
+        s.add(ADMIN, ".", "acme").await,
+        s.add(ADMIN, "..", "acme").await,
     ] {
         assert_error(&r, 400, 3, "USERSTATE-invalid-id", "Errors.Invalid.Id");
     }

@@ -27,11 +27,15 @@ pub enum ErrorKind {
     Unavailable,
     /// A bug or an unexpected failure.
     Internal,
+    /// Well formed, but an idempotency key already used for another request (SPEC.md
+    /// "Idempotency keys"): 422 over HTTP, as the IETF Idempotency-Key draft answers, and
+    /// InvalidArgument over gRPC.
+    KeyReused,
 }
 
 impl ErrorKind {
-    /// Every kind, in the order of SPEC.md's table.
-    pub const ALL: [ErrorKind; 10] = [
+    /// Every kind, in the order of SPEC.md's table (then the idempotency section's 422).
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidArgument,
         ErrorKind::FailedPrecondition,
         ErrorKind::Unauthenticated,
@@ -42,12 +46,13 @@ impl ErrorKind {
         ErrorKind::ResourceExhausted,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
+        ErrorKind::KeyReused,
     ];
 
     /// The gRPC status code (`google.rpc.Code`).
     pub fn grpc_code(self) -> i32 {
         match self {
-            ErrorKind::InvalidArgument => 3,
+            ErrorKind::InvalidArgument | ErrorKind::KeyReused => 3,
             ErrorKind::FailedPrecondition => 9,
             ErrorKind::Unauthenticated => 16,
             ErrorKind::PermissionDenied => 7,
@@ -71,6 +76,7 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => 429,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
+            ErrorKind::KeyReused => 422,
         }
     }
 }
@@ -114,7 +120,8 @@ mod tests {
                 (10, 409),
                 (8, 429),
                 (14, 503),
-                (13, 500)
+                (13, 500),
+                (3, 422)
             ]
         );
     }

@@ -1,6 +1,8 @@
 //! `verify`: scan a whole store and report everything that breaks the log's invariants —
 //! gapless 1-based sequences per stream, strictly increasing positions, decodable user events,
-//! and user histories that the lifecycle rules could have produced.
+//! user histories that the lifecycle rules could have produced, and username reservations
+//! whose holder is a live user with that name (an orphan is reported; the next add of the name
+//! reclaims it).
 //!
 //! Framing and checksums are the file store's own business: `FileStore::open` refuses a damaged
 //! log with the file and offset, and the `userstate verify` command reports that as a finding.
@@ -8,8 +10,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::domain::{User, UserCommand, UserEvent, UserId};
-use crate::engine::Error;
+use crate::domain::{InstanceId, User, UserCommand, UserEvent, UserId};
+use crate::engine::{username_holder, username_holds, Error};
 use crate::store::{EventStore, RecordedEvent, StreamId};
 
 /// Events read per page.
@@ -77,6 +79,8 @@ pub async fn verify_store(
     let mut report = Report::default();
     let mut streams: HashMap<StreamId, StreamCheck> = HashMap::new();
     let mut last_position = 0;
+    // The last event of every username reservation stream.
+    let mut reservations: HashMap<StreamId, RecordedEvent> = HashMap::new();
     loop {
         let page = store.read_all(last_position + 1, PAGE).await?;
         if page.is_empty() {
@@ -108,6 +112,9 @@ pub async fn verify_store(
                 ));
             }
             check.last_sequence = event.sequence;
+            if event.stream.as_str().starts_with("username:") {
+                reservations.insert(event.stream.clone(), event.clone());
+            }
             if let Some(user) = &mut check.user {
                 if let Some(problem) = check_user_event(user, event) {
                     report.findings.push(finding(event, problem));
@@ -116,9 +123,43 @@ pub async fn verify_store(
         }
         progress(report.events);
     }
+    report.findings.extend(orphans(&reservations, &streams));
     report.streams = streams.len() as u64;
     report.users = streams.values().filter(|s| s.user.is_some()).count() as u64;
     Ok(report)
+}
+
+/// Reservations held by a user that is not a live user with that name, in log order. On a
+/// store in use, an add between its two writes shows as one too.
+fn orphans(
+    reservations: &HashMap<StreamId, RecordedEvent>,
+    streams: &HashMap<StreamId, StreamCheck>,
+) -> Vec<Finding> {
+    let mut found: Vec<Finding> = reservations
+        .values()
+        .filter_map(|last| {
+            let holder = username_holder(last)?;
+            let (instance, canonical) = last
+                .stream
+                .as_str()
+                .strip_prefix("username:")?
+                .split_once(':')?;
+            let user_stream = StreamId::user(&InstanceId::new(instance).ok()?, &holder);
+            let user = streams.get(&user_stream).and_then(|s| s.user.as_ref());
+            if user.is_some_and(|u| username_holds(u, canonical)) {
+                return None;
+            }
+            Some(finding(
+                last,
+                format!(
+                    "orphaned username reservation: held by user {holder:?}, \
+                     which is not a live user with this name"
+                ),
+            ))
+        })
+        .collect();
+    found.sort_by_key(|f| f.position);
+    found
 }
 
 fn finding(event: &RecordedEvent, problem: String) -> Finding {
@@ -240,5 +281,24 @@ mod tests {
         let report = verify_store(&*store, |_| {}).await.unwrap();
         assert!(report.is_clean(), "{:?}", report.findings);
         assert_eq!(report.streams, 2, "the user and its username reservation");
+    }
+
+    #[tokio::test]
+    async fn reports_a_username_reserved_for_a_user_that_was_never_added() {
+        let store = MemoryStore::new();
+        let instance = InstanceId::new("i").unwrap();
+        let reserved = ev(
+            crate::engine::USERNAME_RESERVED,
+            serde_json::json!({"userId": "ghost", "username": "Alice"}),
+        );
+        let stream = StreamId::username(&instance, "Alice").unwrap();
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![reserved])
+            .await
+            .unwrap();
+        let report = verify_store(&store, |_| {}).await.unwrap();
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert_eq!(report.findings[0].stream.as_ref(), Some(&stream));
+        assert!(report.findings[0].problem.contains("orphaned"));
     }
 }

@@ -1,8 +1,8 @@
 //! The commands of SPEC.md: what a caller asks of one user.
 
-use super::{DomainError, Email, OrgId, Profile, UserId};
+use super::{DomainError, Email, OrgId, Profile, UserEvent, UserId};
 
-/// The longest username accepted, in characters.
+/// The longest username accepted: characters as given, and bytes in canonical form.
 pub const MAX_USERNAME_LEN: usize = 200;
 
 /// Everything needed to add a human user.
@@ -52,6 +52,19 @@ impl UserCommand {
         }
     }
 
+    /// The type of the one event the command appends when it succeeds.
+    pub fn event_type(&self) -> &'static str {
+        let index = match self {
+            UserCommand::Add(_) => 0,
+            UserCommand::Deactivate(_) => 1,
+            UserCommand::Reactivate(_) => 2,
+            UserCommand::Lock(_) => 3,
+            UserCommand::Unlock(_) => 4,
+            UserCommand::Remove(_) => 5,
+        };
+        UserEvent::TYPES[index]
+    }
+
     /// A short lowercase name for logs and metrics: `add`, `lock`, …
     pub fn name(&self) -> &'static str {
         match self {
@@ -65,22 +78,90 @@ impl UserCommand {
     }
 }
 
-/// Checks a username: non-empty after trimming, at most [`MAX_USERNAME_LEN`] characters, no
-/// control characters or surrounding whitespace.
-pub fn validate_username(username: &str) -> Result<(), DomainError> {
-    let reason = if username.trim().is_empty() {
-        "must not be empty"
-    } else if username.chars().count() > MAX_USERNAME_LEN {
-        "is longer than 200 characters"
-    } else if username.chars().any(char::is_control) {
-        "must not contain control characters"
-    } else if username.trim() != username {
-        "must not start or end with whitespace"
-    } else {
-        return Ok(());
-    };
-    Err(DomainError::InvalidArgument {
+/// Checks a username and returns its canonical form: PRECIS `UsernameCaseMapped` (RFC 8265:
+/// width mapping, case folding, NFC; control, format and bidi-override characters and spaces
+/// refused), as SPEC.md "Identifiers and usernames" asks. Two usernames are the same username
+/// when their canonical forms are equal (`Alice`, `alice` and `ａｌｉｃｅ` collide); the form
+/// given is kept for display. Limits: at most [`MAX_USERNAME_LEN`] characters as given and
+/// [`MAX_USERNAME_LEN`] bytes canonical, so every name a reservation stream is built from fits.
+pub fn canonical_username(username: &str) -> Result<String, DomainError> {
+    use precis_profiles::precis_core::profile::PrecisFastInvocation;
+    use precis_profiles::precis_core::Error as Precis;
+    use precis_profiles::UsernameCaseMapped;
+
+    let invalid = |reason: String| DomainError::InvalidArgument {
         field: "username",
-        reason: reason.to_owned(),
-    })
+        reason,
+    };
+    // Counted before PRECIS runs, so a huge input costs no more than a bounded one.
+    if username.chars().nth(MAX_USERNAME_LEN).is_some() {
+        return Err(invalid(format!(
+            "is longer than {MAX_USERNAME_LEN} characters"
+        )));
+    }
+    let canonical = UsernameCaseMapped::enforce(username).map_err(|e| {
+        invalid(match e {
+            Precis::Invalid => "must not be empty".to_owned(),
+            Precis::BadCodepoint(cp) => format!(
+                "may not contain U+{:04X} (character {}): usernames follow RFC 8265 \
+                 (no spaces, control, format or bidi-override characters)",
+                cp.cp,
+                cp.position + 1
+            ),
+            other => format!("is not a valid RFC 8265 username: {other}"),
+        })
+    })?;
+    if canonical.len() > MAX_USERNAME_LEN {
+        return Err(invalid(format!(
+            "is longer than {MAX_USERNAME_LEN} bytes once canonical (RFC 8265)"
+        )));
+    }
+    Ok(canonical.into_owned())
+}
+
+/// Checks a username (see [`canonical_username`]).
+pub fn validate_username(username: &str) -> Result<(), DomainError> {
+    canonical_username(username).map(drop)
+}
+
+/// The longest profile field (given name, family name) accepted, in characters.
+pub const MAX_PROFILE_FIELD_LEN: usize = 200;
+/// The longest email address accepted, in bytes (RFC 5321's path limit is 256; 320 is the
+/// local part's 64 plus the domain's 255 and the `@`).
+pub const MAX_EMAIL_LEN: usize = 320;
+
+/// Checks everything an add carries besides its ids: the username (returning its canonical
+/// form) and the profile and email limits of SPEC.md. Control characters are refused in every
+/// field (a NUL, for one, is not storable in PostgreSQL's `jsonb`).
+pub fn validate_add(add: &AddUser) -> Result<String, DomainError> {
+    let canonical = canonical_username(&add.username)?;
+    let text = |field: &'static str, value: &str, too_long: bool, limit: &str| {
+        let reason = if too_long {
+            format!("is longer than {limit}")
+        } else if value.chars().any(char::is_control) {
+            "must not contain control characters".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(DomainError::InvalidArgument { field, reason })
+    };
+    let chars = |value: &str| value.chars().nth(MAX_PROFILE_FIELD_LEN).is_some();
+    if let Some(profile) = &add.profile {
+        let limit = format!("{MAX_PROFILE_FIELD_LEN} characters");
+        let given = &profile.given_name;
+        text("profile.givenName", given, chars(given), &limit)?;
+        let family = &profile.family_name;
+        text("profile.familyName", family, chars(family), &limit)?;
+    }
+    if let Some(email) = &add.email {
+        let address = &email.email;
+        let limit = format!("{MAX_EMAIL_LEN} bytes");
+        text(
+            "email.email",
+            address,
+            address.len() > MAX_EMAIL_LEN,
+            &limit,
+        )?;
+    }
+    Ok(canonical)
 }

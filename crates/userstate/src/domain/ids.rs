@@ -1,8 +1,8 @@
 //! Validated identifiers: instances, organisations and users.
 //!
 //! Every id that enters userstate from outside passes through [`parse_id`], so the rest of the
-//! code can assume ids are non-empty, at most [`MAX_ID_LEN`] bytes long and made of safe
-//! characters (ASCII letters, digits, `-`, `_`, `.`, `@`). Those characters keep ids valid as file
+//! code can assume ids are non-empty, at most [`MAX_ID_LEN`] bytes long, made of safe
+//! characters (ASCII letters, digits, `-`, `_`, `.`, `@`) and neither `.` nor `..`. Those characters keep ids valid as file
 //! names, SQL text, URL path segments and EventStoreDB stream names without escaping, and leave
 //! `:` free as an unambiguous separator in stream names.
 
@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
 
-/// The longest id accepted, in bytes (ZITADEL's ids are 18-digit decimal strings).
-pub const MAX_ID_LEN: usize = 128;
+/// The longest id accepted, in bytes (SPEC.md; ZITADEL's ids are 18-digit decimal strings).
+pub const MAX_ID_LEN: usize = 200;
 
 fn is_safe(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
@@ -25,9 +25,12 @@ fn parse_id(what: &'static str, value: &str) -> Result<(), DomainError> {
     let reason = if value.is_empty() {
         "must not be empty"
     } else if value.len() > MAX_ID_LEN {
-        "is longer than 128 bytes"
+        "is longer than 200 bytes"
     } else if !value.chars().all(is_safe) {
         "may contain only ASCII letters, digits, '-', '_', '.' and '@'"
+    } else if value == "." || value == ".." {
+        // Path segments with a meaning of their own: a router or proxy may resolve them.
+        "must not be \".\" or \"..\""
     } else {
         return Ok(());
     };
@@ -153,7 +156,7 @@ mod tests {
         assert!(UserId::new("").is_err());
         assert!(UserId::new("a".repeat(MAX_ID_LEN + 1)).is_err());
         assert!(UserId::new("a".repeat(MAX_ID_LEN)).is_ok());
-        for bad in ["a b", "a/b", "a:b", "ü", "a\nb", "../x", "a%2F"] {
+        for bad in ["a b", "a/b", "a:b", "ü", "a\nb", "../x", "a%2F", ".", ".."] {
             let err = UserId::new(bad).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
         }
@@ -175,6 +178,7 @@ mod tests {
             match UserId::new(s.clone()) {
                 Ok(id) => {
                     prop_assert!(!s.is_empty() && s.len() <= MAX_ID_LEN);
+                    prop_assert!(s != "." && s != "..");
                     prop_assert_eq!(id.as_str(), s.as_str());
                 }
                 Err(e) => prop_assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument),

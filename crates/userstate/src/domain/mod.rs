@@ -9,7 +9,10 @@ mod ids;
 mod state;
 mod user;
 
-pub use command::{validate_username, AddUser, UserCommand, MAX_USERNAME_LEN};
+pub use command::{
+    canonical_username, validate_add, validate_username, AddUser, UserCommand, MAX_EMAIL_LEN,
+    MAX_PROFILE_FIELD_LEN, MAX_USERNAME_LEN,
+};
 pub use error::DomainError;
 pub use event::{DecodeError, Email, Profile, UserAdded, UserEvent, EVENT_REVISION};
 pub use ids::{InstanceId, OrgId, UserId, MAX_ID_LEN};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::command::validate_username;
+use super::command::validate_add;
 use super::{
     DomainError, Email, OrgId, Profile, UserAdded, UserCommand, UserEvent, UserId, UserState,
 };
@@ -124,7 +124,7 @@ impl User {
                 if self.data.is_some() {
                     return Err(DomainError::AlreadyExists(add.user_id.clone()));
                 }
-                validate_username(&add.username)?;
+                validate_add(add)?;
                 UserEvent::Added(UserAdded {
                     username: add.username.clone(),
                     resource_owner: add.organization.clone(),

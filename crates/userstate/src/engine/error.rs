@@ -35,6 +35,14 @@ pub enum Error {
         /// How often the engine tried.
         attempts: u32,
     },
+    /// The idempotency key was first used for another operation, user or parameters.
+    #[error("idempotency key already used for {operation} on user \"{user}\"; use a new key for a new request")]
+    IdempotencyKeyReused {
+        /// The first request's operation (`unlock`, …).
+        operation: String,
+        /// The first request's user.
+        user: String,
+    },
     /// The read model did not reach a position in time.
     #[error(
         "the read model did not reach position {position} within {waited_ms} ms (at {reached})"
@@ -69,6 +77,7 @@ impl Classified for Error {
             Error::Domain(e) => e.kind(),
             Error::PermissionDenied { .. } | Error::SelfAction(..) => ErrorKind::PermissionDenied,
             Error::Aborted { .. } => ErrorKind::Aborted,
+            Error::IdempotencyKeyReused { .. } => ErrorKind::KeyReused,
             Error::NotCaughtUp { .. } => ErrorKind::Unavailable,
             Error::Store(e) => e.kind(),
             Error::Decode { .. } => ErrorKind::Internal,
@@ -81,6 +90,7 @@ impl Classified for Error {
             Error::PermissionDenied { .. } => "AUTH-permission-denied",
             Error::SelfAction(..) => "AUTH-self-action",
             Error::Aborted { .. } => "COMMAND-concurrent-change",
+            Error::IdempotencyKeyReused { .. } => "COMMAND-idempotency-key-reused",
             Error::NotCaughtUp { .. } => "QUERY-not-caught-up",
             Error::Store(e) => e.id(),
             Error::Decode { .. } => "STORE-undecodable-event",
@@ -93,6 +103,7 @@ impl Classified for Error {
             Error::PermissionDenied { .. } => "Errors.PermissionDenied",
             Error::SelfAction(..) => "Errors.User.NotAllowedOnSelf",
             Error::Aborted { .. } => "Errors.ConcurrentChange",
+            Error::IdempotencyKeyReused { .. } => "Errors.IdempotencyKey.Reused",
             Error::NotCaughtUp { .. } => "Errors.Projection.NotCaughtUp",
             Error::Store(e) => e.message_key(),
             Error::Decode { .. } => "Errors.Internal",

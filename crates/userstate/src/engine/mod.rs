@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod cache;
 mod error;
+mod idempotency;
 mod projection;
 mod read_model;
 mod username;
@@ -15,8 +16,11 @@ mod username;
 pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
+pub use idempotency::CLAIMED as IDEMPOTENCY_KEY_CLAIMED;
 pub use projection::{FedStore, Projection};
 pub use read_model::{ReadModel, UserView};
+pub(crate) use username::{holder_of as username_holder, holds as username_holds};
+pub use username::{RECLAIM_AFTER, RESERVED as USERNAME_RESERVED};
 
 use std::sync::Arc;
 
@@ -34,6 +38,9 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
 /// How often `execute` reloads and retries after losing a race, before answering `Aborted`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// How long a command that lost a race waits for the store to show the winner's events.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The caller of one command: who, and how the request should be tied to others.
 #[derive(Clone, Debug)]
@@ -167,7 +174,38 @@ impl Engine {
     /// `Read::Tail` the events after the cached fold are read and folded on ("snapshot +
     /// tail"). With an idempotency key the whole stream is read, since earlier answers are
     /// found in the events' metadata. `Current::read` says whether the store was asked.
+    ///
+    /// `at_least` is a version the stream is known to have reached (a lost race's `actual`):
+    /// until a read shows it, the store has acknowledged an append it does not show yet, and
+    /// the read is repeated each time the store's head moves, for at most [`PUBLISH_WAIT`] —
+    /// deciding on an older fold would only lose the race again.
     async fn current(
+        &self,
+        ctx: &Context,
+        stream: &StreamId,
+        id: &UserId,
+        read: Read,
+        at_least: u64,
+    ) -> Result<Current, Error> {
+        let head = self.store.watch_head();
+        let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+        loop {
+            let seen = head.get();
+            let current = self.read_current(ctx, stream, id, read).await?;
+            if current.loaded.user.version() >= at_least {
+                return Ok(current);
+            }
+            if tokio::time::timeout_at(deadline, head.wait_for(seen + 1))
+                .await
+                .is_err()
+            {
+                return Ok(current);
+            }
+        }
+    }
+
+    /// One read of [`current`](Self::current).
+    async fn read_current(
         &self,
         ctx: &Context,
         stream: &StreamId,
@@ -227,6 +265,10 @@ impl Engine {
     /// Runs one command: load, authorise, decide, append with the expected version, retrying
     /// a bounded number of times when another writer got there first.
     ///
+    /// With an idempotency key, the caller is authorised on the user before anything the key
+    /// remembers is consulted: a repeat answers the first answer only to a caller who may
+    /// still make the request ([`idempotency`]).
+    ///
     /// Its span is at `debug`: the server's request span and access line are too (see
     /// `userstate-server`'s `http::layers`), and at `info` the span alone cost ~5 % of a
     /// request's CPU.
@@ -238,21 +280,36 @@ impl Engine {
         let stream = StreamId::user(&principal.instance, id);
         // The first attempt trusts the cache; one after a lost race reads the tail.
         let mut read = Read::Cached;
+        // The version a lost race proved the stream has (a store may acknowledge it before a
+        // read shows it: the file store publishes after its syncer).
+        let mut at_least = 0;
+        let mut claimed = false;
         for attempt in 1..=self.max_attempts {
             // Optimistic: decide on the cached fold without reading the store. Accepted, the
             // append below proves the fold current (its expected version is the fold's); a
             // refusal proves nothing, so it is only answered after the stream's tail was read
             // and the command decided again (ADR 0006).
-            let mut current = self.current(ctx, &stream, id, read).await?;
+            let mut current = self.current(ctx, &stream, id, read, at_least).await?;
             let mut decided = decide(principal, &command, &current.loaded.user);
             if decided.is_err() && !current.read {
-                current = self.current(ctx, &stream, id, Read::Tail).await?;
+                current = self.current(ctx, &stream, id, Read::Tail, 0).await?;
                 decided = decide(principal, &command, &current.loaded.user);
             }
             let loaded = current.loaded;
-            if let Some(answer) = previous_answer(ctx, &loaded) {
-                debug!("idempotency key seen before; answering the first answer");
-                return Ok(answer);
+            if let Some(key) = ctx.idempotency_key.as_deref() {
+                if let Some(answer) = idempotency::previous_answer(ctx, key, &command, &loaded) {
+                    authorise_repeat(principal, &command, &loaded.user)?;
+                    // The same operation on the same user; its parameters are the claim's.
+                    let owner = &answer.resource_owner;
+                    idempotency::claim(&*self.store, ctx, key, &command, owner).await?;
+                    debug!("idempotency key seen before; answering the first answer");
+                    return Ok(answer);
+                }
+                if !claimed {
+                    let owner = authorise(principal, &command, &loaded.user)?;
+                    idempotency::claim(&*self.store, ctx, key, &command, &owner).await?;
+                    claimed = true;
+                }
             }
             let (resource_owner, events) = decided?;
             let reservation = match &command {
@@ -263,33 +320,27 @@ impl Engine {
                 .iter()
                 .map(|e| to_new_event(ctx, &resource_owner, e))
                 .collect();
-            match self
-                .store
-                .append(
-                    &stream,
-                    ExpectedVersion::Exact(loaded.user.version()),
-                    new_events,
-                )
-                .await
-            {
-                Ok(recorded) => {
-                    if let UserCommand::Remove(_) = &command {
-                        let data = loaded.user.data().expect("remove decided on a live user");
-                        username::release(&*self.store, ctx, &data.username, id, &resource_owner)
-                            .await?;
-                    }
-                    let mut user = loaded.user;
-                    for e in &events {
-                        user.apply(e);
-                    }
-                    let entry = cache::Cached {
-                        user,
-                        read_tail: current.read_tail,
-                    };
-                    self.cache.put(&stream, entry);
-                    return Ok(Details::of_command(&recorded, resource_owner));
+            let appended = match &reservation {
+                // An add that took too long since it reserved may have lost its name to a
+                // reclaim (see `username`): it gives up rather than append.
+                Some(r) if !r.fresh() => Err(StoreError::unavailable(
+                    "the store took too long between reserving the username and adding the user",
+                    "username reservation expired",
+                )),
+                _ => {
+                    let expected = ExpectedVersion::Exact(loaded.user.version());
+                    self.store.append(&stream, expected, new_events).await
                 }
-                Err(StoreError::Conflict { actual, .. }) => {
+            };
+            let recorded = match appended {
+                Ok(recorded) => recorded,
+                Err(e) => {
+                    if let Some(r) = reservation {
+                        r.abandon(&*self.store, ctx, id, &resource_owner).await;
+                    }
+                    let StoreError::Conflict { actual, .. } = e else {
+                        return Err(e.into());
+                    };
                     debug!(attempt, "lost a race; reading the tail");
                     // The cached fold is a prefix of the stream (events never change), so the
                     // next attempt folds on only the events after it. A stream shorter than the
@@ -298,19 +349,25 @@ impl Engine {
                         self.cache.forget(&stream);
                     }
                     read = Read::Tail;
-                    if let (Some(username), UserCommand::Add(add)) = (reservation, &command) {
-                        username::release(
-                            &*self.store,
-                            ctx,
-                            &username,
-                            &add.user_id,
-                            &resource_owner,
-                        )
-                        .await?;
-                    }
+                    at_least = actual;
+                    continue;
                 }
-                Err(other) => return Err(other.into()),
+            };
+            if let UserCommand::Remove(_) = &command {
+                let data = loaded.user.data().expect("remove decided on a live user");
+                username::release_removed(&*self.store, ctx, &data.username, id, &resource_owner)
+                    .await;
             }
+            let mut user = loaded.user;
+            for e in &events {
+                user.apply(e);
+            }
+            let entry = cache::Cached {
+                user,
+                read_tail: current.read_tail,
+            };
+            self.cache.put(&stream, entry);
+            return Ok(Details::of_command(&recorded, resource_owner));
         }
         Err(Error::Aborted {
             user: id.clone(),
@@ -367,19 +424,37 @@ pub(crate) fn decode_ref(e: &EventRef<'_>) -> Result<UserEvent, Error> {
 /// The order of checks is SPEC.md's: the user exists -> the caller may act on its
 /// organisation -> (later, in `decide`) the state precondition. Returns the resource owner.
 fn authorise(principal: &Principal, command: &UserCommand, user: &User) -> Result<OrgId, Error> {
-    let id = command.user_id();
-    let (org, permission) = match command {
-        UserCommand::Add(add) => (add.organization.clone(), Permission::UserWrite),
-        other => {
-            let data = user.require_live(id)?;
-            let permission = match other {
-                UserCommand::Remove(_) => Permission::UserDelete,
-                _ => Permission::UserWrite,
-            };
-            (data.resource_owner.clone(), permission)
-        }
+    let org = match command {
+        UserCommand::Add(add) => add.organization.clone(),
+        _ => user.require_live(command.user_id())?.resource_owner.clone(),
     };
-    if !principal.may(permission, &org) {
+    may_act(principal, command, &org)?;
+    Ok(org)
+}
+
+/// Authorises a repeat of a keyed command that already succeeded, on the user as it is now —
+/// removed included, since a repeated remove finds its user removed by the first.
+fn authorise_repeat(
+    principal: &Principal,
+    command: &UserCommand,
+    user: &User,
+) -> Result<(), Error> {
+    let id = command.user_id();
+    let data = user
+        .data()
+        .ok_or_else(|| crate::domain::DomainError::NotFound(id.clone()))?;
+    may_act(principal, command, &data.resource_owner)
+}
+
+/// Whether `principal` may run `command` on a user of organisation `org`: the permission the
+/// command needs there, and never a lock, deactivate or remove of itself.
+fn may_act(principal: &Principal, command: &UserCommand, org: &OrgId) -> Result<(), Error> {
+    let id = command.user_id();
+    let permission = match command {
+        UserCommand::Remove(_) => Permission::UserDelete,
+        _ => Permission::UserWrite,
+    };
+    if !principal.may(permission, org) {
         return Err(Error::PermissionDenied {
             subject: principal.subject.clone(),
             org: org.to_string(),
@@ -395,21 +470,7 @@ fn authorise(principal: &Principal, command: &UserCommand, user: &User) -> Resul
     if let Some(action) = self_action.filter(|_| principal.is_user(id)) {
         return Err(Error::SelfAction(id.clone(), action));
     }
-    Ok(org)
-}
-
-/// When the caller sent an idempotency key that already produced events on this user, the
-/// answer those events gave.
-fn previous_answer(ctx: &Context, loaded: &Loaded) -> Option<Details> {
-    let key = ctx.idempotency_key.as_deref()?;
-    let matching: Vec<RecordedEvent> = loaded
-        .events
-        .iter()
-        .filter(|e| e.metadata.idempotency_key.as_deref() == Some(key))
-        .cloned()
-        .collect();
-    let owner = OrgId::new(&matching.last()?.metadata.resource_owner).ok()?;
-    Some(Details::of_command(&matching, owner))
+    Ok(())
 }
 
 fn metadata(ctx: &Context, resource_owner: &OrgId) -> EventMetadata {

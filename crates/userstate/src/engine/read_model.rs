@@ -86,15 +86,15 @@ struct Entry {
     sequence: u64,
     position: u64,
     org: u32,
-    /// Length of the stream name at the start of `text` (at most 262 bytes: two ids of at most
-    /// 128 bytes, checked before an entry is made).
+    /// Length of the stream name at the start of `text` (at most 406 bytes: two ids of at most
+    /// 200 bytes, checked before an entry is made).
     key_len: u16,
     state: UserState,
 }
 
 impl Entry {
     fn text(key: &str, username: &str) -> (Box<str>, u16) {
-        let key_len = u16::try_from(key.len()).expect("user stream names are at most 262 bytes");
+        let key_len = u16::try_from(key.len()).expect("user stream names are at most 406 bytes");
         ([key, username].concat().into_boxed_str(), key_len)
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{InstanceId, UserId};
+use crate::domain::{canonical_username, DomainError, InstanceId, UserId};
 
 /// The longest stream name accepted, in bytes.
 pub const MAX_STREAM_LEN: usize = 512;
@@ -44,9 +44,15 @@ impl StreamId {
         Self(name)
     }
 
-    /// The stream that reserves a username in an instance (usernames compare case-insensitively).
-    pub fn username(instance: &InstanceId, username: &str) -> Self {
-        Self(format!("username:{instance}:{}", username.to_lowercase()))
+    /// The stream that reserves a username in an instance, named by the username's canonical
+    /// form ([`canonical_username`]: usernames that are the same username share one stream).
+    /// A username that is not valid is refused, so the name always fits: at most 410 bytes
+    /// (an id and a canonical username of at most 200 bytes each).
+    pub fn username(instance: &InstanceId, username: &str) -> Result<Self, DomainError> {
+        let canonical = canonical_username(username)?;
+        let name = format!("username:{instance}:{canonical}");
+        debug_assert!(name.len() <= MAX_STREAM_LEN && !name.chars().any(char::is_control));
+        Ok(Self(name))
     }
 
     /// The name as text.
@@ -293,8 +299,32 @@ mod tests {
             "user:inst-1:u.42@x"
         );
         assert_eq!(
-            StreamId::username(&instance, "Alice").as_str(),
+            StreamId::username(&instance, "Alice").unwrap().as_str(),
             "username:inst-1:alice"
         );
+    }
+
+    /// Issue 20: 200 emoji are 200 characters but 800 bytes; the stream name built from them
+    /// was longer than any store accepts back, and reading it was called corruption.
+    #[test]
+    fn username_streams_are_refused_rather_than_built_too_long() {
+        let instance = InstanceId::new("i".repeat(crate::domain::MAX_ID_LEN)).unwrap();
+        for long in ["\u{1F600}", "é", "用"].map(|c| c.repeat(200)) {
+            assert!(StreamId::username(&instance, &long).is_err(), "{long}");
+        }
+        let longest = StreamId::username(&instance, &"a".repeat(200)).unwrap();
+        assert!(StreamId::new(longest.as_str()).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller sends, a username stream either is refused or round-trips through
+        /// the store's own validation (what every read path applies).
+        #[test]
+        fn any_accepted_username_names_a_valid_stream(name in "\\PC{0,220}") {
+            let instance = InstanceId::new("i".repeat(crate::domain::MAX_ID_LEN)).unwrap();
+            if let Ok(stream) = StreamId::username(&instance, &name) {
+                proptest::prop_assert!(StreamId::new(stream.as_str()).is_ok());
+            }
+        }
     }
 }

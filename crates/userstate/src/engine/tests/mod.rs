@@ -2,8 +2,10 @@
 //! agreement between the engine, the stored history and the read model. The projection's
 //! behaviour beside an engine is in `projection`, the read model's fold in `read_model`.
 
+mod idempotency;
 mod projection;
 pub(crate) mod read_model;
+mod usernames;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,144 @@
+//! Idempotency keys (SPEC.md "Idempotency keys"; ADR 0005 as revised by issue 20).
+//!
+//! A key is scoped to (instance, subject, key). Two records keep it:
+//! - the events a keyed command appended carry the key in their metadata, so a repeat of the
+//!   same operation on the same user finds the first answer in the user's stream
+//!   ([`previous_answer`]) — written in the same append as the events, so no crash separates
+//!   the two;
+//! - a claim stream per key (`idempotency:{instance}:{sha256(subject, key)}`) binds the key to
+//!   its first request — operation, user and parameters — so the key reused for anything else
+//!   is refused ([`claim`]) instead of running a second command under it.
+//!
+//! Neither is consulted before the caller is authorised: a repeat is authorised again against
+//! the user it names, and only then answered (see [`super::Engine::execute`]).
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Context, Details, Error, Loaded};
+use crate::domain::{OrgId, UserCommand};
+use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+
+/// Type of the event that binds an idempotency key to its first request.
+pub const CLAIMED: &str = "idempotency.key.claimed";
+
+/// The claim stream of `key` for the context's principal.
+fn stream(ctx: &Context, key: &str) -> StreamId {
+    let mut hasher = Sha256::new();
+    for part in [ctx.principal.subject.as_bytes(), key.as_bytes()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    StreamId::new(format!("idempotency:{}:{digest}", ctx.principal.instance))
+        .expect("an id and 64 hex digits make a valid stream name")
+}
+
+/// What a request is, for comparing a key's uses: the operation, the user and (for an add) every
+/// parameter, hashed (Stripe's rule: the same key with other parameters is an error).
+fn fingerprint(command: &UserCommand) -> String {
+    let mut hasher = Sha256::new();
+    let mut part = |text: &str| {
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    };
+    part(command.name());
+    part(command.user_id().as_str());
+    if let UserCommand::Add(add) = command {
+        part(&add.username);
+        part(add.organization.as_str());
+        let profile = add.profile.as_ref();
+        part(&format!("{}", profile.is_some()));
+        part(profile.map_or("", |p| &p.given_name));
+        part(profile.map_or("", |p| &p.family_name));
+        let email = add.email.as_ref();
+        part(&format!("{:?}", email.map(|e| e.is_verified)));
+        part(email.map_or("", |e| &e.email));
+        part(&format!("{}", add.initial));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Binds `key` to `command` on its first use; a later use for another operation, user or
+/// parameters is [`Error::IdempotencyKeyReused`]. The caller must be authorised first, on the
+/// user's organisation `resource_owner`.
+pub(super) async fn claim(
+    store: &dyn EventStore,
+    ctx: &Context,
+    key: &str,
+    command: &UserCommand,
+    resource_owner: &OrgId,
+) -> Result<(), Error> {
+    let stream = stream(ctx, key);
+    let fingerprint = fingerprint(command);
+    // Two attempts: a lost race to claim leaves the winner's claim to compare with.
+    for _ in 0..2 {
+        let claimed = store.read_stream(&stream, 1).await?;
+        if let Some(first) = claimed.first() {
+            if first.payload["fingerprint"].as_str() == Some(&fingerprint) {
+                return Ok(());
+            }
+            return Err(Error::IdempotencyKeyReused {
+                operation: first.payload["operation"]
+                    .as_str()
+                    .unwrap_or("another operation")
+                    .to_owned(),
+                user: first.payload["userId"].as_str().unwrap_or("?").to_owned(),
+            });
+        }
+        let event = NewEvent::new(
+            CLAIMED,
+            1,
+            json!({
+                "operation": command.name(),
+                "userId": command.user_id(),
+                "fingerprint": fingerprint,
+            }),
+            super::metadata(ctx, resource_owner),
+        );
+        match store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Aborted {
+        user: command.user_id().clone(),
+        attempts: 2,
+    })
+}
+
+/// When `key` already produced events of `command`'s operation on this user, sent by this
+/// principal, the answer those events gave.
+pub(super) fn previous_answer(
+    ctx: &Context,
+    key: &str,
+    command: &UserCommand,
+    loaded: &Loaded,
+) -> Option<Details> {
+    let event_type = command.event_type();
+    let subject = ctx.principal.subject.as_str();
+    let matching: Vec<RecordedEvent> = loaded
+        .events
+        .iter()
+        .filter(|e| {
+            e.metadata.idempotency_key.as_deref() == Some(key)
+                && e.metadata.creator == subject
+                && e.event_type == event_type
+        })
+        .cloned()
+        .collect();
+    let owner = OrgId::new(&matching.last()?.metadata.resource_owner).ok()?;
+    Some(Details::of_command(&matching, owner))
+}
