@@ -125,7 +125,6 @@ async fn malformed_input_is_400_code_3() {
             .await,
         s.get("/v2/users/a%3Ab", ADMIN).await,
         s.get("/v2/users/%C3%BC", ADMIN).await,
-
         s.add(ADMIN, &long_id, "acme").await,
         s.add(ADMIN, ".", "acme").await,
         s.add(ADMIN, "..", "acme").await,
