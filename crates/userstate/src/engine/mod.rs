@@ -187,11 +187,16 @@ impl Engine {
         read: Read,
         at_least: u64,
     ) -> Result<Current, Error> {
+        let current = self.read_current(ctx, stream, id, read).await?;
+        if current.loaded.user.version() >= at_least {
+            return Ok(current);
+        }
         let head = self.store.watch_head();
         let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
         loop {
+            // Read after noting the head, so a publication between the two is not waited for.
             let seen = head.get();
-            let current = self.read_current(ctx, stream, id, read).await?;
+            let current = self.read_current(ctx, stream, id, Read::Tail).await?;
             if current.loaded.user.version() >= at_least {
                 return Ok(current);
             }
