@@ -135,33 +135,49 @@ pub const MAX_EMAIL_LEN: usize = 320;
 /// field (a NUL, for one, is not storable in PostgreSQL's `jsonb`).
 pub fn validate_add(add: &AddUser) -> Result<String, DomainError> {
     let canonical = canonical_username(&add.username)?;
-    let text = |field: &'static str, value: &str, too_long: bool, limit: &str| {
-        let reason = if too_long {
-            format!("is longer than {limit}")
-        } else if value.chars().any(char::is_control) {
-            "must not contain control characters".to_owned()
-        } else {
-            return Ok(());
-        };
-        Err(DomainError::InvalidArgument { field, reason })
-    };
-    let chars = |value: &str| value.chars().nth(MAX_PROFILE_FIELD_LEN).is_some();
     if let Some(profile) = &add.profile {
-        let limit = format!("{MAX_PROFILE_FIELD_LEN} characters");
+        let limit = MAX_PROFILE_FIELD_LEN;
+        let too_long = |v: &str| v.chars().nth(limit).is_some();
         let given = &profile.given_name;
-        text("profile.givenName", given, chars(given), &limit)?;
+        check_text(
+            "profile.givenName",
+            given,
+            too_long(given),
+            "200 characters",
+        )?;
         let family = &profile.family_name;
-        text("profile.familyName", family, chars(family), &limit)?;
+        check_text(
+            "profile.familyName",
+            family,
+            too_long(family),
+            "200 characters",
+        )?;
     }
     if let Some(email) = &add.email {
         let address = &email.email;
-        let limit = format!("{MAX_EMAIL_LEN} bytes");
-        text(
+        check_text(
             "email.email",
             address,
             address.len() > MAX_EMAIL_LEN,
-            &limit,
+            "320 bytes",
         )?;
     }
     Ok(canonical)
+}
+
+/// Refuses a text field that is over its `limit` or holds a control character.
+fn check_text(
+    field: &'static str,
+    value: &str,
+    too_long: bool,
+    limit: &str,
+) -> Result<(), DomainError> {
+    let reason = if too_long {
+        format!("is longer than {limit}")
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(DomainError::InvalidArgument { field, reason })
 }

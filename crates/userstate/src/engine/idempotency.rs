@@ -29,42 +29,31 @@ fn stream(ctx: &Context, key: &str) -> StreamId {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hex(&hasher.finalize());
     StreamId::new(format!("idempotency:{}:{digest}", ctx.principal.instance))
         .expect("an id and 64 hex digits make a valid stream name")
 }
 
 /// What a request is, for comparing a key's uses: the operation, the user and (for an add) every
-/// parameter, hashed (Stripe's rule: the same key with other parameters is an error).
+/// parameter, hashed (Stripe's rule: the same key with other parameters is an error). The JSON
+/// text is canonical: `serde_json` writes object keys sorted.
 fn fingerprint(command: &UserCommand) -> String {
-    let mut hasher = Sha256::new();
-    let mut part = |text: &str| {
-        hasher.update((text.len() as u64).to_be_bytes());
-        hasher.update(text.as_bytes());
+    let parameters = match command {
+        UserCommand::Add(add) => json!({
+            "username": add.username,
+            "organization": add.organization,
+            "profile": add.profile,
+            "email": add.email,
+            "initial": add.initial,
+        }),
+        _ => serde_json::Value::Null,
     };
-    part(command.name());
-    part(command.user_id().as_str());
-    if let UserCommand::Add(add) = command {
-        part(&add.username);
-        part(add.organization.as_str());
-        let profile = add.profile.as_ref();
-        part(&format!("{}", profile.is_some()));
-        part(profile.map_or("", |p| &p.given_name));
-        part(profile.map_or("", |p| &p.family_name));
-        let email = add.email.as_ref();
-        part(&format!("{:?}", email.map(|e| e.is_verified)));
-        part(email.map_or("", |e| &e.email));
-        part(&format!("{}", add.initial));
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let request = json!([command.name(), command.user_id(), parameters]);
+    hex(&Sha256::digest(request.to_string().as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Binds `key` to `command` on its first use; a later use for another operation, user or
