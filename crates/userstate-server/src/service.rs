@@ -156,10 +156,13 @@ impl UserService {
         Ok(self.projection.get_user(principal, user)?)
     }
 
-    /// Whether the store answers and the projection has reached `head` (the head read when
-    /// the service started).
+    /// Whether the store answers and can take writes now ([`EventStore::health`]: e.g. the
+    /// file store after a failed write, until it has repaired its segment) and the projection
+    /// has reached `head` (the head read when the service started).
     pub async fn ready(&self, startup_head: u64) -> bool {
-        self.store().head_position().await.is_ok() && self.projection.position() >= startup_head
+        self.store().health().is_ok()
+            && self.store().head_position().await.is_ok()
+            && self.projection.position() >= startup_head
     }
 
     fn remember(&self, principal: &Principal, position: u64) {

@@ -14,6 +14,7 @@
 
 mod spy;
 
+pub use crate::store::faults::{Fault, FaultInjector};
 pub use spy::SpyStore;
 
 use std::collections::{BTreeMap, HashSet};

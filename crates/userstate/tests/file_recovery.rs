@@ -148,38 +148,45 @@ async fn zeros_after_the_log_are_kept_as_space_ahead() {
     assert_eq!(len(&seg), grown, "written in place, not appended");
 }
 
-/// A crash during the last batch can leave any of its pages unwritten (zeros) while later
-/// ones reached the disk: the log ends before that batch, whatever the pattern.
+/// A crash during the last batch can leave any of its 512-byte sectors unwritten (zeros after
+/// the previous batch's last byte) while later ones reached the disk: the log ends before that
+/// batch, whatever the pattern.
 #[tokio::test]
 async fn a_last_batch_with_holes_is_dropped_whole() {
     let src = tempfile::tempdir().expect("tempdir");
     let (seg, sizes) = build(src.path(), 4).await;
     let (whole, with_last) = (sizes[4], sizes[5]);
     let name = seg.file_name().expect("name").to_owned();
-    let step = ((with_last - whole) / 16).max(1);
-    for hole_start in (whole..with_last).step_by(step as usize) {
-        for hole_len in [1, 7, 64] {
-            let dir = copy_store(src.path());
-            let copy = dir.path().join(&name);
-            let mut bytes = fs::read(&copy).expect("read");
-            let hole = hole_start as usize..(hole_start + hole_len).min(with_last - 1) as usize;
-            if bytes[hole.clone()].iter().all(|&b| b == 0) {
-                continue; // already zero: no hole
-            }
+    let first_sector = whole - whole % 512;
+    let sectors: Vec<u64> = (first_sector..with_last).step_by(512).collect();
+    // Every single sector missing, then every other one, then all but the first.
+    let mut patterns: Vec<Vec<u64>> = sectors.iter().map(|&s| vec![s]).collect();
+    patterns.push(sectors.iter().copied().step_by(2).collect());
+    patterns.push(sectors.iter().copied().skip(1).collect());
+    for lost in patterns {
+        let dir = copy_store(src.path());
+        let copy = dir.path().join(&name);
+        let mut bytes = fs::read(&copy).expect("read");
+        for &sector in &lost {
+            let hole = sector.max(whole) as usize..(sector + 512).min(with_last) as usize;
             bytes[hole].fill(0);
-            fs::write(&copy, bytes).expect("write");
-            let store = FileStore::open(dir.path())
-                .unwrap_or_else(|e| panic!("hole at {hole_start}+{hole_len}: {e}"));
-            assert_eq!(
-                store.head_position().await.unwrap(),
-                4,
-                "hole at {hole_start}"
-            );
-            assert_eq!(data_len(&copy), whole, "hole at {hole_start}: tail cleared");
-            drop(store);
-            let store = FileStore::open(dir.path()).expect("reopen after repair");
-            assert_eq!(store.read_all(1, 100).await.unwrap().len(), 4);
         }
+        fs::write(&copy, bytes).expect("write");
+        let store =
+            FileStore::open(dir.path()).unwrap_or_else(|e| panic!("sectors {lost:?} lost: {e}"));
+        assert_eq!(
+            store.head_position().await.unwrap(),
+            4,
+            "sectors {lost:?} lost"
+        );
+        assert_eq!(
+            data_len(&copy),
+            whole,
+            "sectors {lost:?} lost: tail cleared"
+        );
+        drop(store);
+        let store = FileStore::open(dir.path()).expect("reopen after repair");
+        assert_eq!(store.read_all(1, 100).await.unwrap().len(), 4);
     }
 }
 

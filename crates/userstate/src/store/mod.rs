@@ -16,7 +16,9 @@ mod watermark;
 mod wrap;
 
 pub use error::StoreError;
-pub use file::{record as file_record, FileStore, FileStoreOptions};
+#[cfg(feature = "testkit")]
+pub(crate) use file::faults;
+pub use file::{record as file_record, FileStore, FileStoreOptions, PendingRepair};
 pub use memory::MemoryStore;
 pub use types::{
     EventMetadata, EventRef, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StreamId,
@@ -104,5 +106,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`Projection::spawn_fed`](crate::Projection::spawn_fed)). Wrappers forward it.
     fn dense_positions(&self) -> bool {
         true
+    }
+
+    /// Whether the store can take appends now, answered from what it already knows (no I/O,
+    /// no waiting): for a readiness check. `Err` says why not — for the file store, a write
+    /// or sync that failed and whose repair has not finished yet, a segment it could not
+    /// repair, or a store opened read-only. An `Ok` is no promise that the next append
+    /// succeeds, and a backend that learns of failures only by trying (a database) answers
+    /// `Ok`, the default. Wrappers forward it.
+    ///
+    /// ```
+    /// use userstate::{EventStore, MemoryStore};
+    /// assert!(MemoryStore::new().health().is_ok());
+    /// ```
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }

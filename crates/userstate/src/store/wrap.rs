@@ -73,6 +73,11 @@ pub trait StoreWrapper: Send + Sync + 'static {
     fn dense_positions(&self) -> bool {
         self.inner().dense_positions()
     }
+
+    /// [`EventStore::health`]; by default the inner store's.
+    fn health(&self) -> Result<(), StoreError> {
+        self.inner().health()
+    }
 }
 
 /// The future every store call returns (what `#[async_trait]` turns an `async fn` into).
@@ -144,5 +149,9 @@ impl<W: StoreWrapper> EventStore for W {
 
     fn dense_positions(&self) -> bool {
         StoreWrapper::dense_positions(self)
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        StoreWrapper::health(self)
     }
 }

@@ -4,10 +4,17 @@
 //! The lock belongs to the open file description, so a second `open` fails even inside the
 //! same process, and the OS releases it when the process dies (no stale lock after `kill -9`).
 //! The holder writes its process id into the file so the error can name it.
+//!
+//! A read-only open (`verify`) takes a *shared* lock on the file if it exists, without
+//! creating or writing it: a writer cannot start while it reads, and it refuses to read while
+//! a writer holds the directory (it would take the writer's batch in flight for a torn tail).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use super::io::FILE_MODE;
 
 use crate::store::StoreError;
 
@@ -29,6 +36,7 @@ impl DirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -39,6 +47,23 @@ impl DirLock {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         Ok(Self { _file: file })
+    }
+
+    /// Takes a shared lock on `dir`'s lock file without creating or writing anything: `None`
+    /// when there is no lock file (a directory no writer ever opened, or a copy without it);
+    /// fails naming the lock file while a writer holds it.
+    pub fn shared(dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(TryLockError::WouldBlock) => Err(locked(&path, &mut file)),
+            Err(TryLockError::Error(e)) => Err(e.into()),
+        }
     }
 }
 

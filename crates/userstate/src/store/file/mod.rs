@@ -3,13 +3,18 @@
 //!
 //! Format, write and read paths and the fault model are documented on [`FileStore`] (this
 //! module is private; its public items are re-exported from [`crate::store`]). One file per
-//! part: `record` (framing and codec), `segment` (files and their header), `index` (the
-//! in-memory index), `writer` (the append queue, the syncer and the
-//! publisher: group commit), `scan` and `recovery` (open),
-//! `read` (positional reads), `lock` (the directory lock).
+//! part: `record` (framing and codec), `segment` (files and their header), `manifest` (the
+//! list of segments), `index` (the in-memory index), `writer` (the append queue, the syncer
+//! and the publisher: group commit; `writer::resume`: repair after a failed write), `scan` and
+//! `recovery` (open), `read` (positional reads), `lock` (the directory lock), `io` (the I/O
+//! seam under the writer) and `faults` (its fault-injecting twin, feature `testkit`).
 
+#[cfg(feature = "testkit")]
+pub mod faults;
 mod index;
+mod io;
 mod lock;
+mod manifest;
 mod read;
 pub mod record;
 mod recovery;
@@ -17,6 +22,9 @@ mod scan;
 mod segment;
 mod writer;
 
+pub use recovery::PendingRepair;
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
@@ -26,7 +34,9 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 
 use self::index::{Index, Span};
+use self::io::{SegmentIo, StdIo};
 use self::lock::DirLock;
+use self::recovery::DIR_MODE;
 use self::writer::{Queue, Syncer};
 use super::{
     EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
@@ -41,12 +51,14 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 #[derive(Clone, Debug)]
 pub struct FileStoreOptions {
     segment_size: u64,
+    io: Arc<dyn SegmentIo>,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
         Self {
             segment_size: DEFAULT_SEGMENT_SIZE,
+            io: Arc::new(StdIo),
         }
     }
 }
@@ -61,6 +73,14 @@ impl FileStoreOptions {
     /// never spans segments, so a segment can exceed this by one batch.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes.clamp(4096, MAX_SEGMENT_SIZE);
+        self
+    }
+
+    /// Makes the store's writes and syncs go through `faults`, which can fail a chosen one
+    /// (tests only: feature `testkit`).
+    #[cfg(feature = "testkit")]
+    pub fn fault_injector(mut self, faults: &crate::testkit::FaultInjector) -> Self {
+        self.io = faults.io();
         self
     }
 
@@ -83,6 +103,16 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(index: Index, head: u64) -> Self {
+        Self {
+            index: RwLock::new(index),
+            head: Arc::new(Watermark::new(head)),
+            queue: Mutex::new(Queue::new(head + 1)),
+            ready: Condvar::new(),
+            publishing: AtomicUsize::new(0),
+        }
+    }
+
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
         writer::lock(&self.queue)
     }
@@ -136,36 +166,50 @@ impl Shared {
 /// segment files with positional reads, so they never wait for the writer, and `read_all`
 /// never loads more than the page it returns.
 ///
+/// # Permissions
+/// The directory is created with mode 0700 and every file in it with 0600 (events hold names
+/// and email addresses); an open tightens a looser directory or file of the store.
+///
 /// # Fault model
-/// What the store survives, what it detects and refuses, and what it cannot see:
+/// What the store survives, what it detects and refuses, and what it cannot see (ADR 0011):
 /// - **Survives: a crash at any moment** (process killed, power lost while the kernel wrote
-///   any subset of the last batch's pages). Acknowledged appends were synced before the
+///   any subset of the last batch's sectors). Acknowledged appends were synced before the
 ///   answer, so they are present after reopening. Only the batch being written when the crash
 ///   came can be damaged, and it was not acknowledged. In the last segment the log ends at the
-///   first record that is cut short or fails its checksum *if no later batch starts after it*
-///   (no whole record with the batch-start mark follows): zeros from there on are space written
-///   ahead and kept; anything else is the torn last batch and is truncated, together with the
-///   records of an append whose last record is missing, so a multi-event append is all or
-///   nothing. The truncation is logged (`warn`) with file and offset. A segment whose creation
-///   was cut short (header incomplete) is removed.
-/// - **Detects and refuses to open**: a damaged record followed by the start of a later batch;
-///   a record cut short or damaged in a sealed segment; positions out of order or sequences
-///   with a gap; a missing segment (the next one does not start where the previous ended, or
-///   the first does not start at 1); a file that is not a segment (bad magic); any unexpected
-///   file in the directory. The error ([`StoreError::Corrupt`]) names the file and the offset;
-///   the store never skips damage silently. Records are checksummed again on every read.
-/// - **Taken for a torn tail**: damage inside the newest batch of the log (nothing after it
-///   tells it from a crash during that batch's write), so a bit flip there drops that batch
-///   with a warning instead of refusing the open. A payload crafted to contain a whole frame
-///   with the batch-start mark could make a later crash's torn tail be refused as corruption
-///   (an open that fails, never a silent loss).
+///   first record that is cut short by the end of the file, or undecodable with a 512-byte
+///   sector of it reading as zeros (a sector the torn write did not reach), *if no later batch
+///   starts after it*: zeros from there on are space written ahead and kept; anything else is
+///   the torn last batch and is truncated, together with the records of an append whose last
+///   record is missing, so a multi-event append is all or nothing. The truncation is logged
+///   (`warn`) with file and offset. A newest segment whose creation was cut short (header
+///   incomplete, not yet in the manifest) is removed.
+/// - **Survives: a failed write or sync while open** (a full disk, an I/O error). The callers
+///   of the failed batch and of those queued behind it get an error (their events were not
+///   acknowledged and never become visible); appends are refused and
+///   [`EventStore::health`] reports it while the syncer repairs the segment without trusting
+///   the page cache (truncated to the last synced batch, zeros ahead, fsynced, read back),
+///   retrying with backoff; then appends resume at the next position.
+/// - **Detects and refuses to open**: a whole record in the newest batch that fails its
+///   checksum while every sector of it was written (damage, not a torn write); a damaged
+///   record followed by the start of a later batch; a record cut short or damaged in a sealed
+///   segment; positions out of order or sequences with a gap; a missing segment (listed in the
+///   manifest and gone — the newest one included —, or the next one does not start where the
+///   previous ended, or the first does not start at 1); a segment the manifest does not list
+///   other than the newest; a damaged manifest; a file that is not a segment (bad magic); any
+///   unexpected file in the directory. The error ([`StoreError::Corrupt`]) names the file and
+///   the offset; the store never skips damage silently. Records are checksummed again on
+///   every read.
+/// - **Taken for a torn tail**, rarely: damage to the newest batch's first undecodable record
+///   when the bytes from its start to the end of its 512-byte sector happen to be zero (it
+///   starts within a few bytes of a sector's end with a length whose low bytes are zero). A
+///   payload crafted to contain a whole frame with the batch-start mark could make a later
+///   crash's torn tail be refused as corruption (an open that fails, never a silent loss).
 /// - **Cannot see**: a change that keeps every checksum valid (a bit flip in a record with a
-///   matching CRC32C collision, about 1 in 4 billion per damaged record); the loss of the newest
-///   segment(s) as whole files; a disk or file system that acknowledges `fdatasync` without
-///   persisting (lying disks, some virtualised storage); an operator copying an old directory
-///   over a newer one. After a failed `write` or `fdatasync` the writer stops taking appends
-///   (the page cache no longer tells what is on disk); the caller of that batch gets an error
-///   although its events may or may not have reached the disk; reopening decides.
+///   matching CRC32C collision, about 1 in 4 billion per damaged record); the newest segment
+///   cut short at a record boundary or its last batches zeroed (a log that ended there); the
+///   newest segment and the manifest lost together, or an older manifest copied over; a disk
+///   or file system that acknowledges `fdatasync` without persisting (lying disks, some
+///   virtualised storage); an operator copying an old directory over a newer one.
 ///
 /// # What it is not
 /// Not shared between processes (the lock refuses a second one), not replicated, and not
@@ -175,7 +219,11 @@ pub struct FileStore {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
     publisher: Option<JoinHandle<()>>,
-    _lock: DirLock,
+    /// Opened by [`FileStore::open_read_only`]: no writer, nothing repaired.
+    read_only: bool,
+    /// What a read-only open left unrepaired.
+    pending: Vec<PendingRepair>,
+    _lock: Option<DirLock>,
 }
 
 impl FileStore {
@@ -193,25 +241,64 @@ impl FileStore {
         FileStoreOptions::default()
     }
 
-    fn open_with(dir: &Path, options: FileStoreOptions) -> Result<FileStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let lock = DirLock::acquire(dir)?;
-        let recovered = recovery::recover(dir)?;
+    /// Opens the store in `dir` to read it without changing anything in the directory: no
+    /// file is created, written, truncated or removed (not even the lock file), and a torn
+    /// tail is left as it is and reported by [`pending_repairs`](Self::pending_repairs). For
+    /// `userstate verify` after an incident.
+    ///
+    /// Appends fail with [`StoreError::Unavailable`]. Takes a shared lock on the directory's
+    /// lock file when there is one, so a writer cannot start meanwhile; fails with
+    /// [`StoreError::Unavailable`] while a writer holds the directory. Damage is refused with
+    /// [`StoreError::Corrupt`], as by [`open`](Self::open).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no file store directory at {}", dir.display()),
+            )));
+        }
+        let lock = DirLock::shared(dir)?;
+        let recovered = recovery::recover(dir, None)?;
         let head = recovered.index.head();
-        let shared = Arc::new(Shared {
-            index: RwLock::new(recovered.index),
-            head: Arc::new(Watermark::new(head)),
-            queue: Mutex::new(Queue::new(head + 1)),
-            ready: Condvar::new(),
-            publishing: AtomicUsize::new(0),
-        });
+        Ok(FileStore {
+            dir: dir.to_path_buf(),
+            shared: Arc::new(Shared::new(recovered.index, head)),
+            syncer: None,
+            publisher: None,
+            read_only: true,
+            pending: recovered.pending,
+            _lock: lock,
+        })
+    }
+
+    /// What a read-only open found and left unrepaired (a torn tail, a segment whose creation
+    /// was cut short, a missing manifest); the next writable open repairs them. Always empty
+    /// for a store opened with [`open`](Self::open), which repairs them.
+    pub fn pending_repairs(&self) -> &[PendingRepair] {
+        &self.pending
+    }
+
+    fn open_with(dir: &Path, options: FileStoreOptions) -> Result<FileStore, StoreError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let recovered = recovery::recover(dir, Some(&*options.io))?;
+        let head = recovered.index.head();
+        let shared = Arc::new(Shared::new(recovered.index, head));
+        let last = recovered
+            .last
+            .expect("a writable open always leaves a segment to write");
         let syncer = Syncer::new(
             shared.clone(),
             dir.to_path_buf(),
-            recovered.file,
-            (recovered.len, recovered.allocated),
+            options.io.clone(),
+            last,
+            recovered.segments,
             options.segment_size,
-        );
+        )?;
         let (synced_tx, synced_rx) = mpsc::channel();
         let publisher = {
             let shared = shared.clone();
@@ -227,7 +314,9 @@ impl FileStore {
             shared,
             syncer: Some(syncer),
             publisher: Some(publisher),
-            _lock: lock,
+            read_only: false,
+            pending: Vec::new(),
+            _lock: Some(lock),
         })
     }
 
@@ -279,6 +368,9 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if self.read_only {
+            return Err(read_only(&self.dir));
+        }
         let answer = writer::submit(&self.shared, stream, expected, events)?;
         answer.await.map_err(|_| writer::gone())?
     }
@@ -322,5 +414,21 @@ impl EventStore for FileStore {
 
     fn watch_head(&self) -> Arc<Watermark> {
         self.shared.head.clone()
+    }
+
+    /// `Err` while appends are refused: after a failed write or sync until the syncer has
+    /// repaired the segment (ADR 0011), for good if it could not, and on a read-only store.
+    fn health(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(read_only(&self.dir));
+        }
+        writer::health(&self.shared)
+    }
+}
+
+fn read_only(dir: &Path) -> StoreError {
+    StoreError::Unavailable {
+        message: format!("the file store in {} is open read-only", dir.display()),
+        source: None,
     }
 }

@@ -110,6 +110,17 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     }
 }
 
+/// The length of the frame at the start of `buf` as its header declares it, if the header is
+/// whole and passes its checksum (the body may be missing or damaged).
+pub fn declared_len(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..HEADER_LEN)?;
+    let len_bytes = [header[0], header[1], header[2], header[3]];
+    let header_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let body_len = u32::from_le_bytes(len_bytes) as usize;
+    (crc32c::crc32c(&len_bytes) == header_crc && (FIXED_LEN..=MAX_BODY_LEN).contains(&body_len))
+        .then_some(HEADER_LEN + body_len)
+}
+
 /// A cursor over a body; every read is bounds-checked.
 struct Cursor<'a>(&'a [u8]);
 

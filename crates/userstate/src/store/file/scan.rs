@@ -3,17 +3,29 @@
 //!
 //! Chunks (1 MiB, grown only for a larger record) keep the checked bytes in cache right after
 //! the kernel copied them, and keep memory flat however large the segment is.
+//!
+//! **A torn write or damage?** The newest batch is written in place over zeros (ADR 0007) with
+//! one `pwrite`, so a crash (or a failed sync) leaves each of its 512-byte sectors either as
+//! written or as it was before: zeros after the previous batch's last byte. So a torn batch's
+//! first undecodable record has a sector that reads as zeros from the record's start (or the
+//! sector's) to the sector's end, within the bytes the record covers (its declared length if
+//! its header checks out, else its 12-byte header), or it runs past the end of the file. A
+//! record that is whole in length and fails its checksum with no such sector was written whole
+//! and changed afterwards: damage to a possibly acknowledged event, refused, never truncated.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use super::index::Index;
-use super::record::{decode, Decoded};
+use super::io::{read_exact_at, SegmentFile};
+use super::record::{declared_len, decode, Decoded, HEADER_LEN};
 use super::segment::{check_header, location, SEGMENT_HEADER_LEN};
 use crate::store::StoreError;
 
 const CHUNK: usize = 1 << 20;
+/// The smallest unit a disk writes whole: a torn write loses whole sectors.
+const SECTOR: u64 = 512;
 
 /// A forward-only window over a file.
 struct Window {
@@ -56,9 +68,11 @@ impl Window {
     }
 
     /// What follows the undecodable frame here: nothing but zeros, a later batch's start (a
-    /// whole, checksummed record carrying the batch-start mark at any offset after this one), or
-    /// neither. Reads the rest of the file (only at the end of the last segment, or on damage).
+    /// whole, checksummed record carrying the batch-start mark at any offset after this one), a
+    /// torn batch, or a damaged record. Reads the rest of the file (only at the end of the last
+    /// segment, or on damage).
     fn after_damage(&mut self) -> std::io::Result<AfterDamage> {
+        let at = self.offset;
         let mut rest = self.bytes().to_vec();
         if !self.eof {
             self.file.read_to_end(&mut rest)?;
@@ -73,10 +87,28 @@ impl Window {
         });
         Ok(if later {
             AfterDamage::LaterBatch
-        } else {
+        } else if lost_sector(at, &rest, declared_len(&rest).unwrap_or(HEADER_LEN)) {
             AfterDamage::TornBatch
+        } else {
+            AfterDamage::Damaged
         })
     }
+}
+
+/// Whether one of the 512-byte sectors overlapping the first `limit` bytes of `rest` (the
+/// bytes from file offset `at` to the end of the file) reads as zeros from `at` or its start to
+/// its end: a sector a torn write did not reach. Bytes past the end of the file count as zeros.
+fn lost_sector(at: u64, rest: &[u8], limit: usize) -> bool {
+    let mut sector = at - at % SECTOR;
+    while sector < at + limit as u64 {
+        let from = (sector.max(at) - at) as usize;
+        let to = ((sector + SECTOR - at) as usize).min(rest.len());
+        if rest.get(from..to).is_none_or(|b| b.iter().all(|&x| x == 0)) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
 }
 
 /// What [`Window::after_damage`] found.
@@ -88,6 +120,8 @@ enum AfterDamage {
     TornBatch,
     /// The start of a later batch: the damage is inside the log.
     LaterBatch,
+    /// A record written whole and changed since: no sector of it is missing.
+    Damaged,
 }
 
 /// Where a segment's log ends, as found by [`scan_segment`].
@@ -149,6 +183,16 @@ pub fn scan_segment(
                 if is_last {
                     match w.after_damage()? {
                         AfterDamage::LaterBatch => {}
+                        AfterDamage::Damaged => {
+                            return Err(corrupt(
+                                at,
+                                format!(
+                                    "{why} in the newest batch, whose every sector was written: \
+                                     damage to a record that may have been acknowledged, not a \
+                                     torn write"
+                                ),
+                            ))
+                        }
                         found => {
                             zeros_after = found == AfterDamage::Zeros && pending == 0;
                             break;
@@ -209,4 +253,52 @@ pub fn scan_segment(
         end: committed,
         zeros_after,
     })
+}
+
+/// Checks, after the syncer repaired the segment `path` following a failed write, that it holds
+/// exactly what was acknowledged: a valid header for `first`, then whole, checksummed records
+/// with positions `first..=head` back to back, ending exactly at `len`.
+pub fn check_durable(
+    file: &dyn SegmentFile,
+    path: &Path,
+    first: u64,
+    len: u64,
+    head: u64,
+) -> Result<(), StoreError> {
+    let corrupt = |offset: u64, reason: String| StoreError::Corrupt {
+        location: location(path, offset),
+        reason: format!("after a failed write, the acknowledged log does not read back: {reason}"),
+    };
+    let size = usize::try_from(len).map_err(|_| corrupt(0, "segment too large".into()))?;
+    let mut buf = vec![0; size];
+    read_exact_at(file, &mut buf, 0).map_err(|e| corrupt(0, e.to_string()))?;
+    check_header(path, &buf, first)?;
+    let mut at = SEGMENT_HEADER_LEN as usize;
+    let mut position = first;
+    while at < size {
+        match decode(&buf[at..]) {
+            Decoded::Record { record, len } if record.position == position => {
+                at += len;
+                position += 1;
+            }
+            Decoded::Record { record, .. } => {
+                return Err(corrupt(
+                    at as u64,
+                    format!("expected position {position}, found {}", record.position),
+                ))
+            }
+            Decoded::Incomplete => return Err(corrupt(at as u64, "record cut short".into())),
+            Decoded::Invalid(why) => return Err(corrupt(at as u64, why.into())),
+        }
+    }
+    if position != head + 1 {
+        return Err(corrupt(
+            len,
+            format!(
+                "the records end at position {}, {head} was acknowledged",
+                position - 1
+            ),
+        ));
+    }
+    Ok(())
 }

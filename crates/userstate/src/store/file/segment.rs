@@ -13,11 +13,10 @@
 //! `fallocate` is no substitute: its unwritten extents need the same metadata commit when first
 //! written.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::io::{write_all_at, SegmentFile, SegmentIo};
 use crate::store::StoreError;
 
 /// Bytes in a segment header.
@@ -80,31 +79,31 @@ pub fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Creates a new, empty segment starting at `first` in `dir`: writes and syncs its header, then
-/// syncs the directory so the new name survives a crash. Returns the path and a handle for
-/// positional writes.
-pub fn create(dir: &Path, first: u64) -> Result<(PathBuf, File), StoreError> {
+/// Creates a new, empty segment starting at `first` in `dir` (mode 0600): writes and syncs its
+/// header, then syncs the directory so the new name survives a crash. Returns the path and a
+/// handle for positional writes.
+pub fn create(
+    io: &dyn SegmentIo,
+    dir: &Path,
+    first: u64,
+) -> Result<(PathBuf, Box<dyn SegmentFile>), StoreError> {
     let path = dir.join(file_name(first));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    file.write_all(&header(first))?;
+    let file = io.create_new(&path)?;
+    write_all_at(&*file, &header(first), 0)?;
     file.sync_all()?;
-    sync_dir(dir)?;
+    io.sync_dir(dir)?;
     Ok((path, file))
 }
 
 /// Writes zeros over `from..to` of `file` (without syncing; the caller's next `fdatasync`
 /// makes them durable together with whatever it writes there).
-pub fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+pub fn write_zeros(file: &dyn SegmentFile, from: u64, to: u64) -> std::io::Result<()> {
     const PIECE: u64 = 1 << 20;
     let zeros = vec![0u8; PIECE.min(to.saturating_sub(from)) as usize];
     let mut at = from;
     while at < to {
         let n = PIECE.min(to - at) as usize;
-        file.write_all_at(&zeros[..n], at)?;
+        write_all_at(file, &zeros[..n], at)?;
         at += n as u64;
     }
     Ok(())

@@ -26,14 +26,18 @@
 //!
 //! After a failed write or sync the store stops accepting appends (the page cache can no
 //! longer be trusted to match the disk); the failed batch and every batch queued behind it are
-//! answered with the error; reopening the store recovers whatever reached the disk.
+//! answered with the error, and the syncer repairs the segment before it takes appends again
+//! (`resume`, ADR 0011): meanwhile [`health`] reports the failure.
+//!
+//! All the syncer's I/O goes through [`SegmentIo`] (real or fault-injecting).
 //!
 //! The queue is a `Mutex` + `Condvar` rather than a channel because the version check, the
 //! position and the place in the batch must be decided together, atomically, by the appender.
 
+mod resume;
+
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
@@ -45,7 +49,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, error};
 
 use super::index::Segment;
+use super::io::{write_all_at, SegmentFile, SegmentIo};
+use super::manifest;
 use super::record;
+use super::recovery::LastSegment;
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::Shared;
 use crate::hash::FastMap;
@@ -244,35 +251,58 @@ struct Placed {
 pub struct Syncer {
     shared: Arc<Shared>,
     dir: PathBuf,
-    file: File,
-    /// Bytes of the segment holding records (the log ends here).
+    io: Arc<dyn SegmentIo>,
+    /// The segment being written: its handle, path and first position.
+    file: Box<dyn SegmentFile>,
+    path: PathBuf,
+    first: u64,
+    /// Bytes of the segment holding durable records (the log ends here).
     len: u64,
     /// Bytes of the segment file: records, then zeros up to here.
     allocated: u64,
     segment_size: u64,
     /// Appends in the batch synced last.
     last_appends: usize,
+    /// The last position synced.
+    synced_head: u64,
+    /// First positions of the segments, as the manifest lists them.
+    segments: Vec<u64>,
+    /// A segment this syncer started that no durable batch has reached yet: the index learns
+    /// of it with the first batch synced there.
+    unannounced: Option<Segment>,
+    /// A rotation began and the manifest may not match `segments`.
+    manifest_stale: bool,
 }
 
 impl Syncer {
-    /// A syncer appending to the open last segment `file`, whose records end at `len` and
-    /// whose file (zeros after the records) ends at `allocated`.
+    /// A syncer appending to `last` (opened through `io`), with the log synced up to `head`
+    /// and the manifest listing `segments`.
     pub fn new(
         shared: Arc<Shared>,
         dir: PathBuf,
-        file: File,
-        (len, allocated): (u64, u64),
+        io: Arc<dyn SegmentIo>,
+        last: LastSegment,
+        segments: Vec<u64>,
         segment_size: u64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        let file = io.open(&last.path)?;
+        let synced_head = shared.read_index().head();
+        Ok(Self {
             shared,
             dir,
+            io,
             file,
-            len,
-            allocated: allocated.max(len),
+            path: last.path,
+            first: last.first,
+            len: last.len,
+            allocated: last.allocated.max(last.len),
             segment_size,
             last_appends: 0,
-        }
+            synced_head,
+            segments,
+            unannounced: None,
+            manifest_stale: false,
+        })
     }
 
     /// Writes and syncs batches until the store closes, handing each to the publisher.
@@ -293,16 +323,23 @@ impl Syncer {
                 let _ = publisher.send(Synced { batch, outcome });
             };
             if let Err(why) = &outcome {
-                error!(error = %why, "file store write failed; appends stop until reopened");
+                error!(error = %why,
+                    "file store write failed; appends stop until the segment is repaired");
                 let queued = {
                     let mut queue = self.shared.lock_queue();
-                    queue.failed = Some(why.clone());
+                    queue.failed = Some(format!(
+                        "a write failed ({why}); appends resume once the syncer has repaired \
+                         the segment"
+                    ));
                     std::mem::take(&mut queue.batches)
                 };
                 for batch in std::iter::once(batch).chain(queued) {
                     hand_over(batch, Err(why.clone()));
                 }
-                return;
+                if !self.resume() {
+                    return;
+                }
+                continue;
             }
             // With nothing to sync next and the publisher idle, publishing here saves the
             // callers a thread hand-off; otherwise the next sync must not wait for it.
@@ -369,10 +406,9 @@ impl Syncer {
     /// Rotates if due, writes the batch where the records end, and syncs it.
     fn write(&mut self, batch: &Batch) -> Result<Placed, StoreError> {
         let bytes = batch.buf.len() as u64;
-        let mut new_segment = None;
         if self.len > SEGMENT_HEADER_LEN && self.len + bytes > self.segment_size {
             let first = batch.events().next().map_or(0, |e| e.position);
-            new_segment = Some(self.rotate(first)?);
+            self.unannounced = Some(self.rotate(first)?);
         }
         let base = self.len;
         if base + bytes > u64::from(u32::MAX) {
@@ -381,11 +417,14 @@ impl Syncer {
             ));
         }
         self.zero_ahead(base + bytes)?;
-        self.file.write_all_at(&batch.buf, base)?;
+        write_all_at(&*self.file, &batch.buf, base)?;
         self.file.sync_data()?;
         self.len += bytes;
+        if let Some(last) = batch.events().last() {
+            self.synced_head = last.position;
+        }
         Ok(Placed {
-            new_segment,
+            new_segment: self.unannounced.take(),
             base,
             len: self.len,
         })
@@ -403,7 +442,7 @@ impl Syncer {
             .clamp(ZERO_AHEAD_MIN, ZERO_AHEAD_MAX);
         let target = (end + chunk).min(self.segment_size).max(end);
         let started = Instant::now();
-        segment::write_zeros(&self.file, self.allocated, target)?;
+        segment::write_zeros(&*self.file, self.allocated, target)?;
         debug!(
             from = self.allocated,
             to = target,
@@ -414,17 +453,27 @@ impl Syncer {
         Ok(())
     }
 
-    /// Seals the current segment (cut to its last record, synced) and starts a new one whose
-    /// first record is at position `first`. The index learns of it from the publisher, in order.
+    /// Seals the current segment (cut to its last record, synced), starts a new one whose
+    /// first record is at position `first`, and lists it in the manifest. The index learns of
+    /// it from the publisher, with the first batch synced there.
     fn rotate(&mut self, first: u64) -> Result<Segment, StoreError> {
         if self.allocated > self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
+            self.allocated = self.len;
         }
-        let (path, file) = segment::create(&self.dir, first)?;
+        self.manifest_stale = true;
+        let (path, file) = segment::create(&*self.io, &self.dir, first)?;
+        let mut segments = self.segments.clone();
+        segments.push(first);
+        manifest::write(&*self.io, &self.dir, &segments)?;
+        self.segments = segments;
+        self.manifest_stale = false;
         let reader = File::open(&path)?;
         debug!(segment = %path.display(), "new segment");
         self.file = file;
+        self.path = path.clone();
+        self.first = first;
         self.len = SEGMENT_HEADER_LEN;
         self.allocated = SEGMENT_HEADER_LEN;
         Ok(Segment {
@@ -509,10 +558,18 @@ fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 fn stopped(why: &str) -> StoreError {
     StoreError::Unavailable {
-        message: format!(
-            "the file store stopped accepting appends after a write failure ({why}); reopen it"
-        ),
+        message: format!("the file store is not accepting appends: {why}"),
         source: None,
+    }
+}
+
+/// Whether the store takes appends now: the failure that stopped them, while it lasts.
+pub fn health(shared: &Shared) -> Result<(), StoreError> {
+    let queue = shared.lock_queue();
+    match (&queue.failed, queue.closing) {
+        (Some(why), _) => Err(stopped(why)),
+        (None, true) => Err(gone()),
+        (None, false) => Ok(()),
     }
 }
 
