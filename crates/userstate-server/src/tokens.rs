@@ -216,7 +216,7 @@ pub fn bootstrap_admin(data_dir: &Path) -> Result<TokensSetup, TokensError> {
         let path = path.to_owned();
         move |source| TokensError::Io { path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    create_private_dir(data_dir).map_err(io(data_dir))?;
     let token = generate_token();
     let instance = InstanceId::new(DEFAULT_INSTANCE).map_err(|e| TokensError::Invalid {
         path: data_dir.to_owned(),
@@ -240,6 +240,18 @@ pub fn bootstrap_admin(data_dir: &Path) -> Result<TokensSetup, TokensError> {
         tokens_path,
         created_admin_token: Some(token_path),
     })
+}
+
+/// Creates `dir` and its missing parents readable by their owner only (mode 0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Writes a new file readable and writable by its owner only, and syncs it.
@@ -311,6 +323,8 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(token_path.parent().unwrap()).unwrap();
+            assert_eq!(dir_mode.permissions().mode() & 0o777, 0o700);
         }
         let again = load_or_bootstrap(&data, None).unwrap();
         assert!(again.created_admin_token.is_none());
