@@ -9,6 +9,7 @@
 //! [`UserService`](crate::UserService), and failures -> [`tonic::Status`] through
 //! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
 
+pub mod codec;
 mod convert;
 mod dispatch;
 mod metadata;
