@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(true)
         .build_server(true)
+        // A request that does not decode is InvalidArgument, not Internal (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ProstCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

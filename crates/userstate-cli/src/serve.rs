@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tracing::{debug, info};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
+use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
 use userstate_server::tokens::load_or_bootstrap;
 use userstate_server::{shutdown_signal, Server, ServerConfig};
 
@@ -43,6 +44,55 @@ pub struct ServeArgs {
     /// than this many seconds (0: no limit by age).
     #[arg(long, default_value_t = DEFAULT_MAX_LAG.as_secs_f64(), env = "USERSTATE_MAX_LAG_SECONDS")]
     pub max_lag_seconds: f64,
+    /// On SIGTERM or ctrl-c, how long in-flight requests may take before the connections left
+    /// are closed (`30s`, `500ms`, `2m`; a bare number is seconds).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "USERSTATE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+    /// Connections served at once; past it new connections wait to be accepted (or are refused
+    /// once the listen backlog is full), and established clients keep being served.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..), env = "USERSTATE_MAX_CONNECTIONS")]
+    pub max_connections: u32,
+    /// A request header must arrive within this (from the connection's accept, or from its
+    /// first byte on a keep-alive connection), or the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout, env = "USERSTATE_HEADER_TIMEOUT")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    #[arg(long, default_value = "60s", value_parser = parse_timeout, env = "USERSTATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+}
+
+/// A timeout flag: a duration ([`parse_duration`]) other than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout.is_zero() {
+        return Err("a timeout of 0 would close every connection at once".to_owned());
+    }
+    Ok(timeout)
+}
+
+/// A duration flag: a non-negative number with a unit `ms`, `s`, `m` or `h` (`30s`, `500ms`,
+/// `1.5m`); a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// Runs the server until a shutdown signal.
@@ -59,6 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .transpose()
             .context("--max-lag-seconds")?,
     };
+    config.shutdown_grace = args.shutdown_grace;
+    config.max_connections = args.max_connections as usize;
+    config.header_timeout = args.header_timeout;
+    config.idle_timeout = args.idle_timeout;
     let server = Server::bind(config).await.context("starting the server")?;
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
@@ -101,5 +155,49 @@ fn say(line: std::fmt::Arguments<'_>) {
         .and_then(|()| out.flush());
     if let Err(e) = written {
         debug!(error = %e, "stdout is closed; a start-up line was not printed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use userstate_server::server::{
+        DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
+    };
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_limits_default_to_the_servers_defaults() {
+        let args = Cli::parse_from(["userstate"]).serve;
+        assert_eq!(args.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(args.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(args.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(args.max_connections as usize, DEFAULT_MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("30s", ms(30_000)),
+            ("30", ms(30_000)),
+            ("500ms", ms(500)),
+            ("1.5m", ms(90_000)),
+            ("1h", ms(3_600_000)),
+            ("0", ms(0)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "s", "10x", "-1s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_timeout("0s").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(ms(1)));
     }
 }

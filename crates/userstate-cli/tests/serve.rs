@@ -20,11 +20,31 @@ struct Running {
 /// Starts the binary and reads stdout until the listening line (and the token line, when one
 /// is expected).
 fn start(data: &Path, expect_token_line: bool) -> Running {
+    start_with(data, expect_token_line, &[], None)
+}
+
+/// [`start`] with more flags, and at most `open_files` file descriptors (`ulimit -n`).
+fn start_with(
+    data: &Path,
+    expect_token_line: bool,
+    flags: &[&str],
+    open_files: Option<u32>,
+) -> Running {
     let log_path = data.with_extension("log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
+    let mut command = match open_files {
+        None => Command::new(env!("CARGO_BIN_EXE_userstate")),
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_userstate"));
+            sh
+        }
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -314,4 +334,132 @@ fn a_closed_stdout_does_not_stop_the_server() {
         lines: Vec::new(),
         log,
     });
+}
+
+/// Reads one HTTP/1.1 answer (head and `content-length` body) from `socket`.
+fn read_answer(socket: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).expect("an answer");
+        assert!(n > 0, "closed before the answer was complete");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+/// A client holding half a request head and one whose upload stalls do not keep a stopping
+/// server (and its store's directory lock) alive: SIGTERM ends the process within the shutdown
+/// grace, and a new server starts on the same data directory.
+#[test]
+fn sigterm_with_stalled_clients_exits_within_the_shutdown_grace() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let flags = ["--shutdown-grace", "1s", "--header-timeout", "60s"];
+    let running = start_with(&data, true, &flags, None);
+    let token = std::fs::read_to_string(token_file_from(&running.lines)).unwrap();
+    let mut half_head = std::net::TcpStream::connect(&running.addr).unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut upload = std::net::TcpStream::connect(&running.addr).unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /v2/users/human HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user",
+                token.trim()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let mut running = running;
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = running.child.kill();
+            panic!("userstate did not exit within 15 s of SIGTERM (grace 1 s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "the grace was not waited: {log}"
+    );
+    assert!(log.contains("shutdown grace elapsed"), "{log}");
+    // The store's lock went with the process.
+    let again = start_with(&data, false, &flags, None);
+    stop(again);
+    drop((half_head, upload));
+}
+
+/// More idle sockets than the server has file descriptors: an established client keeps being
+/// served, the idle ones are closed at the header timeout, and a new client gets in.
+#[test]
+fn idle_sockets_past_the_descriptor_limit_do_not_lock_out_new_clients() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let flags = [
+        "--max-connections",
+        "16",
+        "--header-timeout",
+        "1s",
+        "--store",
+        "memory",
+    ];
+    let running = start_with(&data, true, &flags, Some(64));
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut established = std::net::TcpStream::connect(&running.addr).unwrap();
+    established
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    established.write_all(healthz).unwrap();
+    assert!(read_answer(&mut established).starts_with("HTTP/1.1 200"));
+    let idle: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&running.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    established.write_all(healthz).unwrap();
+    assert!(read_answer(&mut established).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    let mut fresh = std::net::TcpStream::connect(&running.addr).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut fresh);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    drop(idle);
+    stop(running);
 }

@@ -1,5 +1,18 @@
-//! Binding, serving and shutting down: graceful on SIGTERM or ctrl-c (new connections are
-//! refused, in-flight requests finish, then the state — projection and store — is dropped).
+//! Binding, serving and shutting down, with the limits of SPEC.md ("Shutdown and limits"):
+//! - at most [`ServerConfig::max_connections`] connections are served at once; past it the
+//!   server stops accepting (new clients wait in the kernel's backlog, and are refused once it
+//!   is full) while established clients keep being served. A failed accept (e.g. out of file
+//!   descriptors) is logged and retried shortly; it never ends the server;
+//! - each connection must send a complete request head within
+//!   [`ServerConfig::header_timeout`] and is closed after [`ServerConfig::idle_timeout`] with no
+//!   request in flight (the `connection` module);
+//! - on SIGTERM or ctrl-c (or whatever `shutdown` future [`Server::run`] is given) the listener
+//!   is closed, gRPC health turns `NOT_SERVING`, every connection is shut down gracefully
+//!   (HTTP/1.1: closed once its request in flight is answered; HTTP/2: GOAWAY), and the drain
+//!   waits at most [`ServerConfig::shutdown_grace`]; what is left is then closed, and the state
+//!   — projection and store — is dropped.
+
+mod connection;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,12 +21,28 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tracing::info;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
 use userstate::{EventStore, StoreError};
 
 use crate::auth::Authenticator;
 use crate::http::{router, AppState, LagLimit};
 use crate::service::DEFAULT_READ_TIMEOUT;
+use connection::Timeouts;
+
+/// How long the drain waits for connections by default (SPEC.md).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How many connections are served at once by default (SPEC.md).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long a request head may take to arrive by default (SPEC.md).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may stay idle by default (SPEC.md).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the accept loop pauses after an accept failed for a reason other than the one
+/// connection (out of file descriptors or memory), so it does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Everything a server needs.
 pub struct ServerConfig {
@@ -27,10 +56,21 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// How far the read model may trail the store head before `/readyz` says not ready.
     pub lag_limit: LagLimit,
+    /// After the shutdown signal, how long in-flight requests may take before their
+    /// connections are closed.
+    pub shutdown_grace: Duration,
+    /// Connections served at once; more wait to be accepted (at least 1).
+    pub max_connections: usize,
+    /// A request head must be complete within this, counted from the accept or, on a
+    /// keep-alive connection, from its first byte (more than zero).
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY; also
+    /// the interval of HTTP/2 keep-alive pings). More than zero.
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
-    /// A config with the default read timeout.
+    /// A config with the default read timeout, lag limit, and SPEC.md's limits.
     pub fn new(
         listen: SocketAddr,
         store: Arc<dyn EventStore>,
@@ -42,6 +82,10 @@ impl ServerConfig {
             authenticator,
             read_timeout: DEFAULT_READ_TIMEOUT,
             lag_limit: LagLimit::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -49,7 +93,7 @@ impl ServerConfig {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServeError {
-    /// Binding or accepting failed.
+    /// Binding failed.
     #[error("cannot serve on {addr}: {source}")]
     Io {
         /// The address.
@@ -63,11 +107,20 @@ pub enum ServeError {
     Store(#[from] StoreError),
 }
 
+/// The limits a running server holds its connections to.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    shutdown_grace: Duration,
+    max_connections: usize,
+    timeouts: Timeouts,
+}
+
 /// A bound server, not yet serving.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
     addr: SocketAddr,
+    limits: Limits,
 }
 
 impl Server {
@@ -79,6 +132,14 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(io)?;
         let addr = listener.local_addr().map_err(io)?;
+        let limits = Limits {
+            shutdown_grace: config.shutdown_grace,
+            max_connections: config.max_connections.max(1),
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+            },
+        };
         let state = AppState::with_lag_limit(
             config.store,
             config.authenticator,
@@ -90,6 +151,7 @@ impl Server {
             listener,
             state,
             addr,
+            limits,
         })
     }
 
@@ -103,22 +165,97 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then drains (module docs) and drops the state.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let addr = self.addr;
+        let Self {
+            listener,
+            state,
+            addr,
+            limits,
+        } = self;
         info!(%addr, "serving");
-        let app = crate::grpc::with_grpc(router(self.state.clone()), self.state.clone()).await;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+        let (app, mut health) = crate::grpc::with_grpc(router(state.clone()), state.clone()).await;
+        let builder = Arc::new(connection::builder(limits.timeouts));
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let (drain, drained) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(ended) = connections.join_next() => {
+                    if let Err(e) = ended {
+                        error!(error = %e, "a connection task failed");
+                    }
+                }
+                accepted = accept(&listener, &permits) => match accepted {
+                    Ok((stream, permit)) => {
+                        let (app, builder, drained) = (app.clone(), builder.clone(), drained.clone());
+                        connections.spawn(async move {
+                            connection::serve(&builder, stream, app, limits.timeouts, drained).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) if is_connection_error(&e) => debug!(error = %e, "a connection failed before it was accepted"),
+                    Err(e) => {
+                        error!(error = %e, retry_in_ms = ACCEPT_RETRY.as_millis() as u64, "cannot accept connections (out of file descriptors?)");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(
+            connections = connections.len(),
+            grace_ms = limits.shutdown_grace.as_millis() as u64,
+            "stopped accepting; draining"
+        );
+        let _ = drain.send(true);
+        health.draining().await;
+        let all_ended = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.shutdown_grace, all_ended)
             .await
-            .map_err(|source| ServeError::Io { addr, source })?;
-        info!("stopped accepting; in-flight requests finished");
-        drop(self.state);
+            .is_ok()
+        {
+            info!("drained; in-flight requests finished");
+        } else {
+            warn!(
+                connections = connections.len(),
+                "shutdown grace elapsed; closing the connections left"
+            );
+            connections.shutdown().await;
+        }
+        drop(app);
+        drop(state);
         Ok(())
     }
+}
+
+/// The next connection, once a connection permit is free.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> std::io::Result<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the connection semaphore is never closed");
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, permit))
+}
+
+/// A failure of the one connection being accepted (the next accept may well work).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// Binds `config.listen` and serves until SIGTERM or ctrl-c.

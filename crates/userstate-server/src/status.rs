@@ -68,6 +68,9 @@ pub enum RequestError {
     /// The body is not valid JSON for this route.
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
+    /// A gRPC request message that is not valid protobuf for its method.
+    #[error("malformed protobuf message: {0}")]
+    MalformedMessage(String),
     /// A body with a content type other than JSON.
     #[error("unsupported content type {0:?}; send application/json")]
     UnsupportedContentType(String),
@@ -127,6 +130,7 @@ impl Classified for RequestError {
         match self {
             RequestError::MissingToken | RequestError::UnknownToken => ErrorKind::Unauthenticated,
             RequestError::MalformedJson(_)
+            | RequestError::MalformedMessage(_)
             | RequestError::UnsupportedContentType(_)
             | RequestError::BodyUnreadable(_)
             | RequestError::MissingBody
@@ -147,6 +151,7 @@ impl Classified for RequestError {
             RequestError::MissingToken => "AUTH-missing-token",
             RequestError::UnknownToken => "AUTH-unknown-token",
             RequestError::MalformedJson(_) => "HTTP-malformed-json",
+            RequestError::MalformedMessage(_) => "GRPC-malformed-message",
             RequestError::UnsupportedContentType(_) => "HTTP-unsupported-content-type",
             RequestError::BodyTooLarge { .. } => "HTTP-body-too-large",
             RequestError::BodyUnreadable(_) => "HTTP-body-unreadable",
@@ -165,6 +170,7 @@ impl Classified for RequestError {
         match self {
             RequestError::MissingToken | RequestError::UnknownToken => "Errors.Token.Invalid",
             RequestError::MalformedJson(_)
+            | RequestError::MalformedMessage(_)
             | RequestError::BodyUnreadable(_)
             | RequestError::MissingBody => "Errors.Invalid.Body",
             RequestError::UnsupportedContentType(_) => "Errors.Invalid.ContentType",

@@ -90,6 +90,35 @@ async fn every_failed_precondition_is_code_9() {
 }
 
 #[tokio::test]
+async fn a_malformed_message_is_invalid_argument() {
+    let s = server().await;
+    let paths = [
+        "/zitadel.user.v2.UserService/LockUser",
+        "/zitadel.user.v2.UserService/AddHumanUser",
+        "/zitadel.resources.user.v3alpha.ZITADELUsers/LockUser",
+    ];
+    // A field cut short, and field number 0: malformed whatever the message.
+    for payload in [vec![0x0a, 0x05, b'u'], vec![0x00, 0x01]] {
+        for path in paths {
+            assert_status(
+                raw_unary(s.addr, path, Some(ADMIN), payload.clone()).await,
+                3,
+                "GRPC-malformed-message",
+                "Errors.Invalid.Body",
+            );
+        }
+    }
+    // `user_id` (field 1, a string) sent as a varint.
+    assert_status(
+        raw_unary(s.addr, paths[0], Some(ADMIN), vec![0x08, 0x01]).await,
+        3,
+        "GRPC-malformed-message",
+        "Errors.Invalid.Body",
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn authentication_permissions_and_instances() {
     let s = server().await;
     let mut c = v2(s.addr).await;

@@ -74,12 +74,22 @@ async fn post(
     token: Option<&str>,
     message: &impl Message,
 ) -> WebAnswer {
+    post_bytes(s, method, token, &message.encode_to_vec()).await
+}
+
+/// Posts `payload` as the request message, whatever it holds.
+async fn post_bytes(
+    s: &TestServer,
+    method: &str,
+    token: Option<&str>,
+    payload: &[u8],
+) -> WebAnswer {
     let client = reqwest::Client::builder().http1_only().build().unwrap();
     let mut request = client
         .post(s.url(&format!("/zitadel.user.v2.UserService/{method}")))
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
-        .body(frame(0, &message.encode_to_vec()));
+        .body(frame(0, payload));
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
@@ -199,6 +209,26 @@ async fn grpc_web_add_get_and_errors_over_http1() {
     // The JSON API still answers on the same port.
     let json = s.get("/v2/users/w1", ADMIN).await;
     assert_eq!(json.status, 200, "{}", json.text);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_invalid_argument_over_grpc_web() {
+    let s = TestServer::start(Arc::new(MemoryStore::new())).await;
+    // Field 1 (`user_id`, a string) sent as a varint: not a LockUserRequest.
+    let answer = post_bytes(&s, "LockUser", Some(ADMIN), &[0x08, 0x01]).await;
+    assert_eq!(answer.status, 200, "gRPC-web errors travel in grpc-status");
+    assert_eq!(answer.meta("grpc-status").as_deref(), Some("3"));
+    let details_bin = answer
+        .meta("grpc-status-details-bin")
+        .expect("status details");
+    let rpc = RpcStatus::decode(decode_base64(&details_bin).as_slice()).unwrap();
+    assert_eq!(rpc.code, 3);
+    let detail = ErrorDetail::decode(rpc.details[0].value.as_slice()).unwrap();
+    assert_eq!(
+        (detail.id.as_str(), detail.message.as_str()),
+        ("GRPC-malformed-message", "Errors.Invalid.Body")
+    );
     s.stop().await;
 }
 

@@ -70,16 +70,27 @@ impl ByContentType {
     }
 }
 
+/// The answer of [`ByContentType::dispatch`].
+pub type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 impl Service<Request> for ByContentType {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = DispatchFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        self.dispatch(req)
+    }
+}
+
+impl ByContentType {
+    /// Answers `req` (what [`Service::call`] does, without needing `&mut self`: the
+    /// connection loop shares one value per connection).
+    pub fn dispatch(&self, req: Request) -> DispatchFuture {
         let grpc = req
             .headers()
             .get(CONTENT_TYPE)

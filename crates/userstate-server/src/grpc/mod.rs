@@ -2,13 +2,15 @@
 //! (generated from `proto/` at build time), the gRPC health service and server reflection, on
 //! the same port as the HTTP API. Requests whose `content-type` starts with `application/grpc`
 //! (gRPC over HTTP/2, gRPC-web over HTTP/1.1 or HTTP/2) go to tonic; every other request goes to
-//! the axum router ([`with_grpc`]).
+//! the axum router ([`with_grpc`]). Health reports `SERVING` until the server drains, then
+//! `NOT_SERVING` ([`GrpcHealth`]).
 //!
 //! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),
 //! the same tokens as HTTP), message -> [`UserCommand`](userstate::UserCommand) ->
 //! [`UserService`](crate::UserService), and failures -> [`tonic::Status`] through
 //! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
 
+pub mod codec;
 mod convert;
 mod dispatch;
 mod metadata;
@@ -16,11 +18,13 @@ mod v2;
 mod v3alpha;
 
 use axum::Router;
+use tonic::server::NamedService;
 use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 
 use crate::http::{AppState, MAX_BODY_BYTES};
 
-pub use dispatch::{is_grpc_content_type, ByContentType, GRPC_METHODS};
+pub use dispatch::{is_grpc_content_type, ByContentType, DispatchFuture, GRPC_METHODS};
 pub use metadata::{status_of, POSITION_METADATA};
 
 /// The generated protobuf messages, servers and clients (module paths follow the packages).
@@ -73,16 +77,46 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 use pb::zitadel::resources::user::v3alpha::zitadel_users_server::ZitadelUsersServer;
 use pb::zitadel::user::v2::user_service_server::UserServiceServer;
 
+/// The services `grpc.health.v1.Health` reports on: the server as a whole (`""`) and each user
+/// service.
+const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    <UserServiceServer<v2::UserServiceV2> as NamedService>::NAME,
+    <ZitadelUsersServer<v3alpha::UsersV3Alpha> as NamedService>::NAME,
+];
+
+/// The statuses `grpc.health.v1.Health` answers: `SERVING` from the start, `NOT_SERVING` once
+/// the server drains ([`draining`](Self::draining)).
+#[derive(Clone, Debug)]
+pub struct GrpcHealth {
+    reporter: HealthReporter,
+}
+
+impl GrpcHealth {
+    /// The drain began: every service answers `NOT_SERVING`, and an open `Watch` receives it
+    /// and then ends, so a watching client does not hold the drain open until the grace runs
+    /// out (new calls are refused by then: the connections are closing).
+    pub async fn draining(&mut self) {
+        for service in HEALTH_SERVICES {
+            self.reporter
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        for service in HEALTH_SERVICES {
+            self.reporter.clear_service_status(service).await;
+        }
+    }
+}
+
 /// The tonic services (user v2, user v3alpha, health, reflection v1 and v1alpha) as one axum
-/// router (without gRPC-web; [`with_grpc`] adds it).
-pub async fn grpc_router(state: AppState) -> Router {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<UserServiceServer<v2::UserServiceV2>>()
-        .await;
-    health
-        .set_serving::<ZitadelUsersServer<v3alpha::UsersV3Alpha>>()
-        .await;
+/// router (without gRPC-web; [`with_grpc`] adds it), and the health statuses.
+pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    for service in HEALTH_SERVICES {
+        reporter
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     // The HTTP body limit applies to messages too; tonic refuses larger ones with OutOfRange.
     let v2 = UserServiceServer::new(v2::UserServiceV2::new(state.clone()))
         .max_decoding_message_size(MAX_BODY_BYTES);
@@ -103,13 +137,13 @@ pub async fn grpc_router(state: AppState) -> Router {
         Ok(service) => routes = routes.add_service(service),
         Err(e) => tracing::warn!(error = %e, "gRPC reflection v1alpha not served"),
     }
-    routes.into_axum_router()
+    (routes.into_axum_router(), GrpcHealth { reporter })
 }
 
-/// One router for the port: gRPC and gRPC-web requests (by content type) to the tonic services,
-/// everything else to `http` (the JSON API).
-pub async fn with_grpc(http: Router, state: AppState) -> Router {
+/// One service for the port: gRPC and gRPC-web requests (by content type) to the tonic
+/// services, everything else to `http` (the JSON API); and the gRPC health statuses.
+pub async fn with_grpc(http: Router, state: AppState) -> (ByContentType, GrpcHealth) {
     let metrics = state.metrics().clone();
-    let grpc = grpc_router(state).await;
-    Router::new().fallback_service(ByContentType::new(http, grpc, metrics))
+    let (grpc, health) = grpc_router(state).await;
+    (ByContentType::new(http, grpc, metrics), health)
 }

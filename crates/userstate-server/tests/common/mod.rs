@@ -101,8 +101,16 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn EventStore>, read_timeout: Duration) -> Self {
+        Self::start_config(store, |config| config.read_timeout = read_timeout).await
+    }
+
+    /// A server with the config `configure` leaves.
+    pub async fn start_config(
+        store: Arc<dyn EventStore>,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), store, authenticator());
-        config.read_timeout = read_timeout;
+        configure(&mut config);
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();

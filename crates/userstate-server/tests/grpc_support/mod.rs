@@ -106,3 +106,61 @@ pub fn add_request(id: Option<&str>, username: &str, org: &str) -> AddHumanUserR
         ..Default::default()
     }
 }
+
+/// A codec that sends the request bytes as given (what no generated client would send) and
+/// hands back the answer's bytes.
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let len = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, len).to_vec()))
+    }
+}
+
+/// A unary call of `path` (e.g. `/zitadel.user.v2.UserService/LockUser`) whose request
+/// message is `payload`, as bytes.
+pub async fn raw_unary(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    token: Option<&str>,
+    payload: Vec<u8>,
+) -> Result<tonic::Response<Vec<u8>>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.expect("the channel is ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(req(token, payload), path, RawCodec).await
+}
