@@ -109,13 +109,19 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     for finding in &report.findings {
         println!("FINDING: {finding}");
     }
+    // Left by an add that crashed between its two writes; the next add of the name reclaims it.
+    for orphan in &report.orphans {
+        println!("ORPHAN: {orphan}");
+    }
     println!(
-        "verify: {} events, {} streams ({} users) scanned; {} finding(s), {} repair(s) pending",
+        "verify: {} events, {} streams ({} users) scanned; {} finding(s), {} repair(s) pending, \
+         {} orphaned reservation(s)",
         report.events,
         report.streams,
         report.users,
         report.findings.len(),
-        pending.len()
+        pending.len(),
+        report.orphans.len()
     );
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
