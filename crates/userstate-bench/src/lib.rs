@@ -1,4 +1,4 @@
-//! The load generator behind `userstate bench` (interface: `../shared/docs/BENCH.md`).
+//! The load generator behind `userstate bench` (interface: `docs/BENCH.md`).
 //!
 //! A run starts a live [`Projection`] fed by the engine's appends ([`Projection::spawn_fed`]),
 //! adds N users (not timed), then lets C tasks issue full [`Engine::execute`] commands for S

@@ -1,4 +1,4 @@
-//! `userstate bench`: the load generator of `../shared/docs/BENCH.md`.
+//! `userstate bench`: the load generator of `docs/BENCH.md`.
 
 use std::process::ExitCode;
 use std::time::Duration;

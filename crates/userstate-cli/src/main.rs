@@ -53,7 +53,7 @@ enum Command {
     Export(maintenance::ExportArgs),
     /// Append the events of an export file, validated first, to a store.
     Import(maintenance::ImportArgs),
-    /// Measure commands/s and latency (../shared/docs/BENCH.md).
+    /// Measure commands/s and latency (docs/BENCH.md).
     Bench(bench::BenchArgs),
 }
 
