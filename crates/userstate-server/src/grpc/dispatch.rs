@@ -1,4 +1,4 @@
-//! Dispatch by content type: one port, two front ends.
+//! Dispatch by content type and path: one port for HTTP/JSON, gRPC, gRPC-web and Connect.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +16,7 @@ use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
+use super::connect::Connect;
 use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
@@ -52,19 +53,24 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 /// every other request to the HTTP router. gRPC calls get a tracing span and are counted in
 /// `metrics` with method `GRPC`, route = the gRPC path and status = the gRPC code (`0` when the
 /// call succeeded: a failed unary call's `grpc-status` is in the response headers).
+/// A Connect call (a `POST` to a served method's path that is not gRPC) goes to
+/// [`Connect`], which calls the same tonic services; it is counted with method `CONNECT` and
+/// its HTTP status.
 #[derive(Clone)]
 pub struct ByContentType {
     http: Router,
     grpc: GrpcWebService<Router>,
+    connect: Connect,
     metrics: Metrics,
 }
 
 impl ByContentType {
-    /// Dispatches between `http` and `grpc`.
-    pub fn new(http: Router, grpc: Router, metrics: Metrics) -> Self {
+    /// Dispatches between `http`, `grpc` and Connect in front of `grpc`.
+    pub fn new(http: Router, grpc: Router, connect: Connect, metrics: Metrics) -> Self {
         Self {
             http,
             grpc: GrpcWebLayer::new().layer(grpc),
+            connect,
             metrics,
         }
     }
@@ -131,6 +137,26 @@ impl ByContentType {
                 }
                 .instrument(span),
             )
+        } else if let Some(method) = self.connect.method(req.uri().path()) {
+            let connect = self.connect.clone();
+            let metrics = self.metrics.clone();
+            let path = req.uri().path();
+            let route = GRPC_METHODS
+                .iter()
+                .find(|m| **m == path)
+                .copied()
+                .unwrap_or("/grpc-other");
+            Box::pin(async move {
+                let start = Instant::now();
+                let response = connect.call(method, req).await;
+                metrics.observe_request(
+                    route,
+                    "CONNECT",
+                    response.status().as_u16(),
+                    start.elapsed(),
+                );
+                Ok(response)
+            })
         } else {
             Box::pin(self.http.clone().oneshot(req))
         }

@@ -11,6 +11,7 @@
 //! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
 
 pub mod codec;
+mod connect;
 mod convert;
 mod dispatch;
 mod metadata;
@@ -140,10 +141,12 @@ pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
     (routes.into_axum_router(), GrpcHealth { reporter })
 }
 
-/// One service for the port: gRPC and gRPC-web requests (by content type) to the tonic
-/// services, everything else to `http` (the JSON API); and the gRPC health statuses.
+/// One service for the port: gRPC and gRPC-web requests (by content type) and Connect calls
+/// (by path) to the tonic services, everything else to `http` (the JSON API); and the gRPC
+/// health statuses.
 pub async fn with_grpc(http: Router, state: AppState) -> (ByContentType, GrpcHealth) {
     let metrics = state.metrics().clone();
-    let (grpc, health) = grpc_router(state).await;
-    (ByContentType::new(http, grpc, metrics), health)
+    let (grpc, health) = grpc_router(state.clone()).await;
+    let connect = connect::Connect::new(grpc.clone(), state);
+    (ByContentType::new(http, grpc, connect, metrics), health)
 }
