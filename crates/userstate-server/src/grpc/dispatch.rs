@@ -16,6 +16,7 @@ use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
+use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
 use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
@@ -41,7 +42,8 @@ pub const GRPC_METHODS: [&str; 17] = [
 ];
 
 /// Whether a `content-type` is gRPC or gRPC-web (`application/grpc`, `application/grpc+proto`,
-/// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, …).
+/// `application/grpc+json`, `application/grpc-web`, `application/grpc-web+proto`,
+/// `application/grpc-web+json`, `application/grpc-web-text`, …).
 pub fn is_grpc_content_type(content_type: &str) -> bool {
     content_type
         .get(..16)
@@ -55,7 +57,7 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 #[derive(Clone)]
 pub struct ByContentType {
     http: Router,
-    grpc: GrpcWebService<Router>,
+    grpc: GrpcWebService<JsonTranscode<Router>>,
     metrics: Metrics,
 }
 
@@ -64,7 +66,7 @@ impl ByContentType {
     pub fn new(http: Router, grpc: Router, metrics: Metrics) -> Self {
         Self {
             http,
-            grpc: GrpcWebLayer::new().layer(grpc),
+            grpc: GrpcWebLayer::new().layer(JsonTranscode::new(grpc)),
             metrics,
         }
     }
@@ -90,12 +92,19 @@ impl Service<Request> for ByContentType {
 impl ByContentType {
     /// Answers `req` (what [`Service::call`] does, without needing `&mut self`: the
     /// connection loop shares one value per connection).
-    pub fn dispatch(&self, req: Request) -> DispatchFuture {
-        let grpc = req
+    pub fn dispatch(&self, mut req: Request) -> DispatchFuture {
+        let content_type = req
             .headers()
             .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(is_grpc_content_type);
+            .and_then(|v| v.to_str().ok());
+        let grpc = content_type.is_some_and(is_grpc_content_type);
+        // JSON messages: the services see their protobuf twin (grpc/json.rs).
+        let json = content_type.and_then(protobuf_twin);
+        if let Some(twin) = json {
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(twin));
+            req.extensions_mut().insert(JsonMessages);
+        }
         if grpc {
             let service = self.grpc.clone();
             let metrics = self.metrics.clone();
@@ -116,7 +125,11 @@ impl ByContentType {
             Box::pin(
                 async move {
                     let start = Instant::now();
-                    let response = service.oneshot(req).await?;
+                    let mut response = service.oneshot(req).await?;
+                    if json.is_some() {
+                        let answer = json_answer_type(response.headers().get(CONTENT_TYPE));
+                        response.headers_mut().insert(CONTENT_TYPE, answer);
+                    }
                     let code = response
                         .headers()
                         .get("grpc-status")

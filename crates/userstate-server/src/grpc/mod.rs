@@ -1,18 +1,21 @@
 //! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.user.v3alpha.UserService`
-//! (generated from `proto/` at build time), the gRPC health service and server reflection, on
-//! the same port as the HTTP API. Requests whose `content-type` starts with `application/grpc`
-//! (gRPC over HTTP/2, gRPC-web over HTTP/1.1 or HTTP/2) go to tonic; every other request goes to
-//! the axum router ([`with_grpc`]). Health reports `SERVING` until the server drains, then
-//! `NOT_SERVING` ([`GrpcHealth`]).
+//! (generated from `proto/` at build time; every message, field number and enum value is
+//! ZITADEL's own), the gRPC health service and server reflection, on the same port as the HTTP
+//! API. Requests whose `content-type` starts with `application/grpc` (gRPC over HTTP/2, gRPC-web
+//! over HTTP/1.1 or HTTP/2; protobuf or JSON messages, see [`json`]) go to tonic; every other
+//! request goes to the axum router ([`with_grpc`]). Health reports `SERVING` until the server
+//! drains, then `NOT_SERVING` ([`GrpcHealth`]).
 //!
 //! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),
-//! the same tokens as HTTP), message -> [`UserCommand`](userstate::UserCommand) ->
-//! [`UserService`](crate::UserService), and failures -> [`tonic::Status`] through
-//! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
+//! the same tokens as HTTP, checked by an interceptor before the message is decoded), message ->
+//! [`UserCommand`](userstate::UserCommand) -> [`UserService`](crate::UserService), and failures
+//! -> [`tonic::Status`] through [`ApiError`](crate::ApiError), whose code comes from
+//! [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
 
 pub mod codec;
 mod convert;
 mod dispatch;
+pub mod json;
 mod metadata;
 mod v2;
 mod v3alpha;
