@@ -7,7 +7,7 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/zitadel/user/v2/user_service.proto",
-        "proto/zitadel/resources/user/v3alpha/user_service.proto",
+        "proto/zitadel/user/v3alpha/user_service.proto",
         "proto/zitadel/v1/message.proto",
         "proto/google/rpc/status.proto",
     ];

@@ -15,7 +15,7 @@ use crate::http::routes;
         routes::add_human_user, routes::get_user_v2, routes::remove_user_v2,
         routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
-        routes::deactivate_user_v3, routes::activate_user_v3, routes::lock_user_v3,
+        routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,
         routes::unlock_user_v3,
     ),
     modifiers(&BearerAuth),

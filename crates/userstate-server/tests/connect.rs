@@ -25,9 +25,19 @@ struct Answer {
 }
 
 async fn call(s: &TestServer, method: &str, token: Option<&str>, body: &str) -> Answer {
+    call_service(s, V2, method, token, body).await
+}
+
+async fn call_service(
+    s: &TestServer,
+    service: &str,
+    method: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Answer {
     let mut request = s
         .client
-        .post(s.url(&format!("{V2}/{method}")))
+        .post(s.url(&format!("{service}/{method}")))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(token) = token {
@@ -107,6 +117,34 @@ async fn json_calls_answer_zitadels_messages() {
     assert_eq!(got.body["details"]["sequence"], "5");
     let removed = call(&s, "DeleteUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
+    s.stop().await;
+}
+
+/// Seed 003 (`POST /v3alpha/users/{userId}/unlock`) and seed 000 (`…/reactivate`) by their RPC
+/// paths, as a Connect client of ZITADEL's `zitadel.user.v3alpha.UserService` calls them.
+#[tokio::test]
+async fn the_seeds_by_their_rpc_paths() {
+    let s = TestServer::start(Arc::new(MemoryStore::new())).await;
+    call(&s, "AddHumanUser", Some(ADMIN), &add_body("u1", "alice")).await;
+    let v3 = "/zitadel.user.v3alpha.UserService";
+    let locked = call_service(&s, v3, "LockUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
+    assert_eq!(locked.status, 200, "{}", locked.body);
+    let unlocked = call_service(&s, v3, "UnlockUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
+    assert_eq!(unlocked.status, 200, "{}", unlocked.body);
+    let details = &unlocked.body["details"];
+    assert_eq!(details["sequence"], "3", "{}", unlocked.body);
+    assert_eq!(details["resourceOwner"], "acme");
+    assert!(
+        details.get("creationDate").is_none(),
+        "v2beta Details has none"
+    );
+    let again = call_service(&s, v3, "UnlockUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
+    assert_connect_error(&again, 400, "failed_precondition", "COMMAND-olb9vb0oca");
+    call(&s, "DeactivateUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
+    let reactivated = call(&s, "ReactivateUser", Some(ADMIN), r#"{"userId": "u1"}"#).await;
+    assert_eq!(reactivated.status, 200, "{}", reactivated.body);
+    assert_eq!(reactivated.body["details"]["sequence"], "5");
+    assert!(reactivated.body["details"]["creationDate"].is_string());
     s.stop().await;
 }
 

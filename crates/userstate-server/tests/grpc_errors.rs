@@ -95,7 +95,7 @@ async fn a_malformed_message_is_invalid_argument() {
     let paths = [
         "/zitadel.user.v2.UserService/LockUser",
         "/zitadel.user.v2.UserService/AddHumanUser",
-        "/zitadel.resources.user.v3alpha.ZITADELUsers/LockUser",
+        "/zitadel.user.v3alpha.UserService/LockUser",
     ];
     // A field cut short, and field number 0: malformed whatever the message.
     for payload in [vec![0x0a, 0x05, b'u'], vec![0x00, 0x01]] {

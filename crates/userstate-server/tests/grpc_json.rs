@@ -9,8 +9,8 @@ use std::sync::Arc;
 use common::*;
 use grpc_support::*;
 use userstate::MemoryStore;
-use userstate_server::grpc::pb::zitadel::resources::user::v3alpha as v3;
 use userstate_server::grpc::pb::zitadel::user::v2::*;
+use userstate_server::grpc::pb::zitadel::user::v3alpha as v3;
 
 #[tokio::test]
 async fn json_and_grpc_answers_agree_on_sequence_and_dates() {
@@ -68,7 +68,12 @@ async fn json_and_grpc_answers_agree_on_sequence_and_dates() {
     );
     let deactivated = v3(s.addr)
         .await
-        .deactivate_user(as_(ADMIN, v3::DeactivateUserRequest { id: "u1".into() }))
+        .deactivate_user(as_(
+            ADMIN,
+            v3::DeactivateUserRequest {
+                user_id: "u1".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -118,10 +123,17 @@ async fn json_and_grpc_answers_agree_on_sequence_and_dates() {
     let json3 = s.get("/v3alpha/users/u1", ADMIN).await;
     let grpc3 = v3(s.addr)
         .await
-        .get_user(as_(ADMIN, v3::GetUserRequest { id: "u1".into() }))
+        .get_user_by_id(as_(
+            ADMIN,
+            v3::GetUserByIdRequest {
+                user_id: "u1".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
+        .user
+        .unwrap()
         .details
         .unwrap();
     assert_eq!(
@@ -151,7 +163,7 @@ async fn health_and_reflection_answer_on_the_same_port() {
     for service in [
         "",
         "zitadel.user.v2.UserService",
-        "zitadel.resources.user.v3alpha.ZITADELUsers",
+        "zitadel.user.v3alpha.UserService",
     ] {
         let answer = health
             .check(HealthCheckRequest {
@@ -188,8 +200,8 @@ async fn health_and_reflection_answer_on_the_same_port() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
-            "zitadel.resources.user.v3alpha.ZITADELUsers",
             "zitadel.user.v2.UserService",
+            "zitadel.user.v3alpha.UserService",
         ]
     );
     // What grpcurl asks to describe a method's types: the file that defines the service.

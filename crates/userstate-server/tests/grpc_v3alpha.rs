@@ -1,4 +1,4 @@
-//! `zitadel.resources.user.v3alpha.ZITADELUsers` over gRPC against a real server: every method,
+//! `zitadel.user.v3alpha.UserService` (seed 003's service) over gRPC against a real server: every method,
 //! the v3alpha details (no creation date) and the error codes.
 
 mod common;
@@ -9,8 +9,7 @@ use std::sync::Arc;
 use common::*;
 use grpc_support::*;
 use userstate::MemoryStore;
-use userstate_server::grpc::pb::zitadel::resources::user::v3alpha::*;
-use userstate_server::grpc::pb::zitadel::user::v2::UserState;
+use userstate_server::grpc::pb::zitadel::user::v3alpha::*;
 
 #[tokio::test]
 async fn every_method_and_its_errors() {
@@ -22,19 +21,27 @@ async fn every_method_and_its_errors() {
     let get = |token: &'static str| {
         let mut c = reader.clone();
         async move {
-            c.get_user(as_(token, GetUserRequest { id: "u1".into() }))
-                .await
+            c.get_user_by_id(as_(
+                token,
+                GetUserByIdRequest {
+                    user_id: "u1".into(),
+                },
+            ))
+            .await
         }
     };
-    let read = get(ACME_READER).await.unwrap().into_inner();
-    let user = read.user.unwrap();
-    assert_eq!((user.id.as_str(), user.username.as_str()), ("u1", "u1"));
-    assert_eq!(user.state, UserState::Active as i32);
-    assert_eq!(user.details, read.details);
-    assert_eq!(read.details.unwrap().sequence, 1);
+    let user = get(ACME_READER).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(user.user_id, "u1");
+    assert_eq!(user.state, State::UserStateActive as i32);
+    let details = user.details.unwrap();
+    assert_eq!(
+        (details.sequence, details.resource_owner.as_str()),
+        (1, "acme")
+    );
+    assert!(details.change_date.is_some());
 
     let locked = c
-        .lock_user(as_(ACME, LockUserRequest { id: id() }))
+        .lock_user(as_(ACME, LockUserRequest { user_id: id() }))
         .await
         .unwrap();
     let p1 = position(&locked);
@@ -43,64 +50,66 @@ async fn every_method_and_its_errors() {
     assert!(d.change_date.is_some());
     assert_eq!(
         get(ADMIN).await.unwrap().into_inner().user.unwrap().state,
-        UserState::Locked as i32
+        State::UserStateLocked as i32
     );
     let unlocked = c
-        .unlock_user(as_(ACME, UnlockUserRequest { id: id() }))
+        .unlock_user(as_(ACME, UnlockUserRequest { user_id: id() }))
         .await
         .unwrap();
     assert!(position(&unlocked) > p1);
     assert_eq!(unlocked.into_inner().details.unwrap().sequence, 3);
     let deactivated = c
-        .deactivate_user(as_(ACME, DeactivateUserRequest { id: id() }))
+        .deactivate_user(as_(ACME, DeactivateUserRequest { user_id: id() }))
         .await
         .unwrap();
     assert_eq!(deactivated.into_inner().details.unwrap().sequence, 4);
     assert_eq!(
         get(ADMIN).await.unwrap().into_inner().user.unwrap().state,
-        UserState::Inactive as i32
+        State::UserStateInactive as i32
     );
     let activated = c
-        .activate_user(as_(ACME, ActivateUserRequest { id: id() }))
+        .reactivate_user(as_(ACME, ReactivateUserRequest { user_id: id() }))
         .await
         .unwrap();
     assert_eq!(activated.into_inner().details.unwrap().sequence, 5);
 
     assert_status(
-        c.unlock_user(as_(ACME, UnlockUserRequest { id: id() }))
+        c.unlock_user(as_(ACME, UnlockUserRequest { user_id: id() }))
             .await,
         9,
         "COMMAND-olb9vb0oca",
         "Errors.User.NotLocked",
     );
     assert_status(
-        c.activate_user(as_(ACME, ActivateUserRequest { id: id() }))
+        c.reactivate_user(as_(ACME, ReactivateUserRequest { user_id: id() }))
             .await,
         9,
         "COMMAND-s5qqcz97hf",
         "Errors.User.NotInactive",
     );
     assert_status(
-        c.lock_user(req(None, LockUserRequest { id: id() })).await,
+        c.lock_user(req(None, LockUserRequest { user_id: id() }))
+            .await,
         16,
         "AUTH-missing-token",
         "Errors.Token.Invalid",
     );
     assert_status(
-        c.lock_user(as_(GLOBEX, LockUserRequest { id: id() })).await,
-        7,
-        "AUTH-permission-denied",
-        "Errors.PermissionDenied",
-    );
-    assert_status(
-        c.delete_user(as_(ACME_WRITER, DeleteUserRequest { id: id() }))
+        c.lock_user(as_(GLOBEX, LockUserRequest { user_id: id() }))
             .await,
         7,
         "AUTH-permission-denied",
         "Errors.PermissionDenied",
     );
     assert_status(
-        c.lock_user(as_(OTHER_INSTANCE, LockUserRequest { id: id() }))
+        c.delete_user(as_(ACME_WRITER, DeleteUserRequest { user_id: id() }))
+            .await,
+        7,
+        "AUTH-permission-denied",
+        "Errors.PermissionDenied",
+    );
+    assert_status(
+        c.lock_user(as_(OTHER_INSTANCE, LockUserRequest { user_id: id() }))
             .await,
         5,
         "COMMAND-450yxuqrh1",
@@ -116,7 +125,7 @@ async fn every_method_and_its_errors() {
         c.lock_user(as_(
             ACME,
             LockUserRequest {
-                id: "bad id".into(),
+                user_id: "bad id".into(),
             },
         ))
         .await,
@@ -126,7 +135,7 @@ async fn every_method_and_its_errors() {
     );
 
     let deleted = c
-        .delete_user(as_(ACME, DeleteUserRequest { id: id() }))
+        .delete_user(as_(ACME, DeleteUserRequest { user_id: id() }))
         .await
         .unwrap();
     assert_eq!(deleted.into_inner().details.unwrap().sequence, 6);
@@ -137,7 +146,7 @@ async fn every_method_and_its_errors() {
         "Errors.User.NotFound",
     );
     assert_status(
-        c.activate_user(as_(ADMIN, ActivateUserRequest { id: id() }))
+        c.reactivate_user(as_(ADMIN, ReactivateUserRequest { user_id: id() }))
             .await,
         5,
         "COMMAND-450yxuqrh1",

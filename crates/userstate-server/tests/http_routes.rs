@@ -105,9 +105,12 @@ async fn v3alpha_routes_answer_without_creation_date() {
     assert_eq!(s.add(ADMIN, "u3", "acme").await.status, 201);
     let steps = [
         ("deactivate", "USER_STATE_INACTIVE"),
-        ("activate", "USER_STATE_ACTIVE"),
+        ("reactivate", "USER_STATE_ACTIVE"),
         ("lock", "USER_STATE_LOCKED"),
         ("unlock", "USER_STATE_ACTIVE"),
+        ("deactivate", "USER_STATE_INACTIVE"),
+        // The alias of earlier releases.
+        ("activate", "USER_STATE_ACTIVE"),
     ];
     for (i, (action, state)) in steps.into_iter().enumerate() {
         let r = s.post(&format!("/v3alpha/users/u3/{action}"), ADMIN).await;

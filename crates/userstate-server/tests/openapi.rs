@@ -26,7 +26,7 @@ fn checked_in_openapi_matches_the_code() {
         "/v2/users/{userId}/unlock",
         "/v3alpha/users/{userId}",
         "/v3alpha/users/{userId}/deactivate",
-        "/v3alpha/users/{userId}/activate",
+        "/v3alpha/users/{userId}/reactivate",
         "/v3alpha/users/{userId}/lock",
         "/v3alpha/users/{userId}/unlock",
     ] {

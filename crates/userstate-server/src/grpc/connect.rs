@@ -3,8 +3,8 @@
 //! (PyPI `zitadel-client`, npm `@zitadel/client`'s Connect transport).
 //!
 //! A skin over the gRPC services, not a third implementation: a Connect call is authenticated,
-//! its body transcoded to the method's protobuf message (JSON through the services' own
-//! descriptors, the proto3 JSON mapping), and sent as a gRPC call to the same tonic services the
+//! its body transcoded to the method's protobuf message (JSON as `application/grpc+json` is,
+//! [`super::json`]), and sent as a gRPC call to the same tonic services the
 //! gRPC and gRPC-web clients reach; the answer or status comes back transcoded. So each
 //! operation is declared once, in its service, for gRPC, gRPC-web and Connect.
 //!
@@ -22,10 +22,11 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeOptions};
+use prost_reflect::MethodDescriptor;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
+use super::json;
 use super::pb::google::rpc::Status as RpcStatus;
 use super::status_of;
 use crate::http::{AppState, MAX_BODY_BYTES};
@@ -62,7 +63,6 @@ impl Encoding {
 /// Connect unary in front of the tonic services.
 #[derive(Clone)]
 pub struct Connect {
-    pool: DescriptorPool,
     grpc: Router,
     state: AppState,
 }
@@ -71,18 +71,12 @@ impl Connect {
     /// Connect for the services of `grpc` (the plain tonic router, described by the
     /// server's file descriptor set).
     pub fn new(grpc: Router, state: AppState) -> Self {
-        let pool = DescriptorPool::decode(super::FILE_DESCRIPTOR_SET)
-            .expect("the build writes a valid descriptor set");
-        Self { pool, grpc, state }
+        Self { grpc, state }
     }
 
     /// The method a request path names (`/zitadel.user.v2.UserService/LockUser`), if served.
     pub fn method(&self, path: &str) -> Option<MethodDescriptor> {
-        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        self.pool
-            .get_service_by_name(service)?
-            .methods()
-            .find(|m| m.name() == method)
+        json::method_at(path)
     }
 
     /// Answers one Connect unary call of `method`.
@@ -131,9 +125,9 @@ impl Connect {
             .map_err(|e| connect_error(&status_of(&e)))?;
         let message = match encoding {
             Encoding::Proto => body,
-            Encoding::Json => {
-                json_to_proto(&method, &body).map_err(|e| connect_error(&status_of(&e)))?
-            }
+            Encoding::Json => json::json_to_protobuf(&method.input(), &body)
+                .map_err(|e| connect_error(&e))?
+                .into(),
         };
         let grpc_request = grpc_request(&parts.uri, &parts.headers, &message);
         let response = self
@@ -163,9 +157,9 @@ impl Connect {
         let answer = framed.get(5..).unwrap_or_default();
         let body = match encoding {
             Encoding::Proto => Bytes::copy_from_slice(answer),
-            Encoding::Json => {
-                proto_to_json(&method, answer).map_err(|e| connect_error(&Status::internal(e)))?
-            }
+            Encoding::Json => json::protobuf_to_json(&method.output(), answer)
+                .map_err(|e| connect_error(&e))?
+                .into(),
         };
         let mut response = Response::new(Body::from(body));
         for (name, value) in &parts.headers {
@@ -192,36 +186,6 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         .into()),
         Err(e) => Err(RequestError::MalformedJson(e.to_string()).into()),
     }
-}
-
-/// A JSON body as the method's input message, in protobuf (proto3 JSON mapping; unknown
-/// fields ignored, as grpc-gateway and Connect servers do). An empty body is the empty message.
-fn json_to_proto(method: &MethodDescriptor, body: &[u8]) -> Result<Bytes, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(false);
-    let message =
-        DynamicMessage::deserialize_with_options(method.input(), &mut deserializer, &options)
-            .and_then(|m| deserializer.end().map(|()| m))
-            .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-    Ok(message.encode_to_vec().into())
-}
-
-/// A protobuf answer of the method as proto3 JSON (int64 as strings, enums by name, fields
-/// in lowerCamelCase, default values left out: what grpc-gateway and Connect write).
-fn proto_to_json(method: &MethodDescriptor, answer: &[u8]) -> Result<Bytes, String> {
-    let message = DynamicMessage::decode(method.output(), answer).map_err(|e| e.to_string())?;
-    let options = SerializeOptions::new().stringify_64_bit_integers(true);
-    let mut json = Vec::new();
-    let mut serializer = serde_json::Serializer::new(&mut json);
-    message
-        .serialize_with_options(&mut serializer, &options)
-        .map_err(|e| e.to_string())?;
-    Ok(json.into())
 }
 
 /// The gRPC call a Connect call makes: the same path and metadata headers, the message framed.

@@ -5,8 +5,9 @@ use prost_types::Timestamp;
 use userstate::{Details, UserView};
 
 use super::pb::zitadel::object::v2 as object;
-use super::pb::zitadel::resources::user::v3alpha as v3;
+use super::pb::zitadel::object::v2beta as object_beta;
 use super::pb::zitadel::user::v2 as user;
+use super::pb::zitadel::user::v3alpha as v3;
 
 /// A time as `google.protobuf.Timestamp`.
 pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
@@ -26,9 +27,9 @@ pub(crate) fn details_v2(d: &Details) -> object::Details {
     }
 }
 
-/// v3alpha `Details` (no `creation_date`).
-pub(crate) fn details_v3(d: &Details) -> v3::Details {
-    v3::Details {
+/// v3alpha `Details` (`zitadel.object.v2beta.Details`: no `creation_date`).
+pub(crate) fn details_v3(d: &Details) -> object_beta::Details {
+    object_beta::Details {
         sequence: d.sequence,
         change_date: Some(timestamp(d.change_date)),
         resource_owner: d.resource_owner.to_string(),
@@ -60,13 +61,19 @@ pub(crate) fn user_v2(view: &UserView) -> user::User {
     }
 }
 
-/// A v3alpha `User` of the read model.
+/// A v3alpha `User` of the read model: id, details, state and contact email (ZITADEL's v3alpha
+/// user has no username or profile; its schema data is not served). An initial user's state is
+/// 5, v2's `USER_STATE_INITIAL` (v3alpha's `State` has no such value).
 pub(crate) fn user_v3(view: &UserView) -> v3::User {
     v3::User {
-        id: view.user_id.to_string(),
+        user_id: view.user_id.to_string(),
         details: Some(details_v3(&view.details())),
+        contact: Some(v3::Contact {
+            email: view.email.as_ref().map(|e| v3::Email {
+                address: e.email.clone(),
+                is_verified: e.is_verified,
+            }),
+        }),
         state: view.state.wire_number(),
-        username: view.username.clone(),
-        human: Some(human(view)),
     }
 }

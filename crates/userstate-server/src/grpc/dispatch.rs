@@ -17,6 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
 use super::connect::Connect;
+use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
 use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
@@ -29,12 +30,12 @@ pub const GRPC_METHODS: [&str; 17] = [
     "/zitadel.user.v2.UserService/LockUser",
     "/zitadel.user.v2.UserService/UnlockUser",
     "/zitadel.user.v2.UserService/DeleteUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/GetUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/DeactivateUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/ActivateUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/LockUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/UnlockUser",
-    "/zitadel.resources.user.v3alpha.ZITADELUsers/DeleteUser",
+    "/zitadel.user.v3alpha.UserService/GetUserByID",
+    "/zitadel.user.v3alpha.UserService/DeactivateUser",
+    "/zitadel.user.v3alpha.UserService/ReactivateUser",
+    "/zitadel.user.v3alpha.UserService/LockUser",
+    "/zitadel.user.v3alpha.UserService/UnlockUser",
+    "/zitadel.user.v3alpha.UserService/DeleteUser",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -42,7 +43,8 @@ pub const GRPC_METHODS: [&str; 17] = [
 ];
 
 /// Whether a `content-type` is gRPC or gRPC-web (`application/grpc`, `application/grpc+proto`,
-/// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, …).
+/// `application/grpc+json`, `application/grpc-web`, `application/grpc-web+proto`,
+/// `application/grpc-web+json`, `application/grpc-web-text`, …).
 pub fn is_grpc_content_type(content_type: &str) -> bool {
     content_type
         .get(..16)
@@ -59,7 +61,7 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 #[derive(Clone)]
 pub struct ByContentType {
     http: Router,
-    grpc: GrpcWebService<Router>,
+    grpc: GrpcWebService<JsonTranscode<Router>>,
     connect: Connect,
     metrics: Metrics,
 }
@@ -69,7 +71,7 @@ impl ByContentType {
     pub fn new(http: Router, grpc: Router, connect: Connect, metrics: Metrics) -> Self {
         Self {
             http,
-            grpc: GrpcWebLayer::new().layer(grpc),
+            grpc: GrpcWebLayer::new().layer(JsonTranscode::new(grpc)),
             connect,
             metrics,
         }
@@ -96,12 +98,19 @@ impl Service<Request> for ByContentType {
 impl ByContentType {
     /// Answers `req` (what [`Service::call`] does, without needing `&mut self`: the
     /// connection loop shares one value per connection).
-    pub fn dispatch(&self, req: Request) -> DispatchFuture {
-        let grpc = req
+    pub fn dispatch(&self, mut req: Request) -> DispatchFuture {
+        let content_type = req
             .headers()
             .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(is_grpc_content_type);
+            .and_then(|v| v.to_str().ok());
+        let grpc = content_type.is_some_and(is_grpc_content_type);
+        // JSON messages: the services see their protobuf twin (grpc/json.rs).
+        let json = content_type.and_then(protobuf_twin);
+        if let Some(twin) = json {
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(twin));
+            req.extensions_mut().insert(JsonMessages);
+        }
         if grpc {
             let service = self.grpc.clone();
             let metrics = self.metrics.clone();
@@ -122,7 +131,11 @@ impl ByContentType {
             Box::pin(
                 async move {
                     let start = Instant::now();
-                    let response = service.oneshot(req).await?;
+                    let mut response = service.oneshot(req).await?;
+                    if json.is_some() {
+                        let answer = json_answer_type(response.headers().get(CONTENT_TYPE));
+                        response.headers_mut().insert(CONTENT_TYPE, answer);
+                    }
                     let code = response
                         .headers()
                         .get("grpc-status")

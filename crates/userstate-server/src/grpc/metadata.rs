@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::{debug, error};
 use userstate::{ErrorKind, Principal, UserId};
 
@@ -61,15 +61,52 @@ pub(crate) struct GrpcCaller {
     pub meta: RequestMeta,
 }
 
-/// Authenticates `authorization: Bearer …` (first, so a missing token is Unauthenticated
-/// whatever else is wrong) and reads `idempotency-key`, `x-userstate-min-position` and
-/// `x-request-id` (the correlation id; generated when absent).
-pub(crate) fn caller(state: &AppState, metadata: &MetadataMap) -> Result<GrpcCaller, ApiError> {
+/// The principal [`Authenticate`] found, kept in the request's extensions for the method.
+#[derive(Clone)]
+struct Authenticated(Arc<Principal>);
+
+/// Authenticates `authorization: Bearer …` before the message is decoded: a tonic interceptor
+/// runs on the request's metadata before the generated server decodes the body, so a missing or
+/// bad token is Unauthenticated (16) whatever the body holds, in every encoding (protobuf or
+/// JSON, gRPC or gRPC-web). Each method then authorises its operation as before.
+#[derive(Clone)]
+pub(crate) struct Authenticate {
+    state: AppState,
+}
+
+impl Authenticate {
+    /// The interceptor on the server's state.
+    pub(crate) fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = principal(&self.state, request.metadata()).map_err(|e| status_of(&e))?;
+        request.extensions_mut().insert(Authenticated(principal));
+        Ok(request)
+    }
+}
+
+/// The principal of `authorization: Bearer …`.
+fn principal(state: &AppState, metadata: &MetadataMap) -> Result<Arc<Principal>, ApiError> {
     let authorization = match metadata.get("authorization") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| RequestError::UnknownToken)?),
     };
-    let principal = state.authenticator().authenticate(authorization)?;
+    Ok(state.authenticator().authenticate(authorization)?)
+}
+
+/// The caller of `request`: the principal [`Authenticate`] found (authenticated here when the
+/// interceptor did not run), and `idempotency-key`, `x-userstate-min-position` and
+/// `x-request-id` (the correlation id; generated when absent).
+pub(crate) fn caller<T>(state: &AppState, request: &Request<T>) -> Result<GrpcCaller, ApiError> {
+    let metadata = request.metadata();
+    let principal = match request.extensions().get::<Authenticated>() {
+        Some(Authenticated(principal)) => principal.clone(),
+        None => principal(state, metadata)?,
+    };
     let idempotency_key = text(metadata, "idempotency-key")?;
     let min_position = match text(metadata, MIN_POSITION_HEADER)? {
         None => None,
@@ -114,14 +151,14 @@ pub(crate) fn with_position<T>(message: T, position: u64) -> Response<T> {
 
 /// Runs one user command for a gRPC call: authenticate from the metadata, validate the id, run
 /// it through the shared service. Both API versions answer with the resulting `Details`.
-pub(crate) async fn execute_command(
+pub(crate) async fn execute_command<T>(
     state: &AppState,
-    metadata: &MetadataMap,
+    request: &Request<T>,
     id: String,
     command: fn(UserId) -> userstate::UserCommand,
 ) -> Result<userstate::Details, Status> {
     let run = async {
-        let caller = caller(state, metadata)?;
+        let caller = caller(state, request)?;
         let id = user_id(id)?;
         state
             .service()

@@ -1,25 +1,30 @@
-//! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.resources.user.v3alpha.ZITADELUsers`
-//! (generated from `proto/` at build time), the gRPC health service and server reflection, on
-//! the same port as the HTTP API. Requests whose `content-type` starts with `application/grpc`
-//! (gRPC over HTTP/2, gRPC-web over HTTP/1.1 or HTTP/2) go to tonic; every other request goes to
-//! the axum router ([`with_grpc`]). Health reports `SERVING` until the server drains, then
-//! `NOT_SERVING` ([`GrpcHealth`]).
+//! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.user.v3alpha.UserService`
+//! (generated from `proto/` at build time; every message, field number and enum value is
+//! ZITADEL's own), the gRPC health service and server reflection, on the same port as the HTTP
+//! API. Requests whose `content-type` starts with `application/grpc` (gRPC over HTTP/2, gRPC-web
+//! over HTTP/1.1 or HTTP/2; protobuf or JSON messages, see [`json`]) go to tonic; every other
+//! request goes to the axum router ([`with_grpc`]). Health reports `SERVING` until the server
+//! drains, then `NOT_SERVING` ([`GrpcHealth`]).
 //!
 //! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),
-//! the same tokens as HTTP), message -> [`UserCommand`](userstate::UserCommand) ->
-//! [`UserService`](crate::UserService), and failures -> [`tonic::Status`] through
-//! [`ApiError`](crate::ApiError), whose code comes from [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
+//! the same tokens as HTTP, checked by an interceptor before the message is decoded), message ->
+//! [`UserCommand`](userstate::UserCommand) -> [`UserService`](crate::UserService), and failures
+//! -> [`tonic::Status`] through [`ApiError`](crate::ApiError), whose code comes from
+//! [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
 
 pub mod codec;
 mod connect;
 mod convert;
 mod dispatch;
+pub mod json;
 mod metadata;
 mod v2;
 mod v3alpha;
 
 use axum::Router;
+use metadata::Authenticate;
 use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
@@ -50,6 +55,10 @@ pub mod pb {
             pub mod v2 {
                 tonic::include_proto!("zitadel.object.v2");
             }
+            /// `zitadel.object.v2beta`.
+            pub mod v2beta {
+                tonic::include_proto!("zitadel.object.v2beta");
+            }
         }
         /// `zitadel.user`.
         pub mod user {
@@ -57,15 +66,9 @@ pub mod pb {
             pub mod v2 {
                 tonic::include_proto!("zitadel.user.v2");
             }
-        }
-        /// `zitadel.resources`.
-        pub mod resources {
-            /// `zitadel.resources.user`.
-            pub mod user {
-                /// `zitadel.resources.user.v3alpha`.
-                pub mod v3alpha {
-                    tonic::include_proto!("zitadel.resources.user.v3alpha");
-                }
+            /// `zitadel.user.v3alpha`.
+            pub mod v3alpha {
+                tonic::include_proto!("zitadel.user.v3alpha");
             }
         }
     }
@@ -75,15 +78,15 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/userstate_descriptor.bin"));
 
-use pb::zitadel::resources::user::v3alpha::zitadel_users_server::ZitadelUsersServer;
 use pb::zitadel::user::v2::user_service_server::UserServiceServer;
+use pb::zitadel::user::v3alpha::user_service_server::UserServiceServer as UserServiceV3AlphaServer;
 
 /// The services `grpc.health.v1.Health` reports on: the server as a whole (`""`) and each user
 /// service.
 const HEALTH_SERVICES: [&str; 3] = [
     "",
     <UserServiceServer<v2::UserServiceV2> as NamedService>::NAME,
-    <ZitadelUsersServer<v3alpha::UsersV3Alpha> as NamedService>::NAME,
+    <UserServiceV3AlphaServer<v3alpha::UsersV3Alpha> as NamedService>::NAME,
 ];
 
 /// The statuses `grpc.health.v1.Health` answers: `SERVING` from the start, `NOT_SERVING` once
@@ -119,10 +122,17 @@ pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
             .await;
     }
     // The HTTP body limit applies to messages too; tonic refuses larger ones with OutOfRange.
-    let v2 = UserServiceServer::new(v2::UserServiceV2::new(state.clone()))
-        .max_decoding_message_size(MAX_BODY_BYTES);
-    let v3 = ZitadelUsersServer::new(v3alpha::UsersV3Alpha::new(state))
-        .max_decoding_message_size(MAX_BODY_BYTES);
+    // Authentication runs before a message is decoded (metadata::Authenticate).
+    let v2 = InterceptedService::new(
+        UserServiceServer::new(v2::UserServiceV2::new(state.clone()))
+            .max_decoding_message_size(MAX_BODY_BYTES),
+        Authenticate::new(state.clone()),
+    );
+    let v3 = InterceptedService::new(
+        UserServiceV3AlphaServer::new(v3alpha::UsersV3Alpha::new(state.clone()))
+            .max_decoding_message_size(MAX_BODY_BYTES),
+        Authenticate::new(state),
+    );
     let mut routes = Routes::new(v2).add_service(v3).add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -27,14 +27,14 @@ impl UserServiceV2 {
 
     /// Authenticates, runs `command` on user `id` and answers `answer(details)` with the
     /// position metadata.
-    async fn run<T>(
+    async fn run<M, T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        request: &Request<M>,
         id: String,
         command: fn(userstate::UserId) -> UserCommand,
         answer: fn(Option<super::pb::zitadel::object::v2::Details>) -> T,
     ) -> Result<Response<T>, Status> {
-        let details = execute_command(&self.state, metadata, id, command).await?;
+        let details = execute_command(&self.state, request, id, command).await?;
         Ok(with_position(
             answer(Some(details_v2(&details))),
             details.position,
@@ -45,7 +45,7 @@ impl UserServiceV2 {
         &self,
         request: Request<AddHumanUserRequest>,
     ) -> Result<Response<AddHumanUserResponse>, ApiError> {
-        let caller = caller(&self.state, request.metadata())?;
+        let caller = caller(&self.state, &request)?;
         let body = request.into_inner();
         let org = match body.organization.and_then(|o| o.org) {
             Some(Org::OrgId(id)) => OrgId::new(id)?,
@@ -89,7 +89,7 @@ impl UserServiceV2 {
         &self,
         request: Request<GetUserByIdRequest>,
     ) -> Result<Response<GetUserByIdResponse>, ApiError> {
-        let caller = caller(&self.state, request.metadata())?;
+        let caller = caller(&self.state, &request)?;
         let id = user_id(request.into_inner().user_id)?;
         let view = self
             .state
@@ -127,7 +127,7 @@ impl UserService for UserServiceV2 {
         request: Request<DeactivateUserRequest>,
     ) -> Result<Response<DeactivateUserResponse>, Status> {
         let id = request.get_ref().user_id.clone();
-        self.run(request.metadata(), id, UserCommand::Deactivate, |details| {
+        self.run(&request, id, UserCommand::Deactivate, |details| {
             DeactivateUserResponse { details }
         })
         .await
@@ -138,7 +138,7 @@ impl UserService for UserServiceV2 {
         request: Request<ReactivateUserRequest>,
     ) -> Result<Response<ReactivateUserResponse>, Status> {
         let id = request.get_ref().user_id.clone();
-        self.run(request.metadata(), id, UserCommand::Reactivate, |details| {
+        self.run(&request, id, UserCommand::Reactivate, |details| {
             ReactivateUserResponse { details }
         })
         .await
@@ -149,7 +149,7 @@ impl UserService for UserServiceV2 {
         request: Request<LockUserRequest>,
     ) -> Result<Response<LockUserResponse>, Status> {
         let id = request.get_ref().user_id.clone();
-        self.run(request.metadata(), id, UserCommand::Lock, |details| {
+        self.run(&request, id, UserCommand::Lock, |details| {
             LockUserResponse { details }
         })
         .await
@@ -160,7 +160,7 @@ impl UserService for UserServiceV2 {
         request: Request<UnlockUserRequest>,
     ) -> Result<Response<UnlockUserResponse>, Status> {
         let id = request.get_ref().user_id.clone();
-        self.run(request.metadata(), id, UserCommand::Unlock, |details| {
+        self.run(&request, id, UserCommand::Unlock, |details| {
             UnlockUserResponse { details }
         })
         .await
@@ -171,7 +171,7 @@ impl UserService for UserServiceV2 {
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let id = request.get_ref().user_id.clone();
-        self.run(request.metadata(), id, UserCommand::Remove, |details| {
+        self.run(&request, id, UserCommand::Remove, |details| {
             DeleteUserResponse { details }
         })
         .await

@@ -1,4 +1,4 @@
-//! `zitadel.resources.user.v3alpha.ZITADELUsers` over gRPC: the same
+//! `zitadel.user.v3alpha.UserService` (seed 003's service) over gRPC: the same
 //! [`UserService`](crate::UserService) calls as the `/v3alpha` HTTP routes.
 
 use tonic::{Request, Response, Status};
@@ -6,8 +6,9 @@ use userstate::UserCommand;
 
 use super::convert::{details_v3, user_v3};
 use super::metadata::{caller, execute_command, status_of, user_id, with_position};
-use super::pb::zitadel::resources::user::v3alpha::zitadel_users_server::ZitadelUsers;
-use super::pb::zitadel::resources::user::v3alpha::*;
+use super::pb::zitadel::object::v2beta::Details;
+use super::pb::zitadel::user::v3alpha::user_service_server::UserService;
+use super::pb::zitadel::user::v3alpha::*;
 use crate::http::AppState;
 use crate::status::ApiError;
 
@@ -22,16 +23,16 @@ impl UsersV3Alpha {
         Self { state }
     }
 
-    /// Authenticates, runs `command` on user `id` and answers `answer(details)` with the
-    /// position metadata.
-    async fn run<T>(
+    /// Runs `command` on user `id` for `request`'s caller and answers `answer(details)` with
+    /// the position metadata.
+    async fn run<M, T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        request: &Request<M>,
         id: String,
         command: fn(userstate::UserId) -> UserCommand,
         answer: fn(Option<Details>) -> T,
     ) -> Result<Response<T>, Status> {
-        let details = execute_command(&self.state, metadata, id, command).await?;
+        let details = execute_command(&self.state, request, id, command).await?;
         Ok(with_position(
             answer(Some(details_v3(&details))),
             details.position,
@@ -40,18 +41,17 @@ impl UsersV3Alpha {
 
     async fn get(
         &self,
-        request: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, ApiError> {
-        let caller = caller(&self.state, request.metadata())?;
-        let id = user_id(request.into_inner().id)?;
+        request: Request<GetUserByIdRequest>,
+    ) -> Result<Response<GetUserByIdResponse>, ApiError> {
+        let caller = caller(&self.state, &request)?;
+        let id = user_id(request.into_inner().user_id)?;
         let view = self
             .state
             .service()
             .get_user(&caller.principal, &caller.meta, &id)
             .await?;
         Ok(with_position(
-            GetUserResponse {
-                details: Some(details_v3(&view.details())),
+            GetUserByIdResponse {
                 user: Some(user_v3(&view)),
             },
             view.position,
@@ -60,11 +60,11 @@ impl UsersV3Alpha {
 }
 
 #[tonic::async_trait]
-impl ZitadelUsers for UsersV3Alpha {
-    async fn get_user(
+impl UserService for UsersV3Alpha {
+    async fn get_user_by_id(
         &self,
-        request: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, Status> {
+        request: Request<GetUserByIdRequest>,
+    ) -> Result<Response<GetUserByIdResponse>, Status> {
         self.get(request).await.map_err(|e| status_of(&e))
     }
 
@@ -72,20 +72,20 @@ impl ZitadelUsers for UsersV3Alpha {
         &self,
         request: Request<DeactivateUserRequest>,
     ) -> Result<Response<DeactivateUserResponse>, Status> {
-        let id = request.get_ref().id.clone();
-        self.run(request.metadata(), id, UserCommand::Deactivate, |details| {
+        let id = request.get_ref().user_id.clone();
+        self.run(&request, id, UserCommand::Deactivate, |details| {
             DeactivateUserResponse { details }
         })
         .await
     }
 
-    async fn activate_user(
+    async fn reactivate_user(
         &self,
-        request: Request<ActivateUserRequest>,
-    ) -> Result<Response<ActivateUserResponse>, Status> {
-        let id = request.get_ref().id.clone();
-        self.run(request.metadata(), id, UserCommand::Reactivate, |details| {
-            ActivateUserResponse { details }
+        request: Request<ReactivateUserRequest>,
+    ) -> Result<Response<ReactivateUserResponse>, Status> {
+        let id = request.get_ref().user_id.clone();
+        self.run(&request, id, UserCommand::Reactivate, |details| {
+            ReactivateUserResponse { details }
         })
         .await
     }
@@ -94,8 +94,8 @@ impl ZitadelUsers for UsersV3Alpha {
         &self,
         request: Request<LockUserRequest>,
     ) -> Result<Response<LockUserResponse>, Status> {
-        let id = request.get_ref().id.clone();
-        self.run(request.metadata(), id, UserCommand::Lock, |details| {
+        let id = request.get_ref().user_id.clone();
+        self.run(&request, id, UserCommand::Lock, |details| {
             LockUserResponse { details }
         })
         .await
@@ -105,8 +105,8 @@ impl ZitadelUsers for UsersV3Alpha {
         &self,
         request: Request<UnlockUserRequest>,
     ) -> Result<Response<UnlockUserResponse>, Status> {
-        let id = request.get_ref().id.clone();
-        self.run(request.metadata(), id, UserCommand::Unlock, |details| {
+        let id = request.get_ref().user_id.clone();
+        self.run(&request, id, UserCommand::Unlock, |details| {
             UnlockUserResponse { details }
         })
         .await
@@ -116,8 +116,8 @@ impl ZitadelUsers for UsersV3Alpha {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
-        let id = request.get_ref().id.clone();
-        self.run(request.metadata(), id, UserCommand::Remove, |details| {
+        let id = request.get_ref().user_id.clone();
+        self.run(&request, id, UserCommand::Remove, |details| {
             DeleteUserResponse { details }
         })
         .await

@@ -119,7 +119,12 @@ pub fn router(state: AppState) -> Router {
             "/v3alpha/users/{userId}/deactivate",
             post(deactivate_user_v3),
         )
-        .route("/v3alpha/users/{userId}/activate", post(activate_user_v3))
+        .route(
+            "/v3alpha/users/{userId}/reactivate",
+            post(reactivate_user_v3),
+        )
+        // The name of earlier userstate releases, kept as an alias.
+        .route("/v3alpha/users/{userId}/activate", post(reactivate_user_v3))
         .route("/v3alpha/users/{userId}/lock", post(lock_user_v3))
         .route("/v3alpha/users/{userId}/unlock", post(unlock_user_v3))
         .route("/healthz", get(ops::healthz))

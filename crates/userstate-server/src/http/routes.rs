@@ -229,10 +229,10 @@ command_route!(
     Version::V3Alpha
 );
 command_route!(
-    "Activate a deactivated user (inactive -> active).",
-    activate_user_v3,
+    "Reactivate a deactivated user (inactive -> active). `POST /v3alpha/users/{userId}/activate` is an alias.",
+    reactivate_user_v3,
     post,
-    "/v3alpha/users/{userId}/activate",
+    "/v3alpha/users/{userId}/reactivate",
     "v3alpha",
     Reactivate,
     DetailsResponseV3,

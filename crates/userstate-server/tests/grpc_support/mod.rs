@@ -8,9 +8,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use userstate_server::grpc::pb::google::rpc::Status as RpcStatus;
 use userstate_server::grpc::pb::zitadel::object::v2::{organization::Org, Organization};
-use userstate_server::grpc::pb::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
 use userstate_server::grpc::pb::zitadel::user::v2::user_service_client::UserServiceClient;
 use userstate_server::grpc::pb::zitadel::user::v2::AddHumanUserRequest;
+use userstate_server::grpc::pb::zitadel::user::v3alpha::user_service_client::UserServiceClient as UserServiceV3AlphaClient;
 use userstate_server::grpc::pb::zitadel::v1::ErrorDetail;
 
 /// A channel to the server at `addr` (gRPC over HTTP/2 without TLS).
@@ -28,8 +28,8 @@ pub async fn v2(addr: std::net::SocketAddr) -> UserServiceClient<Channel> {
 }
 
 /// The v3alpha client.
-pub async fn v3(addr: std::net::SocketAddr) -> ZitadelUsersClient<Channel> {
-    ZitadelUsersClient::new(channel(addr).await)
+pub async fn v3(addr: std::net::SocketAddr) -> UserServiceV3AlphaClient<Channel> {
+    UserServiceV3AlphaClient::new(channel(addr).await)
 }
 
 /// A request with `authorization: Bearer <token>` (none when `token` is `None`).
