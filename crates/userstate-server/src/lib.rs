@@ -7,6 +7,8 @@
 //! The layers, so a second front end (gRPC) can reuse everything but the HTTP glue:
 //! - [`auth`]: bearer token -> [`Principal`](userstate::Principal), independent of axum;
 //! - [`tokens`]: the tokens file (hashes only) and the first-start admin token;
+//! - [`caller`]: the one caller extractor (headers or gRPC metadata -> principal + request meta);
+//! - [`operations`]: the one operation table every front end is a skin over;
 //! - [`service`]: request -> [`UserCommand`](userstate::UserCommand) -> engine -> typed answer, with
 //!   read-your-writes; every front end calls it;
 //! - [`status`]: the one error value every failure becomes, built from
@@ -21,10 +23,12 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod caller;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod operations;
 pub mod server;
 pub mod service;
 pub mod status;
@@ -32,6 +36,7 @@ pub mod tokens;
 pub mod wire;
 
 pub use auth::Authenticator;
+pub use caller::Caller;
 pub use http::{router, AppState};
 pub use server::{serve, shutdown_signal, ServeError, Server, ServerConfig};
 pub use service::{RequestMeta, UserService};

@@ -42,3 +42,39 @@ pub fn openapi_json() -> String {
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::{Verb, OPERATIONS};
+
+    /// The annotations document exactly the table's routes (aliases are routed, not documented).
+    #[test]
+    fn the_document_has_every_route_of_the_operation_table() {
+        let doc = ApiDoc::openapi();
+        let mut documented = 0;
+        for (_, rest) in OPERATIONS.iter().flat_map(|op| op.bindings()) {
+            for route in rest.iter().filter(|r| !r.alias) {
+                let item = doc.paths.paths.get(route.path).expect(route.path);
+                let operation = match route.verb {
+                    Verb::Get => &item.get,
+                    Verb::Post => &item.post,
+                    Verb::Delete => &item.delete,
+                };
+                assert!(operation.is_some(), "{:?} {}", route.verb, route.path);
+                documented += 1;
+            }
+        }
+        let in_doc: usize = doc
+            .paths
+            .paths
+            .values()
+            .map(|item| {
+                usize::from(item.get.is_some())
+                    + usize::from(item.post.is_some())
+                    + usize::from(item.delete.is_some())
+            })
+            .sum();
+        assert_eq!(documented, in_doc);
+    }
+}

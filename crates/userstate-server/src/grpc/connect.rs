@@ -29,6 +29,7 @@ use tower::ServiceExt;
 use super::json;
 use super::pb::google::rpc::Status as RpcStatus;
 use super::status_of;
+use crate::caller::authenticate;
 use crate::http::{AppState, MAX_BODY_BYTES};
 use crate::status::{ApiError, RequestError};
 
@@ -113,12 +114,8 @@ impl Connect {
         }
         // Authenticated before the body is read or decoded, as in every protocol (SPEC.md); the
         // gRPC service authenticates and authorises the call again from the same header.
-        let authorization = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = self.state.authenticator().authenticate(authorization) {
-            return Err(connect_error(&status_of(&e.into())));
+        if let Err(e) = authenticate(self.state.authenticator(), &parts.headers) {
+            return Err(connect_error(&status_of(&e)));
         }
         let body = read_body(body)
             .await

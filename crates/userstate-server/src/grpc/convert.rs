@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use userstate::{Details, UserView};
 
+use crate::operations::{ApiVersion, V3Alpha, V2};
+
 use super::pb::zitadel::object::v2 as object;
 use super::pb::zitadel::object::v2beta as object_beta;
 use super::pb::zitadel::user::v2 as user;
@@ -75,5 +77,31 @@ pub(crate) fn user_v3(view: &UserView) -> v3::User {
             }),
         }),
         state: view.state.wire_number(),
+    }
+}
+
+/// An API version's `details` in protobuf: the gRPC counterpart of
+/// [`ApiVersion::JsonDetails`].
+pub(crate) trait ProtoForm: ApiVersion {
+    /// The message.
+    type Details: Send + 'static;
+
+    /// `details` in this form.
+    fn details(details: &Details) -> Self::Details;
+}
+
+impl ProtoForm for V2 {
+    type Details = object::Details;
+
+    fn details(details: &Details) -> object::Details {
+        details_v2(details)
+    }
+}
+
+impl ProtoForm for V3Alpha {
+    type Details = object_beta::Details;
+
+    fn details(details: &Details) -> object_beta::Details {
+        details_v3(details)
     }
 }

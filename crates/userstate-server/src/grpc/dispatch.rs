@@ -197,6 +197,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rpc_of_the_operation_table_is_a_metrics_route() {
+        for op in crate::operations::OPERATIONS {
+            for (api, _) in op.bindings() {
+                let path = api.rpc_path(op.rpc);
+                assert!(GRPC_METHODS.contains(&path.as_str()), "{path}");
+            }
+        }
+    }
+
+    #[test]
     fn grpc_content_types() {
         for ct in [
             "application/grpc",

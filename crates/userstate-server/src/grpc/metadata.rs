@@ -1,19 +1,22 @@
-//! Request metadata -> caller, answers -> response metadata, [`ApiError`] -> [`tonic::Status`].
+//! The gRPC skin's glue: metadata -> [`Caller`], answers -> response metadata, [`ApiError`] ->
+//! [`tonic::Status`] (the one place), and the generic methods every state command and read of
+//! both services go through.
 
 use std::sync::Arc;
 
 use prost::Message;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, error};
-use userstate::{ErrorKind, Principal, UserId};
+use userstate::{ErrorKind, Principal, UserId, UserView};
 
+use super::convert::ProtoForm;
 use super::pb::google::rpc::Status as RpcStatus;
 use super::pb::zitadel::v1::ErrorDetail;
-use crate::http::extract::value_text;
-use crate::http::{AppState, MIN_POSITION_HEADER, REQUEST_ID_HEADER};
-use crate::service::RequestMeta;
-use crate::status::{ApiError, RequestError};
+use crate::caller::{authenticate, header_text, Caller};
+use crate::http::{AppState, REQUEST_ID_HEADER};
+use crate::operations::{self, StateCommand};
+use crate::status::ApiError;
 
 /// Response metadata with the global position of the answer's last event (as the HTTP header).
 pub const POSITION_METADATA: &str = crate::http::POSITION_HEADER;
@@ -55,12 +58,6 @@ pub fn status_of(error: &ApiError) -> Status {
     )
 }
 
-/// The authenticated caller of one call and what its metadata carries besides the payload.
-pub(crate) struct GrpcCaller {
-    pub principal: Arc<Principal>,
-    pub meta: RequestMeta,
-}
-
 /// The principal [`Authenticate`] found, kept in the request's extensions for the method.
 #[derive(Clone)]
 struct Authenticated(Arc<Principal>);
@@ -83,61 +80,33 @@ impl Authenticate {
 
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = principal(&self.state, request.metadata()).map_err(|e| status_of(&e))?;
+        let principal = authenticate(self.state.authenticator(), request.metadata())
+            .map_err(|e| status_of(&e))?;
         request.extensions_mut().insert(Authenticated(principal));
         Ok(request)
     }
 }
 
-/// The principal of `authorization: Bearer …`.
-fn principal(state: &AppState, metadata: &MetadataMap) -> Result<Arc<Principal>, ApiError> {
-    let authorization = match metadata.get("authorization") {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| RequestError::UnknownToken)?),
-    };
-    Ok(state.authenticator().authenticate(authorization)?)
-}
-
-/// The caller of `request`: the principal [`Authenticate`] found (authenticated here when the
-/// interceptor did not run), and `idempotency-key`, `x-userstate-min-position` and
-/// `x-request-id` (the correlation id; generated when absent).
-pub(crate) fn caller<T>(state: &AppState, request: &Request<T>) -> Result<GrpcCaller, ApiError> {
+/// The caller of `request` ([`Caller::from_headers`] on its metadata): the principal
+/// [`Authenticate`] found (authenticated here when the interceptor did not run), and
+/// `x-request-id` as the correlation id (generated when absent).
+pub(crate) fn caller<T>(state: &AppState, request: &Request<T>) -> Result<Caller, ApiError> {
     let metadata = request.metadata();
-    let principal = match request.extensions().get::<Authenticated>() {
-        Some(Authenticated(principal)) => principal.clone(),
-        None => principal(state, metadata)?,
-    };
-    let idempotency_key = text(metadata, "idempotency-key")?;
-    let min_position = match text(metadata, MIN_POSITION_HEADER)? {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| RequestError::InvalidHeader {
-            name: MIN_POSITION_HEADER,
-            reason: "must be a non-negative integer",
-        })?),
-    };
-    let correlation_id = text(metadata, REQUEST_ID_HEADER)
+    let principal = request
+        .extensions()
+        .get::<Authenticated>()
+        .map(|Authenticated(principal)| principal.clone());
+    let correlation_id = header_text(metadata, REQUEST_ID_HEADER)
         .ok()
         .flatten()
         .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    Ok(GrpcCaller {
+    Caller::from_headers(
+        state.authenticator(),
+        metadata,
         principal,
-        meta: RequestMeta {
-            correlation_id: Some(correlation_id),
-            idempotency_key,
-            min_position,
-        },
-    })
-}
-
-/// A metadata value, checked like an HTTP header ([`value_text`]).
-fn text(metadata: &MetadataMap, name: &'static str) -> Result<Option<String>, ApiError> {
-    value_text(name, metadata.get(name).map(|v| v.as_bytes()))
-}
-
-/// A user id from a request field.
-pub(crate) fn user_id(raw: String) -> Result<UserId, ApiError> {
-    Ok(UserId::new(raw)?)
+        Some(correlation_id),
+    )
 }
 
 /// An answer with the position metadata.
@@ -149,21 +118,109 @@ pub(crate) fn with_position<T>(message: T, position: u64) -> Response<T> {
     response
 }
 
-/// Runs one user command for a gRPC call: authenticate from the metadata, validate the id, run
-/// it through the shared service. Both API versions answer with the resulting `Details`.
-pub(crate) async fn execute_command<T>(
-    state: &AppState,
-    request: &Request<T>,
-    id: String,
-    command: fn(UserId) -> userstate::UserCommand,
-) -> Result<userstate::Details, Status> {
-    let run = async {
-        let caller = caller(state, request)?;
-        let id = user_id(id)?;
-        state
-            .service()
-            .execute(&caller.principal, &caller.meta, command(id))
-            .await
+/// A request message that names one user (`user_id = 1` in every version).
+pub(crate) trait UserIdRequest: Send + 'static {
+    /// The raw user id.
+    fn into_user_id(self) -> String;
+}
+
+/// The answer of a state command: `details = 1` and nothing else.
+pub(crate) trait DetailsAnswer<D>: Send + 'static {
+    /// The answer carrying `details`.
+    fn of(details: D) -> Self;
+}
+
+/// The `UserService` impl of one API version's service: the user-id requests and
+/// details-only answers of its messages, its state commands through [`state_command`] (one
+/// line each, written here once for both versions), and `$other`, the methods that differ.
+/// Names (`UserService`, the messages) resolve where it is invoked, next to the version's
+/// generated module.
+macro_rules! user_service {
+    ($service:ty, $version:ty, $details:ty, { $($other:tt)* }) => {
+        $crate::grpc::metadata::user_service!(@messages $details;
+            DeactivateUserRequest => DeactivateUserResponse,
+            ReactivateUserRequest => ReactivateUserResponse,
+            LockUserRequest => LockUserResponse,
+            UnlockUserRequest => UnlockUserResponse,
+            DeleteUserRequest => DeleteUserResponse,
+        );
+
+        impl $crate::grpc::metadata::UserIdRequest for GetUserByIdRequest {
+            fn into_user_id(self) -> String {
+                self.user_id
+            }
+        }
+
+        $crate::grpc::metadata::user_service!(@impl $service, $version, { $($other)* };
+            deactivate_user(DeactivateUserRequest => DeactivateUserResponse) Deactivate,
+            reactivate_user(ReactivateUserRequest => ReactivateUserResponse) Reactivate,
+            lock_user(LockUserRequest => LockUserResponse) Lock,
+            unlock_user(UnlockUserRequest => UnlockUserResponse) Unlock,
+            delete_user(DeleteUserRequest => DeleteUserResponse) Remove,
+        );
     };
-    run.await.map_err(|e: ApiError| status_of(&e))
+    (@impl $service:ty, $version:ty, { $($other:tt)* };
+     $($method:ident($request:ident => $answer:ident) $command:ident),+ $(,)?) => {
+        #[tonic::async_trait]
+        impl UserService for $service {
+            $($other)*
+
+            $(
+                async fn $method(&self, request: tonic::Request<$request>)
+                    -> Result<tonic::Response<$answer>, tonic::Status> {
+                    $crate::grpc::metadata::state_command::<$version, _, _>(&self.state, request,
+                        $crate::operations::StateCommand::$command).await
+                }
+            )+
+        }
+    };
+    (@messages $details:ty; $($request:ident => $answer:ident),+ $(,)?) => {
+        $(
+            impl $crate::grpc::metadata::UserIdRequest for $request {
+                fn into_user_id(self) -> String {
+                    self.user_id
+                }
+            }
+            impl $crate::grpc::metadata::DetailsAnswer<$details> for $answer {
+                fn of(details: $details) -> Self {
+                    Self { details: Some(details) }
+                }
+            }
+        )+
+    };
+}
+pub(crate) use user_service;
+
+/// Every state command of both gRPC services: authenticate from the metadata, validate the
+/// id, run the operation, answer `details` in `A`'s protobuf form with the position metadata.
+pub(crate) async fn state_command<A, Req, Res>(
+    state: &AppState,
+    request: Request<Req>,
+    command: StateCommand,
+) -> Result<Response<Res>, Status>
+where
+    A: ProtoForm,
+    Req: UserIdRequest,
+    Res: DetailsAnswer<A::Details>,
+{
+    let run = async {
+        let caller = caller(state, &request)?;
+        let id = UserId::new(request.into_inner().into_user_id())?;
+        command.run(state.service(), &caller, id).await
+    };
+    let details = run.await.map_err(|e: ApiError| status_of(&e))?;
+    Ok(with_position(
+        Res::of(A::details(&details)),
+        details.position,
+    ))
+}
+
+/// The read of both gRPC services: the caller's view of the user `request` names.
+pub(crate) async fn read_user<Req: UserIdRequest>(
+    state: &AppState,
+    request: Request<Req>,
+) -> Result<UserView, ApiError> {
+    let caller = caller(state, &request)?;
+    let id = UserId::new(request.into_inner().into_user_id())?;
+    operations::get_user(state.service(), &caller, &id).await
 }

@@ -1,93 +1,31 @@
 //! Request extractors that fail with [`ApiError`] (and so with SPEC.md's error shape), never
 //! with axum's plain-text rejections.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
-use userstate::{Principal, UserId};
+use userstate::UserId;
 
 use super::layers::RequestId;
-use super::response::MIN_POSITION_HEADER;
 use super::AppState;
-use crate::service::RequestMeta;
+use crate::caller::Caller;
 use crate::status::{ApiError, RequestError};
 
 /// The largest request body accepted, in bytes; larger ones are ResourceExhausted (429).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// The longest idempotency key or request id accepted, in bytes.
-pub const MAX_HEADER_VALUE_LEN: usize = 128;
+pub use crate::caller::MAX_HEADER_VALUE_LEN;
 
-/// The authenticated caller and what its request carries besides the payload.
-pub struct Caller {
-    /// Who is asking.
-    pub principal: Arc<Principal>,
-    /// Correlation id, idempotency key, minimum read position.
-    pub meta: RequestMeta,
-}
-
+/// The caller of an HTTP request ([`Caller::from_headers`]); the correlation id is the
+/// request id the request-id layer assigned.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let authorization = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| RequestError::UnknownToken)?),
-        };
-        let principal = state.authenticator().authenticate(authorization)?;
-        let idempotency_key = header_text(&parts.headers, "idempotency-key")?;
-        let min_position = match header_text(&parts.headers, MIN_POSITION_HEADER)? {
-            None => None,
-            Some(v) => Some(v.parse::<u64>().map_err(|_| RequestError::InvalidHeader {
-                name: MIN_POSITION_HEADER,
-                reason: "must be a non-negative integer",
-            })?),
-        };
         let correlation_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        Ok(Caller {
-            principal,
-            meta: RequestMeta {
-                correlation_id,
-                idempotency_key,
-                min_position,
-            },
-        })
+        Caller::from_headers(state.authenticator(), &parts.headers, None, correlation_id)
     }
-}
-
-/// A header's value as visible ASCII of at most [`MAX_HEADER_VALUE_LEN`] bytes.
-fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
-    value_text(name, headers.get(name).map(|v| v.as_bytes()))
-}
-
-/// Checks a request header's (or gRPC metadata entry's) raw value: visible ASCII, not empty
-/// after trimming, at most [`MAX_HEADER_VALUE_LEN`] bytes. Shared by both front ends.
-pub(crate) fn value_text(
-    name: &'static str,
-    value: Option<&[u8]>,
-) -> Result<Option<String>, ApiError> {
-    let Some(bytes) = value else {
-        return Ok(None);
-    };
-    let invalid = |reason| RequestError::InvalidHeader { name, reason };
-    let visible = bytes
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|_| visible)
-        .ok_or_else(|| invalid("must be visible ASCII"))?
-        .trim();
-    if text.is_empty() {
-        return Err(invalid("must not be empty").into());
-    }
-    if text.len() > MAX_HEADER_VALUE_LEN {
-        return Err(invalid("is longer than 128 bytes").into());
-    }
-    Ok(Some(text.to_owned()))
 }
 
 /// The `{userId}` path segment, validated as a [`UserId`].

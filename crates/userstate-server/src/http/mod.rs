@@ -2,7 +2,7 @@
 //! every request passes (request id, tracing span, metrics, panic safety net). Handlers only parse
 //! and format; [`UserService`](crate::service::UserService) does the work.
 
-pub(crate) mod extract;
+mod extract;
 mod lag;
 mod layers;
 mod ops;
@@ -12,7 +12,7 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use userstate::{EventStore, StoreError};
@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::service::UserService;
 
+pub use crate::caller::Caller;
 pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
 pub use lag::{Lag, LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 pub use layers::REQUEST_ID_HEADER;
@@ -102,31 +103,16 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    use routes::*;
-    Router::new()
-        .route("/v2/users/human", post(add_human_user))
-        .route(
-            "/v2/users/{userId}",
-            get(get_user_v2).delete(remove_user_v2),
-        )
-        .route("/v2/users/{userId}/deactivate", post(deactivate_user_v2))
-        .route("/v2/users/{userId}/reactivate", post(reactivate_user_v2))
-        .route("/v2/users/{userId}/lock", post(lock_user_v2))
-        .route("/v2/users/{userId}/unlock", post(unlock_user_v2))
-        .route("/v3alpha/users/{userId}", get(get_user_v3))
-        .route("/v3alpha/users/{userId}", delete(remove_user_v3))
-        .route(
-            "/v3alpha/users/{userId}/deactivate",
-            post(deactivate_user_v3),
-        )
-        .route(
-            "/v3alpha/users/{userId}/reactivate",
-            post(reactivate_user_v3),
-        )
-        // The name of earlier userstate releases, kept as an alias.
-        .route("/v3alpha/users/{userId}/activate", post(reactivate_user_v3))
-        .route("/v3alpha/users/{userId}/lock", post(lock_user_v3))
-        .route("/v3alpha/users/{userId}/unlock", post(unlock_user_v3))
+    let mut router = Router::new();
+    for operation in crate::operations::OPERATIONS {
+        for (api, rest) in operation.bindings() {
+            for route in rest {
+                let handler = routes::handler(operation.kind, api, route);
+                router = router.route(route.path, handler);
+            }
+        }
+    }
+    router
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

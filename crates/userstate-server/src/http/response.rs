@@ -11,8 +11,7 @@ use crate::status::ApiError;
 
 /// Response header with the global position of the answer's last event.
 pub const POSITION_HEADER: &str = "x-userstate-position";
-/// Request header: a read must reflect at least this global position.
-pub const MIN_POSITION_HEADER: &str = "x-userstate-min-position";
+pub use crate::caller::MIN_POSITION_HEADER;
 
 /// A JSON answer with the position header.
 pub fn with_position<T: Serialize>(status: StatusCode, body: T, position: u64) -> Response {

@@ -1,15 +1,20 @@
-//! The user routes of SPEC.md. Each handler authenticates (the [`Caller`] extractor runs
-//! first, so a missing token is 401 whatever else is wrong), parses, calls
-//! [`UserService`](crate::service::UserService) and formats the v2 or v3alpha answer.
+//! The REST skin over the operation table ([`operations`]): each handler authenticates (the
+//! [`Caller`] extractor runs first, so a missing token is 401 whatever else is wrong), parses,
+//! runs the operation and formats the v2 or v3alpha answer. One generic handler serves every
+//! state command ([`state_command`]) and one every read; the named handlers exist for the
+//! OpenAPI annotations (utoipa needs one function per documented path).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use userstate::{OrgId, UserCommand, UserId};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use userstate::{OrgId, UserId};
 
-use super::extract::{Caller, CommandBody, JsonBody, UserIdPath};
+use super::extract::{CommandBody, JsonBody, UserIdPath};
 use super::response::with_position;
 use super::AppState;
+use crate::caller::Caller;
+use crate::operations::{self, Api, ApiVersion, Kind, Route, StateCommand, V3Alpha, Verb, V2};
 use crate::service::NewHumanUser;
 use crate::status::{ApiError, RequestError};
 use crate::wire::{
@@ -17,39 +22,44 @@ use crate::wire::{
     DetailsV3, ErrorBody, GetUserResponse,
 };
 
-/// Which API version formats the answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Version {
-    V2,
-    V3Alpha,
+/// The handler of a route of the operation table ([`operations::OPERATIONS`]).
+pub(super) fn handler(kind: Kind, api: Api, route: &Route) -> MethodRouter<AppState> {
+    use StateCommand::*;
+    let filter = match route.verb {
+        Verb::Get => MethodFilter::GET,
+        Verb::Post => MethodFilter::POST,
+        Verb::Delete => MethodFilter::DELETE,
+    };
+    match (kind, api) {
+        (Kind::AddHumanUser, _) => on(filter, add_human_user),
+        (Kind::GetUser, Api::V2) => on(filter, get_user_v2),
+        (Kind::GetUser, Api::V3Alpha) => on(filter, get_user_v3),
+        (Kind::State(Deactivate), Api::V2) => on(filter, deactivate_user_v2),
+        (Kind::State(Reactivate), Api::V2) => on(filter, reactivate_user_v2),
+        (Kind::State(Lock), Api::V2) => on(filter, lock_user_v2),
+        (Kind::State(Unlock), Api::V2) => on(filter, unlock_user_v2),
+        (Kind::State(Remove), Api::V2) => on(filter, remove_user_v2),
+        (Kind::State(Deactivate), Api::V3Alpha) => on(filter, deactivate_user_v3),
+        (Kind::State(Reactivate), Api::V3Alpha) => on(filter, reactivate_user_v3),
+        (Kind::State(Lock), Api::V3Alpha) => on(filter, lock_user_v3),
+        (Kind::State(Unlock), Api::V3Alpha) => on(filter, unlock_user_v3),
+        (Kind::State(Remove), Api::V3Alpha) => on(filter, remove_user_v3),
+    }
 }
 
-async fn run_command(
+/// Every state command of every version: run it, answer 200 with `A`'s details form.
+async fn state_command<A: ApiVersion>(
     state: &AppState,
     caller: &Caller,
-    command: UserCommand,
-    version: Version,
+    id: UserId,
+    command: StateCommand,
 ) -> Result<Response, ApiError> {
-    let details = state
-        .service()
-        .execute(&caller.principal, &caller.meta, command)
-        .await?;
-    Ok(match version {
-        Version::V2 => with_position(
-            StatusCode::OK,
-            DetailsResponseV2 {
-                details: DetailsV2::from(&details),
-            },
-            details.position,
-        ),
-        Version::V3Alpha => with_position(
-            StatusCode::OK,
-            DetailsResponseV3 {
-                details: DetailsV3::from(&details),
-            },
-            details.position,
-        ),
-    })
+    let details = command.run(state.service(), caller, id).await?;
+    Ok(with_position(
+        StatusCode::OK,
+        A::json_command_answer(&details),
+        details.position,
+    ))
 }
 
 /// Add a human user (201).
@@ -82,10 +92,7 @@ pub async fn add_human_user(
         email: body.email.map(Into::into),
         initial: body.initial.unwrap_or(false),
     };
-    let (user_id, details) = state
-        .service()
-        .add_human_user(&caller.principal, &caller.meta, new)
-        .await?;
+    let (user_id, details) = operations::add_human_user(state.service(), &caller, new).await?;
     Ok(with_position(
         StatusCode::CREATED,
         AddHumanUserResponse {
@@ -96,17 +103,16 @@ pub async fn add_human_user(
     ))
 }
 
-async fn get_user<D>(state: &AppState, caller: &Caller, id: &UserId) -> Result<Response, ApiError>
-where
-    D: for<'a> From<&'a userstate::Details> + serde::Serialize,
-{
-    let view = state
-        .service()
-        .get_user(&caller.principal, &caller.meta, id)
-        .await?;
+/// Every read of every version: answer 200 with `A`'s details form.
+async fn get_user<A: ApiVersion>(
+    state: &AppState,
+    caller: &Caller,
+    id: &UserId,
+) -> Result<Response, ApiError> {
+    let view = operations::get_user(state.service(), caller, id).await?;
     Ok(with_position(
         StatusCode::OK,
-        GetUserResponse::<D>::of(&view),
+        GetUserResponse::<A::JsonDetails>::of(&view),
         view.position,
     ))
 }
@@ -124,7 +130,7 @@ pub async fn get_user_v2(
     caller: Caller,
     UserIdPath(id): UserIdPath,
 ) -> Result<Response, ApiError> {
-    get_user::<DetailsV2>(&state, &caller, &id).await
+    get_user::<V2>(&state, &caller, &id).await
 }
 
 /// Get a user by id from the read model (read-form details, no `creationDate`).
@@ -140,12 +146,12 @@ pub async fn get_user_v3(
     caller: Caller,
     UserIdPath(id): UserIdPath,
 ) -> Result<Response, ApiError> {
-    get_user::<DetailsV3>(&state, &caller, &id).await
+    get_user::<V3Alpha>(&state, &caller, &id).await
 }
 
 macro_rules! command_route {
     ($summary:tt, $name:ident, $method:ident, $path:tt, $tag:tt, $variant:ident, $answer:ident,
-     $version:expr) => {
+     $version:ty) => {
         #[doc = $summary]
         #[utoipa::path($method, path = $path, tag = $tag,
             params(("userId" = String, Path, description = "The user's id"),
@@ -163,7 +169,7 @@ macro_rules! command_route {
             UserIdPath(id): UserIdPath,
             _body: CommandBody,
         ) -> Result<Response, ApiError> {
-            run_command(&state, &caller, UserCommand::$variant(id), $version).await
+            state_command::<$version>(&state, &caller, id, StateCommand::$variant).await
         }
     };
 }
@@ -176,7 +182,7 @@ command_route!(
     "v2",
     Deactivate,
     DetailsResponseV2,
-    Version::V2
+    V2
 );
 command_route!(
     "Reactivate a deactivated user (inactive -> active).",
@@ -186,7 +192,7 @@ command_route!(
     "v2",
     Reactivate,
     DetailsResponseV2,
-    Version::V2
+    V2
 );
 command_route!(
     "Lock a user (active or initial -> locked).",
@@ -196,7 +202,7 @@ command_route!(
     "v2",
     Lock,
     DetailsResponseV2,
-    Version::V2
+    V2
 );
 command_route!(
     "Unlock a locked user (locked -> active).",
@@ -206,7 +212,7 @@ command_route!(
     "v2",
     Unlock,
     DetailsResponseV2,
-    Version::V2
+    V2
 );
 command_route!(
     "Remove a user (terminal; needs user.delete).",
@@ -216,7 +222,7 @@ command_route!(
     "v2",
     Remove,
     DetailsResponseV2,
-    Version::V2
+    V2
 );
 command_route!(
     "Deactivate a user (active or locked -> inactive).",
@@ -226,7 +232,7 @@ command_route!(
     "v3alpha",
     Deactivate,
     DetailsResponseV3,
-    Version::V3Alpha
+    V3Alpha
 );
 command_route!(
     "Reactivate a deactivated user (inactive -> active). `POST /v3alpha/users/{userId}/activate` is an alias.",
@@ -236,7 +242,7 @@ command_route!(
     "v3alpha",
     Reactivate,
     DetailsResponseV3,
-    Version::V3Alpha
+    V3Alpha
 );
 command_route!(
     "Lock a user (active or initial -> locked).",
@@ -246,7 +252,7 @@ command_route!(
     "v3alpha",
     Lock,
     DetailsResponseV3,
-    Version::V3Alpha
+    V3Alpha
 );
 command_route!(
     "Unlock a locked user (locked -> active).",
@@ -256,7 +262,7 @@ command_route!(
     "v3alpha",
     Unlock,
     DetailsResponseV3,
-    Version::V3Alpha
+    V3Alpha
 );
 command_route!(
     "Remove a user (terminal; needs user.delete).",
@@ -266,5 +272,5 @@ command_route!(
     "v3alpha",
     Remove,
     DetailsResponseV3,
-    Version::V3Alpha
+    V3Alpha
 );
