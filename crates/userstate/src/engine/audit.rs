@@ -70,11 +70,15 @@ impl Engine {
         for e in &prefix {
             folded.apply(&decode(e)?);
         }
-        let data = folded
-            .data()
-            .expect("a non-empty user history starts with its add");
+        // A history that does not start with its add is damage, not a reason to panic.
+        let (Some(data), Some(state)) = (folded.data(), folded.state()) else {
+            return Err(Error::Store(crate::store::StoreError::Corrupt {
+                location: format!("stream {}", first.stream),
+                reason: "the user's history does not start with user.human.added".to_owned(),
+            }));
+        };
         Ok(Some(AuditState {
-            state: folded.state().expect("the user has data, so a state"),
+            state,
             details: Details {
                 sequence: last.sequence,
                 change_date: last.created_at,

@@ -1,5 +1,6 @@
-//! Who is calling, and what it may do: principals, permissions and the authorisation check the
-//! engine runs against a user's resource owner.
+//! Who is calling, and what it may do: principals and their permissions. The engine's
+//! authorisation check against a user's resource owner (`authorise`, `may_act`) is in
+//! `engine/mod.rs`, beside the command loop that runs it.
 
 use std::collections::{HashMap, HashSet};
 

@@ -531,3 +531,31 @@ proptest! {
         })?;
     }
 }
+
+/// A stored history that does not start with its add (damage: written by hand, or a store
+/// replaced under the engine) is reported as corrupt by the audit, not a panic.
+#[tokio::test]
+async fn audit_of_a_history_without_its_add_is_corrupt_not_a_panic() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(store.clone());
+    let stream = StreamId::user(&inst("i1"), &uid("u1"));
+    let locked = to_new_event(&admin(), &org("o1"), &crate::domain::UserEvent::Locked);
+    let added = crate::domain::UserEvent::Added(crate::domain::UserAdded {
+        username: "alice".into(),
+        resource_owner: org("o1"),
+        profile: None,
+        email: None,
+        initial: false,
+    });
+    let added = to_new_event(&admin(), &org("o1"), &added);
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![locked, added])
+        .await
+        .unwrap();
+    let err = engine
+        .state_as_of(&admin().principal, &uid("u1"), AsOf::Sequence(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.to_string().contains("user.human.added"), "{err}");
+}
