@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::OrgId;
+use super::{OrgId, UserState};
 
 /// The payload schema revision written with every event of this version of userstate.
 pub const EVENT_REVISION: u16 = 1;
@@ -116,6 +116,18 @@ impl UserEvent {
             UserEvent::Locked => Self::TYPES[3],
             UserEvent::Unlocked => Self::TYPES[4],
             UserEvent::Removed => Self::TYPES[5],
+        }
+    }
+
+    /// The state a user is in after this event: the one event -> state mapping, folded by the
+    /// aggregate ([`User::apply`](super::User::apply)) and the read model alike.
+    pub fn state_after(&self) -> UserState {
+        match self {
+            UserEvent::Added(added) if added.initial => UserState::Initial,
+            UserEvent::Added(_) | UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
+            UserEvent::Deactivated => UserState::Inactive,
+            UserEvent::Locked => UserState::Locked,
+            UserEvent::Removed => UserState::Deleted,
         }
     }
 

@@ -59,31 +59,16 @@ impl User {
     /// deterministically rather than panicking, and `userstate verify` reports such histories.
     pub fn apply(&mut self, event: &UserEvent) {
         self.version += 1;
-        match event {
-            UserEvent::Added(added) => {
-                self.data = Some(Arc::new(UserData {
-                    username: added.username.clone(),
-                    resource_owner: added.resource_owner.clone(),
-                    profile: added.profile.clone(),
-                    email: added.email.clone(),
-                }));
-                self.state = if added.initial {
-                    UserState::Initial
-                } else {
-                    UserState::Active
-                };
-            }
-            other => {
-                if self.data.is_some() {
-                    self.state = match other {
-                        UserEvent::Deactivated => UserState::Inactive,
-                        UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
-                        UserEvent::Locked => UserState::Locked,
-                        UserEvent::Removed => UserState::Deleted,
-                        UserEvent::Added(_) => unreachable!("handled above"),
-                    };
-                }
-            }
+        if let UserEvent::Added(added) = event {
+            self.data = Some(Arc::new(UserData {
+                username: added.username.clone(),
+                resource_owner: added.resource_owner.clone(),
+                profile: added.profile.clone(),
+                email: added.email.clone(),
+            }));
+        }
+        if self.data.is_some() {
+            self.state = event.state_after();
         }
     }
 

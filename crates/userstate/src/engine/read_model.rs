@@ -306,6 +306,7 @@ impl ReadModel {
                 return;
             }
         };
+        let state = decoded.state_after();
         if let UserEvent::Added(added) = decoded {
             let valid = name[5..]
                 .split_once(':')
@@ -327,11 +328,7 @@ impl ReadModel {
                 position: event.position,
                 org,
                 key_len,
-                state: if added.initial {
-                    UserState::Initial
-                } else {
-                    UserState::Active
-                },
+                state,
             });
             return;
         }
@@ -339,13 +336,7 @@ impl ReadModel {
             warn!(stream = name, "event for a user never added; skipped");
             return;
         };
-        entry.state = match decoded {
-            UserEvent::Deactivated => UserState::Inactive,
-            UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
-            UserEvent::Locked => UserState::Locked,
-            UserEvent::Removed => UserState::Deleted,
-            UserEvent::Added(_) => unreachable!("handled above"),
-        };
+        entry.state = state;
         entry.sequence = event.sequence;
         entry.position = event.position;
         entry.change_date = event.created_at;
