@@ -42,6 +42,15 @@ pub const GRPC_METHODS: [&str; 17] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// The `route` label of a gRPC or Connect call to `path`: the method, or `/grpc-other`.
+fn metrics_route(path: &str) -> &'static str {
+    GRPC_METHODS
+        .iter()
+        .find(|m| **m == path)
+        .copied()
+        .unwrap_or("/grpc-other")
+}
+
 /// Whether a `content-type` is gRPC or gRPC-web (`application/grpc`, `application/grpc+proto`,
 /// `application/grpc+json`, `application/grpc-web`, `application/grpc-web+proto`,
 /// `application/grpc-web+json`, `application/grpc-web-text`, …).
@@ -114,12 +123,7 @@ impl ByContentType {
         if grpc {
             let service = self.grpc.clone();
             let metrics = self.metrics.clone();
-            let path = req.uri().path();
-            let route = GRPC_METHODS
-                .iter()
-                .find(|m| **m == path)
-                .copied()
-                .unwrap_or("/grpc-other");
+            let route = metrics_route(req.uri().path());
             let request_id = req
                 .headers()
                 .get(crate::http::REQUEST_ID_HEADER)
@@ -153,12 +157,7 @@ impl ByContentType {
         } else if let Some(method) = self.connect.method(req.uri().path()) {
             let connect = self.connect.clone();
             let metrics = self.metrics.clone();
-            let path = req.uri().path();
-            let route = GRPC_METHODS
-                .iter()
-                .find(|m| **m == path)
-                .copied()
-                .unwrap_or("/grpc-other");
+            let route = metrics_route(req.uri().path());
             Box::pin(async move {
                 let start = Instant::now();
                 let response = connect.call(method, req).await;
