@@ -14,11 +14,7 @@ use uuid::Uuid;
 /// identifies the same rows as (stream, sequence) and `read_stream` needs only the name. The
 /// event metadata's `instance` is stored unchanged in `metadata`.
 pub(crate) fn stream_instance(stream: &StreamId) -> &str {
-    let mut parts = stream.as_str().splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(instance), Some(_)) => instance,
-        _ => "",
-    }
+    userstate::domain::instance_of(stream.as_str())
 }
 
 /// A `u64` coordinate as a `bigint` parameter.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::domain::{InstanceId, User, UserCommand, UserEvent, UserId};
+use crate::domain::{InstanceId, StreamKind, StreamName, User, UserCommand, UserEvent, UserId};
 use crate::engine::{username_holder, username_holds, Error};
 use crate::store::{EventStore, RecordedEvent, StreamId};
 
@@ -103,10 +103,7 @@ pub async fn verify_store(
                 .entry(event.stream.clone())
                 .or_insert_with(|| StreamCheck {
                     last_sequence: 0,
-                    user: event
-                        .stream
-                        .as_str()
-                        .starts_with("user:")
+                    user: (StreamKind::of(event.stream.as_str()) == Some(StreamKind::User))
                         .then(User::default),
                 });
             if event.sequence != check.last_sequence + 1 {
@@ -116,7 +113,7 @@ pub async fn verify_store(
                 ));
             }
             check.last_sequence = event.sequence;
-            if event.stream.as_str().starts_with("username:") {
+            if StreamKind::of(event.stream.as_str()) == Some(StreamKind::Username) {
                 reservations.insert(event.stream.clone(), event.clone());
             }
             if let Some(user) = &mut check.user {
@@ -143,11 +140,13 @@ fn orphans(
         .values()
         .filter_map(|last| {
             let holder = username_holder(last)?;
-            let (instance, canonical) = last
-                .stream
-                .as_str()
-                .strip_prefix("username:")?
-                .split_once(':')?;
+            let Some(StreamName::Username {
+                instance,
+                canonical,
+            }) = StreamName::parse(last.stream.as_str())
+            else {
+                return None;
+            };
             let user_stream = StreamId::user(&InstanceId::new(instance).ok()?, &holder);
             let user = streams.get(&user_stream).and_then(|s| s.user.as_ref());
             if user.is_some_and(|u| username_holds(u, canonical)) {
@@ -182,12 +181,10 @@ fn check_user_event(user: &mut User, event: &RecordedEvent) -> Option<String> {
         Ok(e) => e,
         Err(e) => return Some(format!("undecodable user event: {e}")),
     };
-    let id = event
-        .stream
-        .as_str()
-        .rsplit(':')
-        .next()
-        .and_then(|s| UserId::new(s).ok());
+    let id = match StreamName::parse(event.stream.as_str()) {
+        Some(StreamName::User { user, .. }) => UserId::new(user).ok(),
+        _ => None,
+    };
     let problem = match (&decoded, id) {
         (_, None) => Some("user stream name does not end in a valid user id".to_owned()),
         (UserEvent::Added(_), Some(_)) if user.data().is_some() => {

@@ -7,6 +7,7 @@ mod error;
 mod event;
 mod ids;
 mod state;
+mod stream;
 mod user;
 
 pub use command::{
@@ -17,6 +18,7 @@ pub use error::DomainError;
 pub use event::{DecodeError, Email, Profile, UserAdded, UserEvent, EVENT_REVISION};
 pub use ids::{InstanceId, OrgId, UserId, MAX_ID_LEN};
 pub use state::UserState;
+pub use stream::{instance_of, StreamKind, StreamName};
 pub use user::{User, UserData};
 
 #[cfg(test)]

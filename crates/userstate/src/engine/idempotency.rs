@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Context, Details, Error, Loaded};
-use crate::domain::{OrgId, UserCommand};
+use crate::domain::{OrgId, StreamName, UserCommand};
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// Type of the event that binds an idempotency key to its first request.
@@ -30,8 +30,11 @@ fn stream(ctx: &Context, key: &str) -> StreamId {
         hasher.update(part);
     }
     let digest = hex(&hasher.finalize());
-    StreamId::new(format!("idempotency:{}:{digest}", ctx.principal.instance))
-        .expect("an id and 64 hex digits make a valid stream name")
+    let name = StreamName::IdempotencyKey {
+        instance: ctx.principal.instance.as_str(),
+        digest: &digest,
+    };
+    StreamId::new(name.to_name()).expect("an id and 64 hex digits make a valid stream name")
 }
 
 /// What a request is, for comparing a key's uses: the operation, the user and (for an add) every

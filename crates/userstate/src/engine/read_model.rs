@@ -11,7 +11,9 @@ use hashbrown::hash_table::{self, HashTable};
 use tracing::{error, warn};
 
 use super::{decode_ref, Details, Error};
-use crate::domain::{Email, InstanceId, OrgId, Profile, UserEvent, UserId, UserState};
+use crate::domain::{
+    Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId, UserState,
+};
 use crate::hash::FastState;
 use crate::store::{EventRef, EventStore, RecordedEvent, StreamId};
 
@@ -296,7 +298,7 @@ impl ReadModel {
     pub fn apply_ref(&mut self, event: EventRef<'_>) {
         self.position = self.position.max(event.position);
         let name = event.stream;
-        if !name.starts_with("user:") {
+        if StreamKind::of(name) != Some(StreamKind::User) {
             return;
         }
         let decoded = match decode_ref(&event) {
@@ -308,9 +310,8 @@ impl ReadModel {
         };
         let state = decoded.state_after();
         if let UserEvent::Added(added) = decoded {
-            let valid = name[5..]
-                .split_once(':')
-                .is_some_and(|(i, u)| InstanceId::new(i).is_ok() && UserId::new(u).is_ok());
+            let valid = matches!(StreamName::parse(name), Some(StreamName::User { instance, user })
+                if InstanceId::new(instance).is_ok() && UserId::new(user).is_ok());
             if !valid {
                 warn!(stream = name, "user stream with an invalid name; skipped");
                 return;
