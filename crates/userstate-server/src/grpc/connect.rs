@@ -76,7 +76,12 @@ impl Connect {
     }
 
     /// The method a request path names (`/zitadel.user.v2.UserService/LockUser`), if served.
+    /// Every non-gRPC request asks, so the REST routes (`/v2/…`, `/healthz`, …) are told apart
+    /// by a prefix check before any descriptor lookup: all our services are `zitadel.*`.
     pub fn method(&self, path: &str) -> Option<MethodDescriptor> {
+        if !path.starts_with("/zitadel.") {
+            return None;
+        }
         json::method_at(path)
     }
 
