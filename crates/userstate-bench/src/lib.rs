@@ -1,13 +1,12 @@
 //! The load generator behind `userstate bench` (interface: `docs/BENCH.md`).
 //!
-//! A run starts a live [`Projection`] fed by the engine's appends ([`Projection::spawn_fed`]),
+//! A run starts a live [`Projection`] told of the engine's appends ([`Projection::listener`]),
 //! adds N users (not timed), then lets C tasks issue full [`Engine::execute`] commands for S
 //! seconds. It reports commands/s,
 //! latency percentiles, domain rejections, infrastructure errors and the projection lag
 //! (commit -> visible in the read model, sampled). [`floor::fsync_floor`] measures what the
 //! disk allows in the same run, so durable figures can be read as a ratio to it.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod floor;
@@ -184,11 +183,10 @@ pub async fn run(store: Arc<dyn EventStore>, spec: &RunSpec) -> Result<RunReport
             "--users and --concurrency must be at least 1".into(),
         ));
     }
-    // The engine appends through the projection's feed, as an embedder reading its own
-    // writes would: its events reach the read model as the append returns.
-    let (projection, fed) = Projection::spawn_fed(store.clone());
-    let projection = Arc::new(projection);
-    let engine = Engine::new(fed);
+    // The engine tells the projection what it appends, as an embedder reading its own writes
+    // would: its events reach the read model as the append returns.
+    let projection = Arc::new(Projection::spawn(store.clone()));
+    let engine = Engine::new(store.clone()).with_listener(projection.listener());
     workload::add_users(&engine, spec).await?;
     let head = store
         .head_position()

@@ -19,7 +19,6 @@
 //!
 //! It is not the place for business rules: those live in `userstate`'s domain and engine.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod auth;

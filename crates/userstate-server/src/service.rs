@@ -63,13 +63,14 @@ pub struct UserService {
 }
 
 impl UserService {
-    /// A service on `store`; starts the projection (needs a Tokio runtime). Commands go
-    /// through the projection's fed store, so this node's own events reach the read model as
-    /// their appends return; other nodes' events are read back by the projection's follower.
+    /// A service on `store`; starts the projection (needs a Tokio runtime). The engine tells
+    /// the projection what it commits ([`Projection::listener`]), so this node's own events
+    /// reach the read model as their appends return; other nodes' events are read back by the
+    /// projection's follower.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let (projection, store) = Projection::spawn_fed(store);
+        let projection = Projection::spawn(store.clone());
         Self {
-            engine: Engine::new(store),
+            engine: Engine::new(store).with_listener(projection.listener()),
             projection,
             last_written: Mutex::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,

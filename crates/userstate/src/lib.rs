@@ -27,7 +27,6 @@
 //! # });
 //! ```
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod domain;
@@ -60,8 +59,8 @@ pub use domain::{
     UserState,
 };
 pub use engine::{
-    AsOf, AuditState, Context, Details, Engine, Error, FedStore, Permission, Principal, Projection,
-    ReadModel, UserView,
+    AsOf, AuditState, CommitListener, Context, Details, Engine, Error, Permission, Principal,
+    Projection, ReadModel, UserView,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{

@@ -2,6 +2,7 @@
 //! SPEC.md. Nothing here does I/O, reads a clock or needs a runtime, so every rule is testable
 //! with plain function calls.
 
+mod claims;
 mod command;
 mod error;
 mod event;
@@ -10,6 +11,7 @@ mod state;
 mod stream;
 mod user;
 
+pub use claims::{KeyClaim, KeyClaimed, UsernameClaim, UsernameEvent};
 pub use command::{
     canonical_username, validate_add, validate_username, AddUser, UserCommand, MAX_EMAIL_LEN,
     MAX_PROFILE_FIELD_LEN, MAX_USERNAME_LEN,

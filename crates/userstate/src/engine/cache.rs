@@ -1,5 +1,6 @@
-//! The engine's aggregate cache: the last folded state of recently used users, so a command
-//! reads only the tail of a stream (events after the cached version) instead of all of it.
+//! The engine's aggregate cache: the last folded state of recently used aggregates (users), so
+//! a command reads only the tail of a stream (events after the cached version) instead of all
+//! of it.
 //!
 //! The cache is never trusted to be current: a command decides on the cached fold, and its
 //! append carries the fold's version as the expected version, so a write by another engine
@@ -12,31 +13,30 @@
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use crate::domain::User;
 use crate::hash::{FastMap, FastState};
 use crate::store::StreamId;
 
 const SHARDS: usize = 16;
 
-/// One cached user.
+/// One cached aggregate.
 #[derive(Clone, Debug)]
-pub(super) struct Cached {
-    /// The fold of the stream's first `user.version()` events.
-    pub(super) user: User,
+pub(super) struct Cached<A> {
+    /// The fold of the stream's first `version` events.
+    pub(super) aggregate: A,
     /// Whether the last read of the stream's tail found events another engine wrote: then the
     /// next command reads the tail before deciding, instead of deciding on the fold at once.
     pub(super) read_tail: bool,
 }
 
-/// A bounded map from stream to folded user, sharded to keep lock hold times short.
-pub(super) struct AggregateCache {
-    shards: Vec<Mutex<FastMap<StreamId, Cached>>>,
+/// A bounded map from stream to folded aggregate, sharded to keep lock hold times short.
+pub(super) struct AggregateCache<A> {
+    shards: Vec<Mutex<FastMap<StreamId, Cached<A>>>>,
     per_shard: usize,
     hasher: FastState,
 }
 
-impl AggregateCache {
-    /// A cache holding about `capacity` users (0 disables it).
+impl<A: Clone> AggregateCache<A> {
+    /// A cache holding about `capacity` aggregates (0 disables it).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS)
@@ -47,27 +47,27 @@ impl AggregateCache {
         }
     }
 
-    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, FastMap<StreamId, Cached>> {
+    fn shard(&self, stream: &StreamId) -> std::sync::MutexGuard<'_, FastMap<StreamId, Cached<A>>> {
         let i = (self.hasher.hash_one(stream) as usize) % SHARDS;
         // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn get(&self, stream: &StreamId) -> Option<Cached> {
+    pub(super) fn get(&self, stream: &StreamId) -> Option<Cached<A>> {
         if self.per_shard == 0 {
             return None;
         }
         self.shard(stream).get(stream).cloned()
     }
 
-    pub(super) fn put(&self, stream: &StreamId, user: Cached) {
+    pub(super) fn put(&self, stream: &StreamId, entry: Cached<A>) {
         if self.per_shard == 0 {
             return;
         }
         let mut shard = self.shard(stream);
         if let Some(slot) = shard.get_mut(stream) {
             // The usual case (a command on a cached user): no copy of the key.
-            *slot = user;
+            *slot = entry;
             return;
         }
         if shard.len() >= self.per_shard {
@@ -76,7 +76,7 @@ impl AggregateCache {
                 shard.remove(&victim);
             }
         }
-        shard.insert(stream.clone(), user);
+        shard.insert(stream.clone(), entry);
     }
 
     pub(super) fn forget(&self, stream: &StreamId) {

@@ -15,12 +15,13 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Context, Details, Error, Loaded};
-use crate::domain::{OrgId, StreamName, UserCommand};
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::command::{Command, Decision, Folded, Load};
+use super::{Context, Details, Engine, Error};
+use crate::domain::{KeyClaim, KeyClaimed, OrgId, StreamName, UserCommand};
+use crate::store::{RecordedEvent, StreamId};
 
 /// Type of the event that binds an idempotency key to its first request.
-pub const CLAIMED: &str = "idempotency.key.claimed";
+pub const CLAIMED: &str = KeyClaimed::TYPE;
 
 /// The claim stream of `key` for the context's principal.
 fn stream(ctx: &Context, key: &str) -> StreamId {
@@ -63,7 +64,7 @@ fn hex(bytes: &[u8]) -> String {
 /// parameters is [`Error::IdempotencyKeyReused`]. The caller must be authorised first, on the
 /// user's organisation `resource_owner`.
 pub(super) async fn claim(
-    store: &dyn EventStore,
+    engine: &Engine,
     ctx: &Context,
     key: &str,
     command: &UserCommand,
@@ -71,44 +72,50 @@ pub(super) async fn claim(
 ) -> Result<(), Error> {
     let stream = stream(ctx, key);
     let fingerprint = fingerprint(command);
+    let mut claim = Claim {
+        command,
+        fingerprint,
+        resource_owner,
+    };
     // Two attempts: a lost race to claim leaves the winner's claim to compare with.
-    for _ in 0..2 {
-        let claimed = store.read_stream(&stream, 1).await?;
-        if let Some(first) = claimed.first() {
-            if first.payload["fingerprint"].as_str() == Some(&fingerprint) {
-                return Ok(());
-            }
-            return Err(Error::IdempotencyKeyReused {
-                operation: first.payload["operation"]
-                    .as_str()
-                    .unwrap_or("another operation")
-                    .to_owned(),
-                user: first.payload["userId"].as_str().unwrap_or("?").to_owned(),
-            });
-        }
-        let event = NewEvent::new(
-            CLAIMED,
-            1,
-            json!({
-                "operation": command.name(),
-                "userId": command.user_id(),
-                "fingerprint": fingerprint,
+    let user = command.user_id();
+    engine
+        .run(ctx, &stream, Load::whole(), 2, user, &mut claim)
+        .await?;
+    Ok(())
+}
+
+/// The claim of a key for one request, as [`Engine::run`] decides it.
+struct Claim<'a> {
+    command: &'a UserCommand,
+    fingerprint: String,
+    resource_owner: &'a OrgId,
+}
+
+impl Command<KeyClaim> for Claim<'_> {
+    type Answer = ();
+
+    async fn decide(
+        &mut self,
+        claim: &Folded<KeyClaim>,
+    ) -> Result<Decision<KeyClaimed, ()>, Error> {
+        match claim.aggregate.first() {
+            Some(first) if first.fingerprint == self.fingerprint => Ok(Decision::Answer(())),
+            Some(first) => Err(Error::IdempotencyKeyReused {
+                operation: first.operation.clone(),
+                user: first.user_id.clone(),
             }),
-            super::metadata(ctx, resource_owner),
-        );
-        match store
-            .append(&stream, ExpectedVersion::NoStream, vec![event])
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
+            None => Ok(Decision::Append {
+                events: vec![KeyClaimed {
+                    operation: self.command.name().to_owned(),
+                    user_id: self.command.user_id().to_string(),
+                    fingerprint: self.fingerprint.clone(),
+                }],
+                resource_owner: self.resource_owner.clone(),
+                answer: (),
+            }),
         }
     }
-    Err(Error::Aborted {
-        user: command.user_id().clone(),
-        attempts: 2,
-    })
 }
 
 /// When `key` already produced events of `command`'s operation on this user, sent by this
@@ -117,12 +124,11 @@ pub(super) fn previous_answer(
     ctx: &Context,
     key: &str,
     command: &UserCommand,
-    loaded: &Loaded,
+    events: &[RecordedEvent],
 ) -> Option<Details> {
     let event_type = command.event_type();
     let subject = ctx.principal.subject.as_str();
-    let matching: Vec<RecordedEvent> = loaded
-        .events
+    let matching: Vec<RecordedEvent> = events
         .iter()
         .filter(|e| {
             e.metadata.idempotency_key.as_deref() == Some(key)

@@ -7,8 +7,10 @@
 mod audit;
 mod auth;
 mod cache;
+mod command;
 mod error;
 mod idempotency;
+mod listen;
 mod projection;
 mod read_model;
 mod username;
@@ -17,7 +19,8 @@ pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
 pub use idempotency::CLAIMED as IDEMPOTENCY_KEY_CLAIMED;
-pub use projection::{FedStore, Projection};
+pub use listen::CommitListener;
+pub use projection::Projection;
 pub use read_model::{ReadModel, UserView};
 pub(crate) use username::{holder_of as username_holder, holds as username_holds};
 pub use username::{RECLAIM_AFTER, RESERVED as USERNAME_RESERVED};
@@ -27,11 +30,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
-use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId, EVENT_REVISION};
-use crate::store::{
-    EventMetadata, EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
-    StreamId,
-};
+use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId};
+use crate::store::{EventMetadata, EventRef, EventStore, RecordedEvent, StoreError, StreamId};
+use command::{Decision, Load};
 
 /// How many users the engine's aggregate cache holds by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
@@ -105,12 +106,14 @@ impl Details {
     }
 }
 
-/// Runs user commands against an [`EventStore`].
+/// Runs user commands against an [`EventStore`], and tells its [`CommitListener`]s what it
+/// committed.
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<dyn EventStore>,
     max_attempts: u32,
-    cache: Arc<cache::AggregateCache>,
+    users: Arc<cache::AggregateCache<User>>,
+    listeners: Arc<[Arc<dyn CommitListener>]>,
 }
 
 /// A user as loaded from its stream.
@@ -128,14 +131,24 @@ impl Engine {
         Self {
             store,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            cache: Arc::new(cache::AggregateCache::new(DEFAULT_CACHE_CAPACITY)),
+            users: Arc::new(cache::AggregateCache::new(DEFAULT_CACHE_CAPACITY)),
+            listeners: Arc::new([]),
         }
+    }
+
+    /// Adds a listener told of every append this engine commits (see [`CommitListener`]),
+    /// after the ones added before.
+    pub fn with_listener(mut self, listener: Arc<dyn CommitListener>) -> Self {
+        let mut listeners = self.listeners.to_vec();
+        listeners.push(listener);
+        self.listeners = listeners.into();
+        self
     }
 
     /// Sets how many folded users the engine keeps between commands (0: none, every command
     /// reads its whole stream).
     pub fn with_cache_capacity(mut self, users: usize) -> Self {
-        self.cache = Arc::new(cache::AggregateCache::new(users));
+        self.users = Arc::new(cache::AggregateCache::new(users));
         self
     }
 
@@ -152,127 +165,18 @@ impl Engine {
 
     /// Loads and folds one user's stream.
     pub async fn load(&self, instance: &InstanceId, user: &UserId) -> Result<Loaded, Error> {
-        let events = self
-            .store
-            .read_stream(&StreamId::user(instance, user), 1)
-            .await?;
-        let mut folded = User::default();
-        for e in &events {
-            folded.apply(&decode(e)?);
-        }
-        Ok(Loaded {
-            user: folded,
-            events,
-        })
-    }
-
-    /// The fold of `stream` a command decides on.
-    ///
-    /// With `Read::Cached` a cached fold is returned as it is, without asking the store, unless
-    /// its last tail read found another engine's events: the append's expected version proves
-    /// the fold current, so only a refusal needs it checked (see [`Engine::execute`]). With
-    /// `Read::Tail` the events after the cached fold are read and folded on ("snapshot +
-    /// tail"). With an idempotency key the whole stream is read, since earlier answers are
-    /// found in the events' metadata. `Current::read` says whether the store was asked.
-    ///
-    /// `at_least` is a version the stream is known to have reached (a lost race's `actual`):
-    /// until a read shows it, the store has acknowledged an append it does not show yet, and
-    /// the read is repeated each time the store's head moves, for at most [`PUBLISH_WAIT`] —
-    /// deciding on an older fold would only lose the race again.
-    async fn current(
-        &self,
-        ctx: &Context,
-        stream: &StreamId,
-        id: &UserId,
-        read: Read,
-        at_least: u64,
-    ) -> Result<Current, Error> {
-        let current = self.read_current(ctx, stream, id, read).await?;
-        if current.loaded.user.version() >= at_least {
-            return Ok(current);
-        }
-        let head = self.store.watch_head();
-        let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
-        loop {
-            // Read after noting the head, so a publication between the two is not waited for.
-            let seen = head.get();
-            let current = self.read_current(ctx, stream, id, Read::Tail).await?;
-            if current.loaded.user.version() >= at_least {
-                return Ok(current);
-            }
-            if tokio::time::timeout_at(deadline, head.wait_for(seen + 1))
-                .await
-                .is_err()
-            {
-                return Ok(current);
-            }
-        }
-    }
-
-    /// One read of [`current`](Self::current).
-    async fn read_current(
-        &self,
-        ctx: &Context,
-        stream: &StreamId,
-        id: &UserId,
-        read: Read,
-    ) -> Result<Current, Error> {
-        if ctx.idempotency_key.is_none() {
-            if let Some(cached) = self.cache.get(stream) {
-                let mut user = cached.user;
-                if read == Read::Cached && !cached.read_tail {
-                    return Ok(Current {
-                        loaded: Loaded {
-                            user,
-                            events: Vec::new(),
-                        },
-                        read: false,
-                        read_tail: false,
-                    });
-                }
-                let from = user.version() + 1;
-                let tail = self.store.read_stream(stream, from).await?;
-                if tail.first().is_none_or(|e| e.sequence == from) {
-                    for e in &tail {
-                        user.apply(&decode(e)?);
-                    }
-                    // Events in the tail were written by another engine: read first next time.
-                    let read_tail = !tail.is_empty();
-                    if read_tail || cached.read_tail {
-                        let entry = cache::Cached {
-                            user: user.clone(),
-                            read_tail,
-                        };
-                        self.cache.put(stream, entry);
-                    }
-                    return Ok(Current {
-                        loaded: Loaded { user, events: tail },
-                        read: true,
-                        read_tail,
-                    });
-                }
-                self.cache.forget(stream);
-            }
-        }
-        let loaded = self.load(&ctx.principal.instance, id).await?;
-        let entry = cache::Cached {
-            user: loaded.user.clone(),
-            read_tail: false,
-        };
-        self.cache.put(stream, entry);
-        Ok(Current {
-            loaded,
-            read: true,
-            read_tail: false,
-        })
+        let (user, events) = self.fold(&StreamId::user(instance, user)).await?;
+        Ok(Loaded { user, events })
     }
 
     /// Runs one command: load, authorise, decide, append with the expected version, retrying
-    /// a bounded number of times when another writer got there first.
+    /// a bounded number of times when another writer got there first ([`Engine::run`], the
+    /// loop every aggregate goes through).
     ///
     /// With an idempotency key, the caller is authorised on the user before anything the key
     /// remembers is consulted: a repeat answers the first answer only to a caller who may
-    /// still make the request ([`idempotency`]).
+    /// still make the request ([`idempotency`]). An add reserves its username before its user
+    /// append, and gives the reservation back when that append is not made ([`username`]).
     ///
     /// Its span is at `debug`: the server's request span and access line are too (see
     /// `userstate-server`'s `http::layers`), and at `info` the span alone cost ~5 % of a
@@ -283,120 +187,111 @@ impl Engine {
         let principal = &ctx.principal;
         let id = command.user_id();
         let stream = StreamId::user(&principal.instance, id);
-        // The first attempt trusts the cache; one after a lost race reads the tail.
-        let mut read = Read::Cached;
-        // The version a lost race proved the stream has (a store may acknowledge it before a
-        // read shows it: the file store publishes after its syncer).
-        let mut at_least = 0;
-        let mut claimed = false;
-        for attempt in 1..=self.max_attempts {
-            // Optimistic: decide on the cached fold without reading the store. Accepted, the
-            // append below proves the fold current (its expected version is the fold's); a
-            // refusal proves nothing, so it is only answered after the stream's tail was read
-            // and the command decided again (ADR 0006).
-            let mut current = self.current(ctx, &stream, id, read, at_least).await?;
-            let mut decided = decide(principal, &command, &current.loaded.user);
-            if decided.is_err() && !current.read {
-                current = self.current(ctx, &stream, id, Read::Tail, 0).await?;
-                decided = decide(principal, &command, &current.loaded.user);
-            }
-            let loaded = current.loaded;
-            if let Some(key) = ctx.idempotency_key.as_deref() {
-                if let Some(answer) = idempotency::previous_answer(ctx, key, &command, &loaded) {
-                    authorise_repeat(principal, &command, &loaded.user)?;
-                    // The same operation on the same user; its parameters are the claim's.
-                    let owner = &answer.resource_owner;
-                    idempotency::claim(&*self.store, ctx, key, &command, owner).await?;
-                    debug!("idempotency key seen before; answering the first answer");
-                    return Ok(answer);
+        // With a key the whole stream is read: earlier answers are in its events' metadata.
+        let load = Load::cached(&self.users, ctx.idempotency_key.is_some());
+        let mut run = Execute {
+            engine: self,
+            ctx,
+            command: &command,
+            claimed: false,
+            reservation: None,
+        };
+        let outcome = self
+            .run(ctx, &stream, load, self.max_attempts, id, &mut run)
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(r) = run.reservation {
+                    r.abandon(self, ctx).await;
                 }
-                if !claimed {
-                    let owner = authorise(principal, &command, &loaded.user)?;
-                    idempotency::claim(&*self.store, ctx, key, &command, &owner).await?;
-                    claimed = true;
-                }
+                return Err(e);
             }
-            let (resource_owner, events) = decided?;
-            let reservation = match &command {
-                UserCommand::Add(add) => Some(username::reserve(&*self.store, ctx, add).await?),
-                _ => None,
-            };
-            let new_events = events
-                .iter()
-                .map(|e| to_new_event(ctx, &resource_owner, e))
-                .collect();
-            let appended = match &reservation {
-                // An add that took too long since it reserved may have lost its name to a
-                // reclaim (see `username`): it gives up rather than append.
-                Some(r) if !r.fresh() => Err(StoreError::unavailable(
+        };
+        match outcome.answer {
+            Answer::Repeated(details) => Ok(details),
+            Answer::Committed(resource_owner) => {
+                if let UserCommand::Remove(_) = &command {
+                    let data = outcome
+                        .before
+                        .data()
+                        .expect("remove decided on a live user");
+                    username::release_removed(self, ctx, &data.username, id, &resource_owner).await;
+                }
+                Ok(Details::of_command(&outcome.recorded, resource_owner))
+            }
+        }
+    }
+}
+
+/// One user command as [`Engine::run`] decides it.
+struct Execute<'a> {
+    engine: &'a Engine,
+    ctx: &'a Context,
+    command: &'a UserCommand,
+    /// Whether the idempotency key is claimed for this command.
+    claimed: bool,
+    /// This add's username reservation, while its user append is not made.
+    reservation: Option<username::Reservation>,
+}
+
+impl command::Command<User> for Execute<'_> {
+    type Answer = Answer;
+
+    async fn decide(
+        &mut self,
+        current: &command::Folded<User>,
+    ) -> Result<Decision<UserEvent, Answer>, Error> {
+        let (engine, ctx, command) = (self.engine, self.ctx, self.command);
+        let principal = &ctx.principal;
+        // The last attempt's append was not made: give its reservation back.
+        if let Some(r) = self.reservation.take() {
+            r.abandon(engine, ctx).await;
+        }
+        let user = &current.aggregate;
+        let decided = decide(principal, command, user);
+        if let Some(key) = ctx.idempotency_key.as_deref() {
+            if let Some(answer) = idempotency::previous_answer(ctx, key, command, &current.events) {
+                authorise_repeat(principal, command, user)?;
+                // The same operation on the same user; its parameters are the claim's.
+                let owner = &answer.resource_owner;
+                idempotency::claim(engine, ctx, key, command, owner).await?;
+                debug!("idempotency key seen before; answering the first answer");
+                return Ok(Decision::Answer(Answer::Repeated(answer)));
+            }
+            if !self.claimed {
+                let owner = authorise(principal, command, user)?;
+                idempotency::claim(engine, ctx, key, command, &owner).await?;
+                self.claimed = true;
+            }
+        }
+        let (resource_owner, events) = decided?;
+        if let UserCommand::Add(add) = command {
+            let reserved = username::reserve(engine, ctx, add).await?;
+            // An add that took too long since it reserved may have lost its name to a reclaim
+            // (see `username`): it gives up rather than append.
+            if !self.reservation.insert(reserved).fresh() {
+                return Err(StoreError::unavailable(
                     "the store took too long between reserving the username and adding the user",
                     "username reservation expired",
-                )),
-                _ => {
-                    let expected = ExpectedVersion::Exact(loaded.user.version());
-                    self.store.append(&stream, expected, new_events).await
-                }
-            };
-            let recorded = match appended {
-                Ok(recorded) => recorded,
-                Err(e) => {
-                    if let Some(r) = reservation {
-                        r.abandon(&*self.store, ctx, id, &resource_owner).await;
-                    }
-                    let StoreError::Conflict { actual, .. } = e else {
-                        return Err(e.into());
-                    };
-                    debug!(attempt, "lost a race; reading the tail");
-                    // The cached fold is a prefix of the stream (events never change), so the
-                    // next attempt folds on only the events after it. A stream shorter than the
-                    // fold (a store replaced under the engine) drops it instead.
-                    if actual < loaded.user.version() {
-                        self.cache.forget(&stream);
-                    }
-                    read = Read::Tail;
-                    at_least = actual;
-                    continue;
-                }
-            };
-            if let UserCommand::Remove(_) = &command {
-                let data = loaded.user.data().expect("remove decided on a live user");
-                username::release_removed(&*self.store, ctx, &data.username, id, &resource_owner)
-                    .await;
+                )
+                .into());
             }
-            let mut user = loaded.user;
-            for e in &events {
-                user.apply(e);
-            }
-            let entry = cache::Cached {
-                user,
-                read_tail: current.read_tail,
-            };
-            self.cache.put(&stream, entry);
-            return Ok(Details::of_command(&recorded, resource_owner));
         }
-        Err(Error::Aborted {
-            user: id.clone(),
-            attempts: self.max_attempts,
+        Ok(Decision::Append {
+            events,
+            resource_owner: resource_owner.clone(),
+            answer: Answer::Committed(resource_owner),
         })
     }
 }
 
-/// How much of the store [`Engine::current`] asks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Read {
-    /// A cached fold as it is (unless its last tail read found another engine's events); the
-    /// store only when nothing is cached.
-    Cached,
-    /// At least the stream's tail after the cached fold.
-    Tail,
-}
-
-/// A fold to decide on, and whether the store was read for it.
-struct Current {
-    loaded: Loaded,
-    read: bool,
-    /// Whether the tail read found another engine's events (kept with the fold in the cache).
-    read_tail: bool,
+/// What a user command answers.
+enum Answer {
+    /// Its events were appended, for this organisation.
+    Committed(OrgId),
+    /// An idempotency key's repeat: the first answer.
+    Repeated(Details),
 }
 
 /// Authorises and decides `command` on `user`: the resource owner and the events to append.
@@ -488,15 +383,6 @@ fn metadata(ctx: &Context, resource_owner: &OrgId) -> EventMetadata {
         correlation_id: ctx.correlation_id.clone(),
         idempotency_key: ctx.idempotency_key.clone(),
     }
-}
-
-fn to_new_event(ctx: &Context, resource_owner: &OrgId, event: &UserEvent) -> NewEvent {
-    NewEvent::new(
-        event.event_type(),
-        EVENT_REVISION,
-        event.payload(),
-        metadata(ctx, resource_owner),
-    )
 }
 
 #[cfg(test)]

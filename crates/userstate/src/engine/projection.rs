@@ -3,32 +3,30 @@
 //!
 //! [`Projection::spawn`] starts a task that pages through the store, wakes on the store's head
 //! watch (with a slow poll as a safety net for stores shared between processes), and publishes
-//! how far it has read. [`Projection::spawn_fed`] also hands the projection the events its
-//! process appends, as the append returns, so they need not wait for that task (see
-//! [`FedStore`]). [`Projection::wait_for`] lets a caller read its own writes;
-//! [`ReadModel::rebuild`] folds the whole store from position 1 into the same model.
+//! how far it has read. [`Projection::listener`] is a [`CommitListener`] to build the
+//! [`Engine`](super::Engine) with: the engine then hands the projection the events it appends,
+//! as each append returns, so they need not wait for that task (ADR 0014).
+//! [`Projection::wait_for`] lets a caller read its own writes; [`ReadModel::rebuild`] folds the
+//! whole store from position 1 into the same model.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::read_model::{ReadModel, UserView, PAGE};
-use super::{Error, Permission, Principal};
+use super::{CommitListener, Error, Permission, Principal};
 use crate::domain::{DomainError, UserId, UserState};
-use crate::store::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
-};
+use crate::store::{EventStore, RecordedEvent, Watermark};
 
 /// How often the follower polls even without a head notification.
 const POLL: Duration = Duration::from_millis(500);
 /// How many of the latest publications [`Projection::visible_at`] remembers (16 bytes each; a
 /// fed projection publishes once per append, so this covers ≈ 0.1 s at 500k appends/s).
 const HISTORY: usize = 65_536;
-/// At most this many fed events wait for an earlier position; past it the follower reads them.
+/// At most this many told events wait for an earlier position; past it the follower reads them.
 const MAX_PENDING: usize = 65_536;
 
 #[derive(Default)]
@@ -39,13 +37,13 @@ struct Shared {
     published: Mutex<Published>,
 }
 
-/// The read model and the fed events waiting for their turn, under one lock: every fed append
+/// The read model and the told events waiting for their turn, under one lock: every told append
 /// needs both, and a second lock was one more cache line for the two cores to pass back and
 /// forth per command.
 #[derive(Default)]
 struct Model {
     read: ReadModel,
-    /// Fed events whose position is past the next one the model needs, by position.
+    /// Told events whose position is past the next one the model needs, by position.
     pending: BTreeMap<u64, RecordedEvent>,
 }
 
@@ -56,7 +54,7 @@ impl Shared {
     }
 
     /// Applies `events` (of one append, in position order) if they are next, and every waiting
-    /// fed event that then is; keeps the ones whose turn has not come.
+    /// told event that then is; keeps the ones whose turn has not come.
     fn offer(&self, events: &[RecordedEvent]) {
         let last = {
             let mut guard = self.write();
@@ -94,7 +92,7 @@ impl Shared {
     }
 }
 
-/// Applies the waiting fed events that are next, and forgets those the model already holds.
+/// Applies the waiting told events that are next, and forgets those the model already holds.
 fn drain(model: &mut ReadModel, pending: &mut BTreeMap<u64, RecordedEvent>) {
     while let Some(entry) = pending.first_entry() {
         let position = *entry.key();
@@ -146,36 +144,41 @@ impl Published {
 pub struct Projection {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// Whether the store's positions are gap-free ([`EventStore::dense_positions`]).
+    dense: bool,
 }
 
 impl Projection {
     /// Starts following `store` from its first event.
     pub fn spawn(store: Arc<dyn EventStore>) -> Self {
         let shared = Arc::new(Shared::default());
+        let dense = store.dense_positions();
         let task = tokio::spawn(follow(store, shared.clone()));
-        Self { shared, task }
+        Self {
+            shared,
+            task,
+            dense,
+        }
     }
 
-    /// Starts following `store` like [`spawn`](Self::spawn), and returns with it a
-    /// [`FedStore`]: `store` wrapped so that the events appended through it are applied to this
-    /// projection as soon as the append returns, when their turn has come, instead of waiting
-    /// for the follower to be scheduled and read them back. Build the [`Engine`](super::Engine)
-    /// on the returned store. Events appended elsewhere (another process, another wrapper) are
-    /// still read by the follower, which also fills any gap the fed events leave.
+    /// A [`CommitListener`] that applies what an engine appends to this projection's read
+    /// model as soon as the append returns, when its turn has come, instead of waiting for the
+    /// follower to be scheduled and read it back. Build the [`Engine`](super::Engine) with it
+    /// (`Engine::new(store).with_listener(projection.listener())`). Events appended elsewhere
+    /// (another process, another engine) are still read by the follower, which also fills any
+    /// gap the told events leave.
     ///
-    /// On a store whose positions have holes ([`EventStore::dense_positions`] false) fed
-    /// events could never be applied before the follower read them anyway, so the store is
-    /// returned unwrapped.
-    pub fn spawn_fed(store: Arc<dyn EventStore>) -> (Self, Arc<dyn EventStore>) {
-        let projection = Self::spawn(store.clone());
-        if !store.dense_positions() {
-            return (projection, store);
-        }
-        let fed = FedStore {
-            inner: store,
-            projection: Arc::downgrade(&projection.shared),
-        };
-        (projection, Arc::new(fed))
+    /// Order is never given up: the read model still applies positions 1, 2, 3, … and nothing
+    /// else, so [`position`](Self::position) keeps its meaning; an event whose turn has not
+    /// come waits until it has (by another append or by the follower). On a store whose
+    /// positions have holes ([`EventStore::dense_positions`] false) a told event could never
+    /// be applied before the follower read it anyway, and the listener ignores it. Once the
+    /// projection is dropped, the listener does nothing.
+    pub fn listener(&self) -> Arc<dyn CommitListener> {
+        Arc::new(Told {
+            projection: Arc::downgrade(&self.shared),
+            dense: self.dense,
+        })
     }
 
     /// The position of the last event the read model has applied.
@@ -184,7 +187,7 @@ impl Projection {
     }
 
     /// When `position` became visible: an instant taken right after the read model had applied
-    /// it (a page of the follower or a fed append) and released its lock, so never earlier
+    /// it (a page of the follower or a told append) and released its lock, so never earlier
     /// than the moment a reader could first see it. `None` while `position` is not applied
     /// yet, and once it is older than the last 65,536 publications.
     pub fn visible_at(&self, position: u64) -> Option<Instant> {
@@ -240,38 +243,20 @@ impl Projection {
     }
 }
 
-/// A store that hands what it appends to a [`Projection`] (from [`Projection::spawn_fed`]).
-///
-/// Every call goes to the wrapped store; after an append succeeds, its recorded events are
-/// applied to the projection's read model right away if every earlier position is already
-/// there, and otherwise kept until it is (by another fed append or by the follower). Order is
-/// never given up: the read model still applies positions 1, 2, 3, … and nothing else, so
-/// [`Projection::position`] keeps its meaning. A store whose positions have holes loses
-/// nothing either: the follower reads past the hole and the waiting events are then applied
-/// or dropped. Once the projection is dropped, appends are only forwarded.
-pub struct FedStore {
-    inner: Arc<dyn EventStore>,
+/// The [`CommitListener`] of [`Projection::listener`].
+struct Told {
     projection: Weak<Shared>,
+    dense: bool,
 }
 
-// Named by path: with `StoreWrapper` in scope, calls on a wrapper would be ambiguous.
-#[async_trait]
-impl crate::store::StoreWrapper for FedStore {
-    fn inner(&self) -> &dyn EventStore {
-        &*self.inner
-    }
-
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let recorded = self.inner.append(stream, expected, events).await?;
-        if let Some(shared) = self.projection.upgrade() {
-            shared.offer(&recorded);
+impl CommitListener for Told {
+    fn committed(&self, events: &[RecordedEvent]) {
+        if !self.dense {
+            return;
         }
-        Ok(recorded)
+        if let Some(shared) = self.projection.upgrade() {
+            shared.offer(events);
+        }
     }
 }
 
@@ -289,7 +274,7 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
     loop {
         // Note the head before reading, so a commit after the read wakes us.
         let seen = head.get();
-        // Read from where the model is, past what fed appends applied meanwhile.
+        // Read from where the model is, past what told appends applied meanwhile.
         let next = shared
             .model
             .read()
@@ -298,7 +283,7 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             .position()
             + 1;
         let visited = if next > seen && seen > 0 && !polled {
-            // Fed appends already applied everything up to the head we were told of: nothing
+            // Told appends already applied everything up to the head we were told of: nothing
             // to read. (After a poll timeout the store is read anyway, in case a watch lags.)
             Ok(0)
         } else {
@@ -307,7 +292,7 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
             store
                 .visit_all(next, PAGE, &mut |event| {
                     let mut guard = shared.write();
-                    // Fed appends may have applied part of the page already.
+                    // Told appends may have applied part of the page already.
                     if event.position > guard.read.position() {
                         guard.read.apply_ref(event);
                     }
@@ -353,11 +338,12 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
 mod tests {
     use super::*;
     use crate::domain::InstanceId;
+    use crate::domain::UserId;
     use crate::engine::tests::read_model::recorded;
-    use crate::store::{EventMetadata, NewEvent};
+    use crate::store::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
 
     #[test]
-    fn fed_events_are_applied_in_position_order_whatever_order_they_arrive_in() {
+    fn told_events_are_applied_in_position_order_whatever_order_they_arrive_in() {
         let shared = Shared::default();
         let events: Vec<RecordedEvent> = (0..6)
             .map(|i| {
@@ -388,14 +374,15 @@ mod tests {
         assert_eq!(shared.model.read().unwrap().read, reference);
     }
 
-    /// The follower reads back only what the fed store did not apply: its own appends cost it
+    /// The follower reads back only what the listener did not apply: its own appends cost it
     /// no read, another writer's appends are still read and applied.
     #[tokio::test]
-    async fn a_fed_follower_reads_only_what_others_wrote() {
+    async fn a_told_follower_reads_only_what_others_wrote() {
         let store = Arc::new(crate::testkit::SpyStore::new(Arc::new(
             crate::MemoryStore::new(),
         )));
-        let (projection, fed) = Projection::spawn_fed(store.clone());
+        let projection = Projection::spawn(store.clone());
+        let listener = projection.listener();
         let added = |i: usize| {
             let payload = serde_json::json!({"username": format!("n{i}"), "resourceOwner": "o1"});
             NewEvent::new("user.human.added", 1, payload, EventMetadata::default())
@@ -403,9 +390,11 @@ mod tests {
         let wait_for = |position: u64| projection.wait_for(position, Duration::from_secs(5));
         for i in 0..50 {
             let stream = StreamId::new(format!("user:i1:u{i}")).unwrap();
-            fed.append(&stream, ExpectedVersion::NoStream, vec![added(i)])
+            let recorded = store
+                .append(&stream, ExpectedVersion::NoStream, vec![added(i)])
                 .await
                 .unwrap();
+            listener.committed(&recorded);
             // Let the follower run: it is woken by every append.
             tokio::task::yield_now().await;
         }
@@ -413,7 +402,7 @@ mod tests {
         let pages = store.pages_read();
         assert!(
             pages <= 2,
-            "the follower read {pages} pages for fed appends"
+            "the follower read {pages} pages for told appends"
         );
 
         let stream = StreamId::new("user:i1:elsewhere").unwrap();

@@ -17,18 +17,19 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use serde_json::json;
+use chrono::Utc;
 use tracing::warn;
 
-use super::{decode, metadata, Context, Error};
-use crate::domain::{canonical_username, AddUser, DomainError, OrgId, User, UserId};
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use super::command::{new_event, Command, Decision, Folded, Load};
+use super::{Context, Engine, Error};
+use crate::domain::{
+    canonical_username, AddUser, DomainError, InstanceId, OrgId, User, UserId, UsernameClaim,
+    UsernameEvent,
+};
+use crate::store::{ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 /// Type of the event that gives a username to a user.
-pub const RESERVED: &str = "username.reserved";
-/// Type of the event that frees a username.
-pub const RELEASED: &str = "username.released";
+pub const RESERVED: &str = UsernameEvent::RESERVED;
 
 /// How old a reservation whose holder never became a user must be before another add may take
 /// the name over.
@@ -41,36 +42,13 @@ pub const APPEND_WITHIN: Duration = Duration::from_secs(20);
 
 const ATTEMPTS: u32 = 8;
 
-/// The last event of a reservation stream.
-struct Holder {
-    /// Who holds the name; `None` when it is free.
-    user: Option<UserId>,
-    /// When the last event was written.
-    since: DateTime<Utc>,
-}
-
-/// The holder of a reservation stream's name, from its last event (`None`: never reserved).
+/// The holder of a reservation stream's name, from its last event (`None`: free, or not a
+/// reservation event this version reads).
 pub(crate) fn holder_of(last: &RecordedEvent) -> Option<UserId> {
-    (last.event_type == RESERVED)
-        .then(|| {
-            last.payload["userId"]
-                .as_str()
-                .and_then(|s| UserId::new(s).ok())
-        })
-        .flatten()
-}
-
-/// Who holds the name now, and the stream's version.
-async fn holder(store: &dyn EventStore, stream: &StreamId) -> Result<(Option<Holder>, u64), Error> {
-    let events = store.read_stream(stream, 1).await?;
-    let Some(last) = events.last() else {
-        return Ok((None, 0));
-    };
-    let holder = Holder {
-        user: holder_of(last),
-        since: last.created_at,
-    };
-    Ok((Some(holder), last.sequence))
+    match UsernameEvent::decode(&last.event_type, last.revision, &last.payload) {
+        Ok(UsernameEvent::Reserved { user, .. }) => Some(user),
+        _ => None,
+    }
 }
 
 /// Whether `user` (folded from its stream) is a live user holding the username whose canonical
@@ -87,6 +65,9 @@ pub(crate) fn holds(user: &User, canonical: &str) -> bool {
 pub(super) struct Reservation {
     stream: StreamId,
     canonical: String,
+    /// The user it was made for, and that user's organisation.
+    user: UserId,
+    resource_owner: OrgId,
     /// The sequence of this add's `username.reserved` event.
     version: u64,
     /// When it was appended.
@@ -95,80 +76,89 @@ pub(super) struct Reservation {
 
 /// Reserves `add.username` for `add.user_id`, taking it over from an orphaned reservation.
 pub(super) async fn reserve(
-    store: &dyn EventStore,
+    engine: &Engine,
     ctx: &Context,
     add: &AddUser,
 ) -> Result<Reservation, Error> {
     let instance = &ctx.principal.instance;
     let stream = StreamId::username(instance, &add.username)?;
     let canonical = canonical_username(&add.username)?;
-    for _ in 0..ATTEMPTS {
-        let (holder, version) = holder(store, &stream).await?;
-        if let Some(Holder {
-            user: Some(other),
-            since,
-        }) = &holder
-        {
+    let load = Load::whole();
+    let mut reserve = Reserve {
+        engine,
+        instance,
+        add,
+        canonical: &canonical,
+    };
+    let outcome = engine
+        .run(ctx, &stream, load, ATTEMPTS, &add.user_id, &mut reserve)
+        .await?;
+    let version = outcome.before.version() + 1;
+    Ok(Reservation {
+        stream,
+        canonical,
+        user: add.user_id.clone(),
+        resource_owner: add.organization.clone(),
+        version: outcome.recorded.last().map_or(version, |e| e.sequence),
+        made: Instant::now(),
+    })
+}
+
+/// The reservation of `add.username` for `add.user_id`, as [`Engine::run`] decides it.
+struct Reserve<'a> {
+    engine: &'a Engine,
+    instance: &'a InstanceId,
+    add: &'a AddUser,
+    canonical: &'a str,
+}
+
+impl Command<UsernameClaim> for Reserve<'_> {
+    type Answer = ();
+
+    async fn decide(
+        &mut self,
+        claim: &Folded<UsernameClaim>,
+    ) -> Result<Decision<UsernameEvent, ()>, Error> {
+        let (claim, add) = (&claim.aggregate, self.add);
+        if let (Some(other), Some(since)) = (claim.holder(), claim.since()) {
             if *other != add.user_id
-                && !reclaimable(store, instance, other, *since, &canonical).await?
+                && !reclaimable(self.engine, self.instance, other, since, self.canonical).await?
             {
                 return Err(DomainError::UsernameTaken(add.username.clone()).into());
             }
         }
         // Always a new event, even when this user holds the name already (a retried add): its
         // version fences the reservation against an abandon of an earlier attempt.
-        let event = NewEvent::new(
-            RESERVED,
-            1,
-            json!({ "userId": add.user_id, "username": add.username }),
-            metadata(ctx, &add.organization),
-        );
-        match store
-            .append(&stream, ExpectedVersion::Exact(version), vec![event])
-            .await
-        {
-            Ok(recorded) => {
-                return Ok(Reservation {
-                    stream,
-                    canonical,
-                    version: recorded.last().map_or(version + 1, |e| e.sequence),
-                    made: Instant::now(),
-                })
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        let reserved = UsernameEvent::Reserved {
+            user: add.user_id.clone(),
+            username: add.username.clone(),
+        };
+        Ok(Decision::Append {
+            events: vec![reserved],
+            resource_owner: add.organization.clone(),
+            answer: (),
+        })
     }
-    Err(Error::Aborted {
-        user: add.user_id.clone(),
-        attempts: ATTEMPTS,
-    })
 }
 
 /// Whether a reservation held by `holder` since `since` is orphaned and may be taken over: its
 /// holder is not a live user with this name — removed, holding another name, or never added
 /// and reserved longer ago than [`RECLAIM_AFTER`].
 async fn reclaimable(
-    store: &dyn EventStore,
-    instance: &crate::domain::InstanceId,
+    engine: &Engine,
+    instance: &InstanceId,
     holder: &UserId,
-    since: DateTime<Utc>,
+    since: chrono::DateTime<Utc>,
     canonical: &str,
 ) -> Result<bool, Error> {
-    let user = fold(store, &StreamId::user(instance, holder)).await?;
+    let (user, _) = engine
+        .fold::<User>(&StreamId::user(instance, holder))
+        .await?;
     if user.data().is_some() {
         return Ok(!holds(&user, canonical));
     }
     let age = (Utc::now() - since).to_std().unwrap_or_default();
     Ok(age > RECLAIM_AFTER)
-}
-
-async fn fold(store: &dyn EventStore, stream: &StreamId) -> Result<User, Error> {
-    let mut user = User::default();
-    for e in &store.read_stream(stream, 1).await? {
-        user.apply(&decode(e)?);
-    }
-    Ok(user)
 }
 
 impl Reservation {
@@ -179,32 +169,23 @@ impl Reservation {
 
     /// Gives the name back after the add's user append did not happen, unless the user it was
     /// made for holds the name after all (a concurrent add of the same user won) or a later
-    /// reservation superseded this one. Never fails: a reservation that cannot be given back
-    /// now is orphaned, and the next add of the name reclaims it.
-    pub(super) async fn abandon(
-        self,
-        store: &dyn EventStore,
-        ctx: &Context,
-        user: &UserId,
-        resource_owner: &OrgId,
-    ) {
-        let stream = StreamId::user(&ctx.principal.instance, user);
-        match fold(store, &stream).await {
-            Ok(folded) if holds(&folded, &self.canonical) => return,
+    /// reservation superseded this one (the release is appended at this reservation's exact
+    /// version, never retried). Never fails: a reservation that cannot be given back now is
+    /// orphaned, and the next add of the name reclaims it.
+    pub(super) async fn abandon(self, engine: &Engine, ctx: &Context) {
+        let stream = StreamId::user(&ctx.principal.instance, &self.user);
+        match engine.fold::<User>(&stream).await {
+            Ok((folded, _)) if holds(&folded, &self.canonical) => return,
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, username = %self.stream, "reservation left to be reclaimed");
                 return;
             }
         }
-        let event = NewEvent::new(
-            RELEASED,
-            1,
-            json!({ "userId": user }),
-            metadata(ctx, resource_owner),
-        );
+        let released = UsernameEvent::Released { user: self.user };
+        let event = new_event::<UsernameClaim>(ctx, &self.resource_owner, &released);
         let expected = ExpectedVersion::Exact(self.version);
-        match store.append(&self.stream, expected, vec![event]).await {
+        match engine.append(&self.stream, expected, vec![event]).await {
             Ok(_) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => {
                 warn!(error = %e, username = %self.stream, "reservation left to be reclaimed")
@@ -216,47 +197,58 @@ impl Reservation {
 /// Frees `username` after `user` was removed, if `user` holds it. A failure is logged, not
 /// returned: the removal is committed, and a removed user's reservation is reclaimable at once.
 pub(super) async fn release_removed(
-    store: &dyn EventStore,
+    engine: &Engine,
     ctx: &Context,
     username: &str,
     user: &UserId,
     resource_owner: &OrgId,
 ) {
-    if let Err(e) = try_release(store, ctx, username, user, resource_owner).await {
+    if let Err(e) = try_release(engine, ctx, username, user, resource_owner).await {
         warn!(error = %e, %user, "username of a removed user left to be reclaimed");
     }
 }
 
 async fn try_release(
-    store: &dyn EventStore,
+    engine: &Engine,
     ctx: &Context,
     username: &str,
     user: &UserId,
     resource_owner: &OrgId,
 ) -> Result<(), Error> {
     let stream = StreamId::username(&ctx.principal.instance, username)?;
-    for _ in 0..ATTEMPTS {
-        let (holder, version) = holder(store, &stream).await?;
-        if holder.and_then(|h| h.user).as_ref() != Some(user) {
-            return Ok(());
+    let mut release = Release {
+        user,
+        resource_owner,
+    };
+    engine
+        .run(ctx, &stream, Load::whole(), ATTEMPTS, user, &mut release)
+        .await?;
+    Ok(())
+}
+
+/// The release of a removed user's username, as [`Engine::run`] decides it: only while the
+/// user still holds it.
+struct Release<'a> {
+    user: &'a UserId,
+    resource_owner: &'a OrgId,
+}
+
+impl Command<UsernameClaim> for Release<'_> {
+    type Answer = ();
+
+    async fn decide(
+        &mut self,
+        claim: &Folded<UsernameClaim>,
+    ) -> Result<Decision<UsernameEvent, ()>, Error> {
+        if claim.aggregate.holder() != Some(self.user) {
+            return Ok(Decision::Answer(()));
         }
-        let event = NewEvent::new(
-            RELEASED,
-            1,
-            json!({ "userId": user }),
-            metadata(ctx, resource_owner),
-        );
-        match store
-            .append(&stream, ExpectedVersion::Exact(version), vec![event])
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        Ok(Decision::Append {
+            events: vec![UsernameEvent::Released {
+                user: self.user.clone(),
+            }],
+            resource_owner: self.resource_owner.clone(),
+            answer: (),
+        })
     }
-    Err(Error::Aborted {
-        user: user.clone(),
-        attempts: ATTEMPTS,
-    })
 }

@@ -15,7 +15,12 @@ use proptest::prelude::*;
 use super::*;
 use crate::domain::{AddUser, DomainError, UserState};
 use crate::error::{Classified, ErrorKind};
-use crate::store::MemoryStore;
+use crate::store::{ExpectedVersion, MemoryStore, NewEvent};
+
+/// The event the engine stores for `event`.
+fn to_new_event(ctx: &Context, resource_owner: &OrgId, event: &UserEvent) -> NewEvent {
+    command::new_event::<User>(ctx, resource_owner, event)
+}
 
 fn inst(s: &str) -> InstanceId {
     InstanceId::new(s).unwrap()

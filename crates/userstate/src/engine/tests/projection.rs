@@ -1,5 +1,5 @@
 //! A projection beside an engine on the memory store: following, waiting, store failures, and
-//! the fed projection showing each command when it returns.
+//! a projection told of the engine's commits showing each command when it returns.
 
 use super::*;
 
@@ -57,10 +57,10 @@ async fn the_projection_follows_and_can_be_waited_on() {
 }
 
 #[tokio::test]
-async fn a_fed_projection_shows_each_command_when_it_returns() {
+async fn a_told_projection_shows_each_command_when_it_returns() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let (projection, fed) = Projection::spawn_fed(store.clone());
-    let engine = Engine::new(fed);
+    let projection = Projection::spawn(store.clone());
+    let engine = Engine::new(store.clone()).with_listener(projection.listener());
     let added = engine
         .execute(&admin(), add("u1", "alice", "o1"))
         .await
@@ -82,11 +82,11 @@ async fn a_fed_projection_shows_each_command_when_it_returns() {
 }
 
 #[tokio::test]
-async fn a_fed_projection_still_reads_what_was_appended_around_it() {
+async fn a_told_projection_still_reads_what_was_appended_around_it() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let (projection, fed) = Projection::spawn_fed(store.clone());
+    let projection = Projection::spawn(store.clone());
     let direct = Engine::new(store.clone());
-    let through_feed = Engine::new(fed);
+    let through_feed = Engine::new(store.clone()).with_listener(projection.listener());
     direct
         .execute(&admin(), add("u1", "alice", "o1"))
         .await
@@ -112,10 +112,10 @@ async fn a_fed_projection_still_reads_what_was_appended_around_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fed_projection_from_many_callers_equals_a_rebuild() {
+async fn a_told_projection_from_many_callers_equals_a_rebuild() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let (projection, fed) = Projection::spawn_fed(store.clone());
-    let engine = Engine::new(fed);
+    let projection = Projection::spawn(store.clone());
+    let engine = Engine::new(store.clone()).with_listener(projection.listener());
     let mut tasks = Vec::new();
     for t in 0..16 {
         let engine = engine.clone();

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::engine::username::RELEASED as USERNAME_RELEASED;
+use crate::domain::UsernameEvent;
 use crate::store::StoreWrapper;
 
 #[tokio::test]
@@ -230,7 +230,7 @@ async fn concurrent_adds_of_one_user_keep_its_name_reserved() {
         }
         let stream = StreamId::username(&inst("i1"), "same").unwrap();
         let last = store.read_stream(&stream, 1).await.unwrap().pop().unwrap();
-        assert_ne!(last.event_type, USERNAME_RELEASED, "round {round}");
+        assert_ne!(last.event_type, UsernameEvent::RELEASED, "round {round}");
         let err = engine
             .execute(&admin(), add("u2", "same", "o1"))
             .await
