@@ -1,7 +1,6 @@
 //! `userstate`: the operator's command. `userstate serve` runs the HTTP API; other commands
 //! (user, audit, rebuild, verify, export, import, bench) live in their own modules.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod audit;

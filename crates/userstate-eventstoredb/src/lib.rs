@@ -25,7 +25,6 @@
 //!
 //! `docs/EVENTSTOREDB.md` documents the mapping, the guarantees and what has been verified.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod codec;

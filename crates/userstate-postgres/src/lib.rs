@@ -35,7 +35,6 @@
 //! `read_all`. Payloads are `jsonb`, which cannot hold the character `\u0000`; such an append is
 //! refused as [`userstate::StoreError::InvalidArgument`].
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod batch;
