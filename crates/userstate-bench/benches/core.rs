@@ -28,15 +28,16 @@ fn add(id: &UserId) -> UserCommand {
 fn domain(c: &mut Criterion) {
     let id = UserId::new("u1").unwrap();
     let added = User::default().decide(&add(&id)).unwrap().remove(0);
+    let at = chrono::Utc::now();
     let mut history = vec![added.clone()];
     for _ in 0..50 {
-        history.push(UserEvent::Locked);
-        history.push(UserEvent::Unlocked);
+        history.push(UserEvent::Locked(Default::default()));
+        history.push(UserEvent::Unlocked(Default::default()));
     }
     c.bench_function("fold 101 events", |b| {
-        b.iter(|| User::from_events(black_box(&history)))
+        b.iter(|| User::from_events(black_box(&history).iter().map(|e| (e, at))))
     });
-    let user = User::from_events(&history);
+    let user = User::from_events(history.iter().map(|e| (e, at)));
     c.bench_function("decide lock", |b| {
         b.iter(|| user.decide(black_box(&UserCommand::Lock(id.clone()))))
     });

@@ -55,12 +55,12 @@ pub(crate) fn testkit_events(n: u64) -> Vec<store::NewEvent> {
 }
 
 pub use domain::{
-    AddUser, DomainError, Email, InstanceId, OrgId, Profile, User, UserCommand, UserEvent, UserId,
-    UserState,
+    AddUser, AuthMethod, AuthOutcome, DomainError, Email, InstanceId, LockFor, LockoutPolicy,
+    OrgId, Profile, User, UserCommand, UserEvent, UserId, UserState,
 };
 pub use engine::{
-    AsOf, AuditState, CommitListener, Context, Details, Engine, Error, Permission, Principal,
-    Projection, ReadModel, UserView,
+    AsOf, AuditState, CommitListener, Context, Details, Engine, Error, LockExpiry, Permission,
+    PolicyView, Principal, Projection, ReadModel, UserView,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{

@@ -195,8 +195,16 @@ fn check_user_event(user: &mut User, event: &RecordedEvent) -> Option<String> {
             let command = match other {
                 UserEvent::Deactivated => UserCommand::Deactivate(id),
                 UserEvent::Reactivated => UserCommand::Reactivate(id),
-                UserEvent::Locked => UserCommand::Lock(id),
-                UserEvent::Unlocked => UserCommand::Unlock(id),
+                UserEvent::Locked(_) => UserCommand::Lock(id),
+                UserEvent::Unlocked(_) => UserCommand::Unlock(id),
+                // A check's outcome is recorded for any live user.
+                UserEvent::CheckFailed(method, _) | UserEvent::CheckSucceeded(method) => {
+                    UserCommand::AuthSucceeded(crate::domain::AuthOutcome {
+                        user_id: id,
+                        method: *method,
+                        now: event.created_at,
+                    })
+                }
                 _ => UserCommand::Remove(id),
             };
             user.decide(&command)
@@ -204,7 +212,7 @@ fn check_user_event(user: &mut User, event: &RecordedEvent) -> Option<String> {
                 .map(|e| format!("{} breaks the lifecycle rules: {e}", event.event_type))
         }
     };
-    user.apply(&decoded);
+    user.apply(&decoded, event.created_at);
     problem
 }
 

@@ -1,6 +1,10 @@
 //! The commands of SPEC.md: what a caller asks of one user.
 
-use super::{DomainError, Email, OrgId, Profile, UserEvent, UserId};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{AuthMethod, DomainError, Email, OrgId, Profile, UserId};
 
 /// The longest username accepted: characters as given, and bytes in canonical form.
 pub const MAX_USERNAME_LEN: usize = 200;
@@ -37,6 +41,44 @@ pub enum UserCommand {
     Unlock(UserId),
     /// Remove: any existing user -> deleted (terminal).
     Remove(UserId),
+    /// Lock for a while: active or initial -> locked until `now + duration` (a zero duration
+    /// locks until unlocked by hand, like [`UserCommand::Lock`]).
+    LockFor(LockFor),
+    /// The identity backend's check of a password or OTP failed: recorded, and the failure
+    /// that reaches the lockout policy's maximum also locks the user.
+    AuthFailed(AuthOutcome),
+    /// The identity backend's check succeeded: recorded, and the method's failures forgotten.
+    AuthSucceeded(AuthOutcome),
+    /// The system's unlock of a timed lock whose `lockedUntil` is not after `now`; refused
+    /// (`NotLocked`, `LockNotExpired`) for a user that is not so locked (any more).
+    ExpireLock {
+        /// The user.
+        user_id: UserId,
+        /// The decision's time.
+        now: DateTime<Utc>,
+    },
+}
+
+/// A lock with a duration (`LockUser` with `{"duration": "3600s"}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockFor {
+    /// The user.
+    pub user_id: UserId,
+    /// How long the lock lasts (zero: until unlocked by hand).
+    pub duration: Duration,
+    /// The decision's time: the lock lasts until `now + duration`.
+    pub now: DateTime<Utc>,
+}
+
+/// An authentication outcome the identity backend reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthOutcome {
+    /// The user.
+    pub user_id: UserId,
+    /// What was checked.
+    pub method: AuthMethod,
+    /// The decision's time (the failure window and a lock's end are measured from it).
+    pub now: DateTime<Utc>,
 }
 
 impl UserCommand {
@@ -49,20 +91,33 @@ impl UserCommand {
             | UserCommand::Lock(id)
             | UserCommand::Unlock(id)
             | UserCommand::Remove(id) => id,
+            UserCommand::LockFor(lock) => &lock.user_id,
+            UserCommand::AuthFailed(outcome) | UserCommand::AuthSucceeded(outcome) => {
+                &outcome.user_id
+            }
+            UserCommand::ExpireLock { user_id, .. } => user_id,
         }
     }
 
-    /// The type of the one event the command appends when it succeeds.
+    /// The type of the (first) event the command appends when it succeeds.
     pub fn event_type(&self) -> &'static str {
-        let index = match self {
-            UserCommand::Add(_) => 0,
-            UserCommand::Deactivate(_) => 1,
-            UserCommand::Reactivate(_) => 2,
-            UserCommand::Lock(_) => 3,
-            UserCommand::Unlock(_) => 4,
-            UserCommand::Remove(_) => 5,
-        };
-        UserEvent::TYPES[index]
+        use AuthMethod::{Otp, Password};
+        match self {
+            UserCommand::Add(_) => "user.human.added",
+            UserCommand::Deactivate(_) => "user.deactivated",
+            UserCommand::Reactivate(_) => "user.reactivated",
+            UserCommand::Lock(_) | UserCommand::LockFor(_) => "user.locked",
+            UserCommand::Unlock(_) | UserCommand::ExpireLock { .. } => "user.unlocked",
+            UserCommand::Remove(_) => "user.removed",
+            UserCommand::AuthFailed(o) if o.method == Password => {
+                "user.human.password.check.failed"
+            }
+            UserCommand::AuthFailed(_) => "user.human.mfa.otp.check.failed",
+            UserCommand::AuthSucceeded(o) if o.method == Otp => {
+                "user.human.mfa.otp.check.succeeded"
+            }
+            UserCommand::AuthSucceeded(_) => "user.human.password.check.succeeded",
+        }
     }
 
     /// A short lowercase name for logs and metrics: `add`, `lock`, …
@@ -74,6 +129,10 @@ impl UserCommand {
             UserCommand::Lock(_) => "lock",
             UserCommand::Unlock(_) => "unlock",
             UserCommand::Remove(_) => "remove",
+            UserCommand::LockFor(_) => "lock",
+            UserCommand::AuthFailed(_) => "authentication-failed",
+            UserCommand::AuthSucceeded(_) => "authentication-succeeded",
+            UserCommand::ExpireLock { .. } => "expire-lock",
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum DomainError {
     /// Unlock on a user that is not locked.
     #[error("user \"{0}\" is not locked (state: {1})")]
     NotLocked(UserId, UserState),
+    /// The system's unlock of a lock that has no end, or whose end has not passed.
+    #[error("the lock of user \"{0}\" has not expired")]
+    LockNotExpired(UserId),
 }
 
 impl Classified for DomainError {
@@ -67,7 +70,8 @@ impl Classified for DomainError {
             | DomainError::AlreadyInactive(_)
             | DomainError::NotInactive(..)
             | DomainError::ShouldBeActiveOrInitial(..)
-            | DomainError::NotLocked(..) => ErrorKind::FailedPrecondition,
+            | DomainError::NotLocked(..)
+            | DomainError::LockNotExpired(_) => ErrorKind::FailedPrecondition,
         }
     }
 
@@ -82,6 +86,7 @@ impl Classified for DomainError {
             DomainError::NotInactive(..) => "COMMAND-s5qqcz97hf",
             DomainError::ShouldBeActiveOrInitial(..) => "COMMAND-lgws8wtsqf",
             DomainError::NotLocked(..) => "COMMAND-olb9vb0oca",
+            DomainError::LockNotExpired(_) => "USERSTATE-lock-not-expired",
         }
     }
 
@@ -98,6 +103,7 @@ impl Classified for DomainError {
             DomainError::NotInactive(..) => "Errors.User.NotInactive",
             DomainError::ShouldBeActiveOrInitial(..) => "Errors.User.ShouldBeActiveOrInitial",
             DomainError::NotLocked(..) => "Errors.User.NotLocked",
+            DomainError::LockNotExpired(_) => "Errors.User.LockNotExpired",
         }
     }
 }

@@ -3,10 +3,11 @@
 //! Type strings and payload shapes are part of the stored format: they never change meaning. A
 //! payload change gets a new `revision`, and [`UserEvent::decode`] keeps reading the old ones.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{OrgId, UserState};
+use super::{AuthMethod, OrgId, UserState};
 
 /// The payload schema revision written with every event of this version of userstate.
 pub const EVENT_REVISION: u16 = 1;
@@ -54,6 +55,50 @@ pub struct UserAdded {
     pub initial: bool,
 }
 
+/// Payload of `user.locked`. Locks written before issue 24 have an empty payload: a lock by
+/// hand until unlocked by hand.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserLocked {
+    /// Why: [`UserLocked::LOCKOUT_POLICY`] for a lock the policy made; absent for a lock by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the lock expires by itself; absent for a lock until unlocked by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl UserLocked {
+    /// The reason of a lock made by the lockout policy.
+    pub const LOCKOUT_POLICY: &'static str = "lockout-policy";
+}
+
+/// Payload of `user.unlocked`. Unlocks written before issue 24 (and every unlock by hand) have
+/// an empty payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserUnlocked {
+    /// Why: [`UserUnlocked::LOCK_EXPIRED`] for the unlock of a timed lock; absent by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl UserUnlocked {
+    /// The reason of the unlock appended when `lockedUntil` passed.
+    pub const LOCK_EXPIRED: &'static str = "lock-expired";
+}
+
+/// Payload of a failed check (`user.human.password.check.failed`,
+/// `user.human.mfa.otp.check.failed`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckFailed {
+    /// Failed checks of this method in a row, this one included: the count the decision made,
+    /// after the policy's `failureResetAfter` window (so the fold needs no policy).
+    #[serde(default)]
+    pub failed_attempts: u32,
+}
+
 /// One fact in a user's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserEvent {
@@ -64,11 +109,15 @@ pub enum UserEvent {
     /// `user.reactivated`
     Reactivated,
     /// `user.locked`
-    Locked,
+    Locked(UserLocked),
     /// `user.unlocked`
-    Unlocked,
+    Unlocked(UserUnlocked),
     /// `user.removed`
     Removed,
+    /// `user.human.password.check.failed` / `user.human.mfa.otp.check.failed`
+    CheckFailed(AuthMethod, CheckFailed),
+    /// `user.human.password.check.succeeded` / `user.human.mfa.otp.check.succeeded`
+    CheckSucceeded(AuthMethod),
 }
 
 /// A stored event that is not a user event this version understands.
@@ -96,49 +145,76 @@ pub enum DecodeError {
     },
 }
 
+/// A payload a decoder parses only for the event types that carry data: a parsed JSON value, or
+/// a store's lent bytes.
+pub trait PayloadSource {
+    /// Deserializes the payload into `T`.
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error>;
+}
+
+impl PayloadSource for &serde_json::Value {
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        T::deserialize(self)
+    }
+}
+
 impl UserEvent {
     /// Every type string of a user event, as stored.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 10] = [
         "user.human.added",
         "user.deactivated",
         "user.reactivated",
         "user.locked",
         "user.unlocked",
         "user.removed",
+        "user.human.password.check.failed",
+        "user.human.mfa.otp.check.failed",
+        "user.human.password.check.succeeded",
+        "user.human.mfa.otp.check.succeeded",
     ];
 
     /// The stable type string, e.g. `user.locked`.
     pub fn event_type(&self) -> &'static str {
-        match self {
-            UserEvent::Added(_) => Self::TYPES[0],
-            UserEvent::Deactivated => Self::TYPES[1],
-            UserEvent::Reactivated => Self::TYPES[2],
-            UserEvent::Locked => Self::TYPES[3],
-            UserEvent::Unlocked => Self::TYPES[4],
-            UserEvent::Removed => Self::TYPES[5],
-        }
+        Self::TYPES[match self {
+            UserEvent::Added(_) => 0,
+            UserEvent::Deactivated => 1,
+            UserEvent::Reactivated => 2,
+            UserEvent::Locked(_) => 3,
+            UserEvent::Unlocked(_) => 4,
+            UserEvent::Removed => 5,
+            UserEvent::CheckFailed(AuthMethod::Password, _) => 6,
+            UserEvent::CheckFailed(AuthMethod::Otp, _) => 7,
+            UserEvent::CheckSucceeded(AuthMethod::Password) => 8,
+            UserEvent::CheckSucceeded(AuthMethod::Otp) => 9,
+        }]
     }
 
-    /// The state a user is in after this event: the one event -> state mapping, folded by the
-    /// aggregate ([`User::apply`](super::User::apply)) and the read model alike.
-    pub fn state_after(&self) -> UserState {
-        match self {
+    /// The state a user is in after this event (`None`: the event leaves the state as it was):
+    /// the one event -> state mapping, folded by the aggregate
+    /// ([`User::apply`](super::User::apply)) and the read model alike.
+    pub fn state_after(&self) -> Option<UserState> {
+        Some(match self {
             UserEvent::Added(added) if added.initial => UserState::Initial,
-            UserEvent::Added(_) | UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
+            UserEvent::Added(_) | UserEvent::Reactivated | UserEvent::Unlocked(_) => {
+                UserState::Active
+            }
             UserEvent::Deactivated => UserState::Inactive,
-            UserEvent::Locked => UserState::Locked,
+            UserEvent::Locked(_) => UserState::Locked,
             UserEvent::Removed => UserState::Deleted,
-        }
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => return None,
+        })
     }
 
     /// The JSON payload stored with the event (`{}` for events without data).
     pub fn payload(&self) -> serde_json::Value {
-        match self {
-            UserEvent::Added(added) => {
-                serde_json::to_value(added).expect("UserAdded has only string/bool fields")
-            }
-            _ => serde_json::Value::Object(serde_json::Map::new()),
-        }
+        let value = match self {
+            UserEvent::Added(added) => serde_json::to_value(added),
+            UserEvent::Locked(locked) => serde_json::to_value(locked),
+            UserEvent::Unlocked(unlocked) => serde_json::to_value(unlocked),
+            UserEvent::CheckFailed(_, failed) => serde_json::to_value(failed),
+            _ => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        };
+        value.expect("user payloads have only strings, numbers, bools and times")
     }
 
     /// Reads a stored event back.
@@ -147,16 +223,16 @@ impl UserEvent {
         revision: u16,
         payload: &serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        Self::decode_with(event_type, revision, || UserAdded::deserialize(payload))
+        Self::decode_with(event_type, revision, payload)
     }
 
-    /// Like [`decode`](Self::decode), for a payload that is not parsed yet: `added` parses it
-    /// and is called only for the one type whose payload carries data (`user.human.added`), so
-    /// a fold over millions of events parses only those.
+    /// Like [`decode`](Self::decode), for a payload that may not be parsed yet: `payload` is
+    /// parsed only for the types whose payload carries data (added, locked, unlocked, a failed
+    /// check), so a fold over millions of state changes parses few of them.
     pub fn decode_with(
         event_type: &str,
         revision: u16,
-        added: impl FnOnce() -> Result<UserAdded, serde_json::Error>,
+        payload: impl PayloadSource,
     ) -> Result<Self, DecodeError> {
         if revision > EVENT_REVISION {
             return Err(DecodeError::UnknownRevision {
@@ -164,18 +240,27 @@ impl UserEvent {
                 revision,
             });
         }
+        let schema = |source| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            source,
+        };
         Ok(match event_type {
-            "user.human.added" => {
-                UserEvent::Added(added().map_err(|source| DecodeError::Payload {
-                    event_type: event_type.to_owned(),
-                    source,
-                })?)
-            }
+            "user.human.added" => UserEvent::Added(payload.parse().map_err(schema)?),
             "user.deactivated" => UserEvent::Deactivated,
             "user.reactivated" => UserEvent::Reactivated,
-            "user.locked" => UserEvent::Locked,
-            "user.unlocked" => UserEvent::Unlocked,
+            "user.locked" => UserEvent::Locked(payload.parse().map_err(schema)?),
+            "user.unlocked" => UserEvent::Unlocked(payload.parse().map_err(schema)?),
             "user.removed" => UserEvent::Removed,
+            "user.human.password.check.failed" => {
+                UserEvent::CheckFailed(AuthMethod::Password, payload.parse().map_err(schema)?)
+            }
+            "user.human.mfa.otp.check.failed" => {
+                UserEvent::CheckFailed(AuthMethod::Otp, payload.parse().map_err(schema)?)
+            }
+            "user.human.password.check.succeeded" => {
+                UserEvent::CheckSucceeded(AuthMethod::Password)
+            }
+            "user.human.mfa.otp.check.succeeded" => UserEvent::CheckSucceeded(AuthMethod::Otp),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

@@ -7,21 +7,31 @@ mod command;
 mod error;
 mod event;
 mod ids;
+mod lockout;
 mod state;
 mod stream;
 mod user;
 
 pub use claims::{KeyClaim, KeyClaimed, UsernameClaim, UsernameEvent};
 pub use command::{
-    canonical_username, validate_add, validate_username, AddUser, UserCommand, MAX_EMAIL_LEN,
-    MAX_PROFILE_FIELD_LEN, MAX_USERNAME_LEN,
+    canonical_username, validate_add, validate_username, AddUser, AuthOutcome, LockFor,
+    UserCommand, MAX_EMAIL_LEN, MAX_PROFILE_FIELD_LEN, MAX_USERNAME_LEN,
 };
 pub use error::DomainError;
-pub use event::{DecodeError, Email, Profile, UserAdded, UserEvent, EVENT_REVISION};
+pub use event::{
+    CheckFailed, DecodeError, Email, PayloadSource, Profile, UserAdded, UserEvent, UserLocked,
+    UserUnlocked, EVENT_REVISION,
+};
 pub use ids::{InstanceId, OrgId, UserId, MAX_ID_LEN};
+pub use lockout::{
+    check_duration, format_duration, parse_duration, proto_duration, AuthMethod, LockoutPolicy,
+    LockoutPolicySet, LockoutPolicyStream, MAX_POLICY_DURATION,
+};
 pub use state::UserState;
 pub use stream::{instance_of, StreamKind, StreamName};
 pub use user::{User, UserData};
 
+#[cfg(test)]
+mod lockout_tests;
 #[cfg(test)]
 mod tests;

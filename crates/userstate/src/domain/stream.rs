@@ -30,7 +30,18 @@ pub enum StreamName<'a> {
         /// Hex SHA-256 of (subject, key).
         digest: &'a str,
     },
+    /// `lockout-policy:{instance}:{org}` (`*` for the instance's own policy): the lockout
+    /// policy's changes.
+    LockoutPolicy {
+        /// The instance id.
+        instance: &'a str,
+        /// The organisation overriding the instance's policy; `None` for the instance's.
+        org: Option<&'a str>,
+    },
 }
+
+/// The key of the instance's own lockout policy stream (`*` is no organisation id).
+const INSTANCE_POLICY: &str = "*";
 
 /// A stream name's kind, told by its prefix alone (no split; for hot paths that only filter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +52,14 @@ pub enum StreamKind {
     Username,
     /// [`StreamName::IdempotencyKey`].
     IdempotencyKey,
+    /// [`StreamName::LockoutPolicy`].
+    LockoutPolicy,
 }
 
 const USER: &str = "user:";
 const USERNAME: &str = "username:";
 const IDEMPOTENCY_KEY: &str = "idempotency:";
+const LOCKOUT_POLICY: &str = "lockout-policy:";
 
 impl StreamKind {
     /// The kind of the stream named `name`, if it is one of ours.
@@ -56,6 +70,8 @@ impl StreamKind {
             Some(Self::Username)
         } else if name.starts_with(IDEMPOTENCY_KEY) {
             Some(Self::IdempotencyKey)
+        } else if name.starts_with(LOCKOUT_POLICY) {
+            Some(Self::LockoutPolicy)
         } else {
             None
         }
@@ -66,6 +82,7 @@ impl StreamKind {
             Self::User => USER,
             Self::Username => USERNAME,
             Self::IdempotencyKey => IDEMPOTENCY_KEY,
+            Self::LockoutPolicy => LOCKOUT_POLICY,
         }
     }
 }
@@ -89,6 +106,10 @@ impl<'a> StreamName<'a> {
                 instance,
                 digest: key,
             },
+            StreamKind::LockoutPolicy => Self::LockoutPolicy {
+                instance,
+                org: (key != INSTANCE_POLICY).then_some(key),
+            },
         })
     }
 
@@ -98,6 +119,7 @@ impl<'a> StreamName<'a> {
             Self::User { .. } => StreamKind::User,
             Self::Username { .. } => StreamKind::Username,
             Self::IdempotencyKey { .. } => StreamKind::IdempotencyKey,
+            Self::LockoutPolicy { .. } => StreamKind::LockoutPolicy,
         }
     }
 
@@ -106,7 +128,8 @@ impl<'a> StreamName<'a> {
         match *self {
             Self::User { instance, .. }
             | Self::Username { instance, .. }
-            | Self::IdempotencyKey { instance, .. } => instance,
+            | Self::IdempotencyKey { instance, .. }
+            | Self::LockoutPolicy { instance, .. } => instance,
         }
     }
 
@@ -115,6 +138,7 @@ impl<'a> StreamName<'a> {
             Self::User { user: key, .. }
             | Self::Username { canonical: key, .. }
             | Self::IdempotencyKey { digest: key, .. } => key,
+            Self::LockoutPolicy { org, .. } => org.unwrap_or(INSTANCE_POLICY),
         }
     }
 
@@ -185,13 +209,16 @@ mod tests {
         /// Whatever the parts, a built name parses back to them (ids hold no `:`).
         #[test]
         fn built_names_parse_back(
-            kind in 0..3u8,
+            kind in 0..5u8,
             instance in "[A-Za-z0-9_.@-]{1,20}",
             key in "[^\\x00]{1,20}",
+            org in "[A-Za-z0-9_.@-]{1,20}",
         ) {
             let name = match kind {
                 0 => StreamName::User { instance: &instance, user: &key },
                 1 => StreamName::Username { instance: &instance, canonical: &key },
+                2 => StreamName::LockoutPolicy { instance: &instance, org: None },
+                3 => StreamName::LockoutPolicy { instance: &instance, org: Some(&org) },
                 _ => StreamName::IdempotencyKey { instance: &instance, digest: &key },
             };
             let text = name.to_name();

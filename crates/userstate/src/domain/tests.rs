@@ -3,6 +3,16 @@
 use super::*;
 use proptest::prelude::*;
 
+/// The instant every event of these tests is written at (time matters only to lockouts).
+fn t0() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+/// Folds `events`, each written at [`t0`].
+fn fold(events: &[UserEvent]) -> User {
+    User::from_events(events.iter().map(|e| (e, t0())))
+}
+
 fn uid() -> UserId {
     UserId::new("u1").unwrap()
 }
@@ -24,7 +34,7 @@ fn given(state: Option<UserState>) -> Vec<UserEvent> {
         Some(UserState::Initial) => vec![added(true)],
         Some(UserState::Active) => vec![added(false)],
         Some(UserState::Inactive) => vec![added(false), UserEvent::Deactivated],
-        Some(UserState::Locked) => vec![added(false), UserEvent::Locked],
+        Some(UserState::Locked) => vec![added(false), UserEvent::Locked(UserLocked::default())],
         Some(UserState::Deleted) => vec![added(false), UserEvent::Removed],
     }
 }
@@ -101,7 +111,7 @@ fn every_state_and_command_pair_follows_the_spec() {
         "six states (with 'never added') times six commands"
     );
     for (state, name, then) in table {
-        let user = User::from_events(&given(state));
+        let user = fold(&given(state));
         assert_eq!(user.state(), state, "given history reaches {state:?}");
         let got = user
             .decide(&command(name))
@@ -119,16 +129,19 @@ fn every_state_and_command_pair_follows_the_spec() {
 
 #[test]
 fn state_after_each_event_follows_the_spec() {
-    let mut user = User::from_events(&given(Some(UserState::Initial)));
+    let mut user = fold(&given(Some(UserState::Initial)));
     for (event, state) in [
-        (UserEvent::Locked, UserState::Locked),
-        (UserEvent::Unlocked, UserState::Active),
-        (UserEvent::Locked, UserState::Locked),
+        (UserEvent::Locked(UserLocked::default()), UserState::Locked),
+        (
+            UserEvent::Unlocked(UserUnlocked::default()),
+            UserState::Active,
+        ),
+        (UserEvent::Locked(UserLocked::default()), UserState::Locked),
         (UserEvent::Deactivated, UserState::Inactive),
         (UserEvent::Reactivated, UserState::Active),
         (UserEvent::Removed, UserState::Deleted),
     ] {
-        user.apply(&event);
+        user.apply(&event, t0());
         assert_eq!(user.state(), Some(state));
     }
     assert_eq!(user.version(), 7);
@@ -136,7 +149,7 @@ fn state_after_each_event_follows_the_spec() {
 
 #[test]
 fn messages_name_the_user_and_state() {
-    let user = User::from_events(&given(Some(UserState::Active)));
+    let user = fold(&given(Some(UserState::Active)));
     let err = user.decide(&command("unlock")).unwrap_err();
     assert_eq!(err.to_string(), "user \"u1\" is not locked (state: active)");
     assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
@@ -174,8 +187,8 @@ fn events_round_trip_through_their_stored_form() {
         added(false),
         UserEvent::Deactivated,
         UserEvent::Reactivated,
-        UserEvent::Locked,
-        UserEvent::Unlocked,
+        UserEvent::Locked(UserLocked::default()),
+        UserEvent::Unlocked(UserUnlocked::default()),
         UserEvent::Removed,
     ] {
         let back = UserEvent::decode(event.event_type(), EVENT_REVISION, &event.payload()).unwrap();
@@ -211,14 +224,14 @@ proptest! {
             match live.decide(cmd) {
                 Ok(events) => {
                     prop_assert_eq!(events.len(), 1);
-                    for e in &events { live.apply(e); }
+                    for e in &events { live.apply(e, t0()); }
                     history.extend(events);
                 }
                 Err(_) => prop_assert_eq!(&live, &before),
             }
             prop_assert_eq!(live.version(), history.len() as u64);
         }
-        prop_assert_eq!(User::from_events(&history), live.clone());
+        prop_assert_eq!(fold(&history), live.clone());
         // Once deleted, nothing succeeds any more.
         if live.state() == Some(UserState::Deleted) {
             for name in ["add", "deactivate", "reactivate", "lock", "unlock", "remove"] {

@@ -68,7 +68,7 @@ impl Engine {
         };
         let mut folded = User::default();
         for e in &prefix {
-            folded.apply(&decode(e)?);
+            folded.apply(&decode(e)?, e.created_at);
         }
         // A history that does not start with its add is damage, not a reason to panic.
         let (Some(data), Some(state)) = (folded.data(), folded.state()) else {

@@ -50,8 +50,8 @@ impl Aggregate for User {
         (event.event_type(), event.payload())
     }
 
-    fn apply(&mut self, event: &UserEvent, _: DateTime<Utc>) {
-        User::apply(self, event)
+    fn apply(&mut self, event: &UserEvent, at: DateTime<Utc>) {
+        User::apply(self, event, at)
     }
 
     fn version(&self) -> u64 {

@@ -50,6 +50,10 @@ fn fingerprint(command: &UserCommand) -> String {
             "email": add.email,
             "initial": add.initial,
         }),
+        UserCommand::LockFor(lock) => json!({ "duration": lock.duration.as_nanos().to_string() }),
+        UserCommand::AuthFailed(outcome) | UserCommand::AuthSucceeded(outcome) => {
+            json!({ "method": outcome.method })
+        }
         _ => serde_json::Value::Null,
     };
     let request = json!([command.name(), command.user_id(), parameters]);
@@ -128,15 +132,18 @@ pub(super) fn previous_answer(
 ) -> Option<Details> {
     let event_type = command.event_type();
     let subject = ctx.principal.subject.as_str();
+    // Every event of the first request carries the key (a failure that locks appends two);
+    // the claim binds the key to one operation, so they are all that request's.
     let matching: Vec<RecordedEvent> = events
         .iter()
         .filter(|e| {
-            e.metadata.idempotency_key.as_deref() == Some(key)
-                && e.metadata.creator == subject
-                && e.event_type == event_type
+            e.metadata.idempotency_key.as_deref() == Some(key) && e.metadata.creator == subject
         })
         .cloned()
         .collect();
+    if !matching.iter().any(|e| e.event_type == event_type) {
+        return None;
+    }
     let owner = OrgId::new(&matching.last()?.metadata.resource_owner).ok()?;
     Some(Details::of_command(&matching, owner))
 }

@@ -11,6 +11,7 @@ mod command;
 mod error;
 mod idempotency;
 mod listen;
+mod lockout;
 mod projection;
 mod read_model;
 mod username;
@@ -20,6 +21,7 @@ pub use auth::{Permission, Principal};
 pub use error::Error;
 pub use idempotency::CLAIMED as IDEMPOTENCY_KEY_CLAIMED;
 pub use listen::CommitListener;
+pub use lockout::{LockExpiry, PolicyDetails, PolicySource, PolicyView, SYSTEM_SUBJECT};
 pub use projection::Projection;
 pub use read_model::{ReadModel, UserView};
 pub(crate) use username::{holder_of as username_holder, holds as username_holds};
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
-use crate::domain::{InstanceId, OrgId, User, UserCommand, UserEvent, UserId};
+use crate::domain::{InstanceId, LockoutPolicy, OrgId, User, UserCommand, UserEvent, UserId};
 use crate::store::{EventMetadata, EventRef, EventStore, RecordedEvent, StoreError, StreamId};
 use command::{Decision, Load};
 
@@ -249,7 +251,18 @@ impl command::Command<User> for Execute<'_> {
             r.abandon(engine, ctx).await;
         }
         let user = &current.aggregate;
-        let decided = decide(principal, command, user);
+        // A failed check is decided under the lockout policy of the user's organisation.
+        let policy = match (command, user.data()) {
+            (UserCommand::AuthFailed(_), Some(data)) => {
+                let org = Some(&data.resource_owner);
+                engine
+                    .lockout_policy(&principal.instance, org)
+                    .await?
+                    .policy
+            }
+            _ => LockoutPolicy::default(),
+        };
+        let decided = decide(principal, command, user, &policy);
         if let Some(key) = ctx.idempotency_key.as_deref() {
             if let Some(answer) = idempotency::previous_answer(ctx, key, command, &current.events) {
                 authorise_repeat(principal, command, user)?;
@@ -299,9 +312,10 @@ fn decide(
     principal: &Principal,
     command: &UserCommand,
     user: &User,
+    policy: &LockoutPolicy,
 ) -> Result<(OrgId, Vec<UserEvent>), Error> {
     let resource_owner = authorise(principal, command, user)?;
-    let events = user.decide(command)?;
+    let events = user.decide_under(command, policy)?;
     Ok((resource_owner, events))
 }
 
@@ -312,12 +326,10 @@ pub(crate) fn decode(e: &RecordedEvent) -> Result<UserEvent, Error> {
 
 /// Reads a lent user event back into the domain, parsing its payload only if it has data.
 pub(crate) fn decode_ref(e: &EventRef<'_>) -> Result<UserEvent, Error> {
-    UserEvent::decode_with(e.event_type, e.revision, || e.payload.deserialize()).map_err(|source| {
-        Error::Decode {
-            stream: e.stream.to_owned(),
-            sequence: e.sequence,
-            source,
-        }
+    UserEvent::decode_with(e.event_type, e.revision, e.payload).map_err(|source| Error::Decode {
+        stream: e.stream.to_owned(),
+        sequence: e.sequence,
+        source,
     })
 }
 
@@ -362,7 +374,7 @@ fn may_act(principal: &Principal, command: &UserCommand, org: &OrgId) -> Result<
         });
     }
     let self_action = match command {
-        UserCommand::Lock(_) => Some("lock"),
+        UserCommand::Lock(_) | UserCommand::LockFor(_) => Some("lock"),
         UserCommand::Deactivate(_) => Some("deactivate"),
         UserCommand::Remove(_) => Some("remove"),
         _ => None,

@@ -237,6 +237,25 @@ impl Projection {
         Ok(view)
     }
 
+    /// The users whose timed lock ended at or before `now`, earliest first (at most `limit`;
+    /// see [`ReadModel::locks_due`]).
+    pub fn locks_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Vec<(
+        crate::domain::InstanceId,
+        UserId,
+        chrono::DateTime<chrono::Utc>,
+    )> {
+        self.read().read.locks_due(now, limit)
+    }
+
+    /// The earliest end of a timed lock in the read model.
+    pub fn next_lock_end(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.read().read.next_lock_end()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
         self.shared.model.read().unwrap_or_else(|e| e.into_inner())

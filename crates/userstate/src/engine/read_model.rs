@@ -2,7 +2,7 @@
 //! events. [`Projection`](super::Projection) keeps one live by following the store;
 //! [`ReadModel::rebuild`] folds the whole store from position 1.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 
@@ -12,7 +12,8 @@ use tracing::{error, warn};
 
 use super::{decode_ref, Details, Error};
 use crate::domain::{
-    Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId, UserState,
+    AuthMethod, Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId,
+    UserState,
 };
 use crate::hash::FastState;
 use crate::store::{EventRef, EventStore, RecordedEvent, StreamId};
@@ -43,9 +44,21 @@ pub struct UserView {
     pub change_date: DateTime<Utc>,
     /// `createdAt` of the first event.
     pub creation_date: DateTime<Utc>,
+    /// Failed password checks in a row (0 after a success or an unlock).
+    pub failed_password_attempts: u32,
+    /// Failed OTP checks in a row (0 after a success or an unlock).
+    pub failed_otp_attempts: u32,
+    /// When the current lock expires by itself (only while locked with a duration).
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 impl UserView {
+    /// Failed checks in a row, password and OTP together: SPEC.md's `failedAttempts`.
+    pub fn failed_attempts(&self) -> u32 {
+        self.failed_password_attempts
+            .saturating_add(self.failed_otp_attempts)
+    }
+
     /// The read form of SPEC.md's `details`.
     pub fn details(&self) -> Details {
         Details {
@@ -75,6 +88,8 @@ pub struct ReadModel {
     orgs: Vec<OrgId>,
     org_index: HashMap<OrgId, u32>,
     position: u64,
+    /// The users locked with an end, by that end: what the lock expiry scheduler asks for.
+    timed_locks: BTreeSet<(DateTime<Utc>, u32)>,
 }
 
 /// One user in the read model; [`UserView`] is its public, owned form.
@@ -87,7 +102,11 @@ struct Entry {
     creation_date: DateTime<Utc>,
     sequence: u64,
     position: u64,
+    /// When the current lock expires by itself (see `ReadModel::timed_locks`).
+    locked_until: Option<DateTime<Utc>>,
     org: u32,
+    /// Failed password and OTP checks in a row, saturated at `u16::MAX`.
+    failed: [u16; 2],
     /// Length of the stream name at the start of `text` (at most 406 bytes: two ids of at most
     /// 200 bytes, checked before an entry is made).
     key_len: u16,
@@ -122,6 +141,8 @@ impl fmt::Debug for Entry {
             .field("position", &self.position)
             .field("org", &self.org)
             .field("state", &self.state)
+            .field("locked_until", &self.locked_until)
+            .field("failed", &self.failed)
             .finish()
     }
 }
@@ -232,7 +253,40 @@ impl ReadModel {
             position: entry.position,
             change_date: entry.change_date,
             creation_date: entry.creation_date,
+            failed_password_attempts: entry.failed[0].into(),
+            failed_otp_attempts: entry.failed[1].into(),
+            locked_until: entry.locked_until,
         })
+    }
+
+    /// The users whose timed lock ends at or before `now`, with that end, earliest first (at
+    /// most `limit`).
+    pub fn locks_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<(InstanceId, UserId, DateTime<Utc>)> {
+        self.timed_locks
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .filter_map(|&(until, i)| {
+                let key = self.entries[i as usize].key();
+                match StreamName::parse(key)? {
+                    StreamName::User { instance, user } => Some((
+                        InstanceId::new(instance).ok()?,
+                        UserId::new(user).ok()?,
+                        until,
+                    )),
+                    _ => None,
+                }
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// The earliest end of a timed lock, if any user is so locked.
+    pub fn next_lock_end(&self) -> Option<DateTime<Utc>> {
+        self.timed_locks.first().map(|&(until, _)| until)
     }
 
     /// The entry of the user with stream name `key`.
@@ -244,14 +298,13 @@ impl ReadModel {
         Some(&self.entries[i as usize])
     }
 
-    /// The entry of the user with stream name `key`, for update.
-    fn entry_mut(&mut self, key: &str) -> Option<&mut Entry> {
+    /// The index in `entries` of the user with stream name `key`.
+    fn index_of(&self, key: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
         let entries = &self.entries;
-        let &i = self
-            .index
-            .find(hash, |&i| entries[i as usize].key() == key)?;
-        Some(&mut self.entries[i as usize])
+        self.index
+            .find(hash, |&i| entries[i as usize].key() == key)
+            .copied()
     }
 
     /// Adds `entry`, or replaces the one with the same stream name (keeping its place).
@@ -260,6 +313,7 @@ impl ReadModel {
             entries,
             index,
             hasher,
+            timed_locks,
             ..
         } = self;
         let hash = hasher.hash_one(entry.key());
@@ -268,7 +322,13 @@ impl ReadModel {
             |&i| entries[i as usize].key() == entry.key(),
             |&i| hasher.hash_one(entries[i as usize].key()),
         ) {
-            hash_table::Entry::Occupied(found) => entries[*found.get() as usize] = entry,
+            hash_table::Entry::Occupied(found) => {
+                let i = *found.get();
+                if let Some(until) = entries[i as usize].locked_until {
+                    timed_locks.remove(&(until, i));
+                }
+                entries[i as usize] = entry;
+            }
             hash_table::Entry::Vacant(slot) => {
                 let i = u32::try_from(entries.len()).expect("fewer than 2^32 users");
                 entries.push(entry);
@@ -327,19 +387,54 @@ impl ReadModel {
                 creation_date: event.created_at,
                 sequence: event.sequence,
                 position: event.position,
+                locked_until: None,
                 org,
+                failed: [0; 2],
                 key_len,
-                state,
+                state: state.unwrap_or(UserState::Active),
             });
             return;
         }
-        let Some(entry) = self.entry_mut(name) else {
+        let Some(i) = self.index_of(name) else {
             warn!(stream = name, "event for a user never added; skipped");
             return;
         };
-        entry.state = state;
+        let entry = &mut self.entries[i as usize];
+        let slot = |method| match method {
+            AuthMethod::Password => 0,
+            AuthMethod::Otp => 1,
+        };
+        let until = match &decoded {
+            UserEvent::CheckFailed(method, failed) => {
+                let count = u16::try_from(failed.failed_attempts).unwrap_or(u16::MAX);
+                entry.failed[slot(*method)] = count;
+                entry.locked_until
+            }
+            UserEvent::CheckSucceeded(method) => {
+                entry.failed[slot(*method)] = 0;
+                entry.locked_until
+            }
+            UserEvent::Unlocked(_) => {
+                entry.failed = [0; 2];
+                None
+            }
+            UserEvent::Locked(locked) => locked.locked_until,
+            _ => None,
+        };
+        if let Some(state) = state {
+            entry.state = state;
+        }
         entry.sequence = event.sequence;
         entry.position = event.position;
         entry.change_date = event.created_at;
+        if until != entry.locked_until {
+            if let Some(old) = entry.locked_until {
+                self.timed_locks.remove(&(old, i));
+            }
+            if let Some(new) = until {
+                self.timed_locks.insert((new, i));
+            }
+            entry.locked_until = until;
+        }
     }
 }

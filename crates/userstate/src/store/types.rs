@@ -270,6 +270,12 @@ impl PayloadRef<'_> {
     }
 }
 
+impl crate::domain::PayloadSource for PayloadRef<'_> {
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        self.deserialize()
+    }
+}
+
 impl RecordedEvent {
     /// This event lent as an [`EventRef`].
     pub fn as_event_ref(&self) -> EventRef<'_> {

@@ -3,6 +3,7 @@
 //! behaviour beside an engine is in `projection`, the read model's fold in `read_model`.
 
 mod idempotency;
+mod lockout;
 mod projection;
 pub(crate) mod read_model;
 mod usernames;
@@ -544,7 +545,11 @@ async fn audit_of_a_history_without_its_add_is_corrupt_not_a_panic() {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(store.clone());
     let stream = StreamId::user(&inst("i1"), &uid("u1"));
-    let locked = to_new_event(&admin(), &org("o1"), &crate::domain::UserEvent::Locked);
+    let locked = to_new_event(
+        &admin(),
+        &org("o1"),
+        &crate::domain::UserEvent::Locked(Default::default()),
+    );
     let added = crate::domain::UserEvent::Added(crate::domain::UserAdded {
         username: "alice".into(),
         resource_owner: org("o1"),

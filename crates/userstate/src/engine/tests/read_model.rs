@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
-use crate::domain::{InstanceId, UserEvent, UserId, UserState, EVENT_REVISION};
+use crate::domain::{AuthMethod, InstanceId, UserEvent, UserId, UserState, EVENT_REVISION};
 use crate::engine::decode;
 use crate::engine::read_model::{ReadModel, UserView};
 use crate::store::{EventMetadata, NewEvent, RecordedEvent, StreamId};
@@ -49,6 +49,9 @@ impl Reference {
                 position: event.position,
                 change_date: event.created_at,
                 creation_date: event.created_at,
+                failed_password_attempts: 0,
+                failed_otp_attempts: 0,
+                locked_until: None,
             };
             self.users.insert(name.to_owned(), view);
             return;
@@ -56,10 +59,31 @@ impl Reference {
         let Some(view) = self.users.get_mut(name) else {
             return;
         };
+        view.locked_until = match &decoded {
+            UserEvent::Locked(locked) => locked.locked_until,
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => view.locked_until,
+            _ => None,
+        };
+        match &decoded {
+            UserEvent::CheckFailed(AuthMethod::Password, f) => {
+                view.failed_password_attempts = f.failed_attempts
+            }
+            UserEvent::CheckFailed(AuthMethod::Otp, f) => {
+                view.failed_otp_attempts = f.failed_attempts
+            }
+            UserEvent::CheckSucceeded(AuthMethod::Password) => view.failed_password_attempts = 0,
+            UserEvent::CheckSucceeded(AuthMethod::Otp) => view.failed_otp_attempts = 0,
+            UserEvent::Unlocked(_) => {
+                view.failed_password_attempts = 0;
+                view.failed_otp_attempts = 0;
+            }
+            _ => {}
+        }
         view.state = match decoded {
             UserEvent::Deactivated => UserState::Inactive,
-            UserEvent::Reactivated | UserEvent::Unlocked => UserState::Active,
-            UserEvent::Locked => UserState::Locked,
+            UserEvent::Reactivated | UserEvent::Unlocked(_) => UserState::Active,
+            UserEvent::Locked(_) => UserState::Locked,
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => view.state,
             UserEvent::Removed => UserState::Deleted,
             UserEvent::Added(_) => unreachable!(),
         };
