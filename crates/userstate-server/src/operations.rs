@@ -13,7 +13,7 @@
 //! [`Operation::permission`] documents it) and wire shapes ([`crate::wire`], `grpc::convert`).
 
 use serde::Serialize;
-use userstate::{Details, UserCommand, UserId, UserView};
+use userstate::{Details, DomainError, LockFor, UserCommand, UserId, UserView};
 
 use crate::caller::Caller;
 use crate::service::{NewHumanUser, UserService};
@@ -83,6 +83,38 @@ impl StateCommand {
             .execute(&caller.principal, &caller.meta, self.command(user))
             .await
     }
+}
+
+/// Reads `LockUser`'s optional `duration` (a proto3 JSON duration, `"3600s"`).
+pub fn lock_duration(value: &serde_json::Value) -> Result<std::time::Duration, ApiError> {
+    let invalid = |reason: String| DomainError::InvalidArgument {
+        field: "duration",
+        reason,
+    };
+    let text = value
+        .as_str()
+        .ok_or_else(|| invalid("must be a string like \"3600s\"".to_owned()))?;
+    let duration = userstate::domain::parse_duration(text).map_err(invalid)?;
+    userstate::domain::check_duration("duration", duration)?;
+    Ok(duration)
+}
+
+/// Locks `user` for `duration` as `caller` (zero: until unlocked by hand); the service
+/// unlocks it when the duration has passed.
+pub async fn lock_for(
+    service: &UserService,
+    caller: &Caller,
+    user: UserId,
+    duration: std::time::Duration,
+) -> Result<Details, ApiError> {
+    let command = UserCommand::LockFor(LockFor {
+        user_id: user,
+        duration,
+        now: chrono::Utc::now(),
+    });
+    service
+        .execute(&caller.principal, &caller.meta, command)
+        .await
 }
 
 /// Adds a human user as `caller` (the id is generated or derived when absent, see

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use userstate::{
-    AddUser, Context, Details, Email, Engine, EventStore, InstanceId, OrgId, Principal, Profile,
-    Projection, UserCommand, UserId, UserView,
+    AddUser, Context, Details, Email, Engine, EventStore, InstanceId, LockExpiry, OrgId, Principal,
+    Profile, Projection, UserCommand, UserId, UserView,
 };
 
 use crate::status::ApiError;
@@ -57,7 +57,10 @@ type LastWritten = HashMap<InstanceId, HashMap<String, u64>>;
 /// The engine, the read model and the bookkeeping for read-your-writes.
 pub struct UserService {
     engine: Engine,
-    projection: Projection,
+    projection: Arc<Projection>,
+    /// Unlocks timed locks when they end (SPEC.md "Lockout policy and timed locks"); stops
+    /// with the service.
+    _expiry: LockExpiry,
     last_written: Mutex<LastWritten>,
     read_timeout: Duration,
 }
@@ -66,11 +69,14 @@ impl UserService {
     /// A service on `store`; starts the projection (needs a Tokio runtime). The engine tells
     /// the projection what it commits ([`Projection::listener`]), so this node's own events
     /// reach the read model as their appends return; other nodes' events are read back by the
-    /// projection's follower.
+    /// projection's follower. Starts the [`LockExpiry`] scheduler too: every node runs one, and
+    /// each expired lock is unlocked exactly once.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        let projection = Projection::spawn(store.clone());
+        let projection = Arc::new(Projection::spawn(store.clone()));
+        let engine = Engine::new(store).with_listener(projection.listener());
         Self {
-            engine: Engine::new(store).with_listener(projection.listener()),
+            _expiry: LockExpiry::spawn(engine.clone(), projection.clone()),
+            engine,
             projection,
             last_written: Mutex::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,

@@ -89,15 +89,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The body of a command route: nothing, or any JSON object (fields are ignored).
-pub struct CommandBody;
+/// The body of a command route: nothing, or any JSON object (fields a command does not take
+/// are ignored).
+pub struct CommandBody(pub serde_json::Map<String, serde_json::Value>);
 
 impl<S: Send + Sync> FromRequest<S> for CommandBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match JsonBody::<serde_json::Value>::from_request(req, state).await? {
-            JsonBody(None) | JsonBody(Some(serde_json::Value::Object(_))) => Ok(CommandBody),
+            JsonBody(None) => Ok(CommandBody(serde_json::Map::new())),
+            JsonBody(Some(serde_json::Value::Object(fields))) => Ok(CommandBody(fields)),
             JsonBody(Some(_)) => {
                 Err(RequestError::MalformedJson("expected a JSON object".into()).into())
             }

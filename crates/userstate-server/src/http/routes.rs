@@ -53,8 +53,16 @@ async fn state_command<A: ApiVersion>(
     caller: &Caller,
     id: UserId,
     command: StateCommand,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let details = command.run(state.service(), caller, id).await?;
+    // `LockUser` may carry `{"duration": "3600s"}` (SPEC.md "Lockout policy and timed locks").
+    let details = match (command, body.0.get("duration")) {
+        (StateCommand::Lock, Some(duration)) => {
+            let duration = operations::lock_duration(duration)?;
+            operations::lock_for(state.service(), caller, id, duration).await?
+        }
+        _ => command.run(state.service(), caller, id).await?,
+    };
     Ok(with_position(
         StatusCode::OK,
         A::json_command_answer(&details),
@@ -167,9 +175,9 @@ macro_rules! command_route {
             State(state): State<AppState>,
             caller: Caller,
             UserIdPath(id): UserIdPath,
-            _body: CommandBody,
+            body: CommandBody,
         ) -> Result<Response, ApiError> {
-            state_command::<$version>(&state, &caller, id, StateCommand::$variant).await
+            state_command::<$version>(&state, &caller, id, StateCommand::$variant, body).await
         }
     };
 }
