@@ -9,7 +9,7 @@ use userstate::{AsOf, Engine, RecordedEvent, UserId};
 use userstate_server::wire::{timestamp, DetailsV2};
 
 use crate::exit;
-use crate::target::{ActorArgs, Format, StoreArgs};
+use crate::args::{ActorArgs, Format, StoreArgs};
 
 /// Options of `userstate audit`.
 #[derive(Debug, Args)]

@@ -4,13 +4,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod args;
 mod audit;
 mod bench;
 mod exit;
 mod maintenance;
 mod serve;
 mod store;
-mod target;
 mod user;
 
 use std::process::ExitCode;

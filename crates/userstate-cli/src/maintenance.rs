@@ -13,7 +13,7 @@ use userstate::verify::verify_store;
 use userstate::{EventStore, FileStore, ReadModel};
 
 use crate::store::file_store_dir;
-use crate::target::StoreArgs;
+use crate::args::StoreArgs;
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed), with what it would repair on a writable open.

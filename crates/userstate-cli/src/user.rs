@@ -10,7 +10,7 @@ use userstate::{
 use userstate_server::wire::{timestamp, DetailsV2};
 
 use crate::exit;
-use crate::target::{ActorArgs, Format, StoreArgs};
+use crate::args::{ActorArgs, Format, StoreArgs};
 
 /// Options of `userstate user`.
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
-//! Options shared by the commands that work on a store directly (not through the HTTP API):
-//! which store, and as whom.
+//! Command-line options shared by several commands, each defined once: which store
+//! (`--store`, `--data`; also `bench`'s), as whom (`--instance`, `--as`), and the output
+//! formats.
 
 use std::path::PathBuf;
 use std::sync::Arc;
