@@ -103,7 +103,6 @@ async fn main() -> ExitCode {
         if broken_pipe {
             return ExitCode::SUCCESS;
         }
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
+        exit::fail(e.as_ref())
     })
 }
