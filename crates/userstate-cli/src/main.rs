@@ -3,13 +3,13 @@
 
 #![deny(missing_docs)]
 
+mod args;
 mod audit;
 mod bench;
 mod exit;
 mod maintenance;
 mod serve;
 mod store;
-mod target;
 mod user;
 
 use std::process::ExitCode;
@@ -102,7 +102,6 @@ async fn main() -> ExitCode {
         if broken_pipe {
             return ExitCode::SUCCESS;
         }
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
+        exit::fail(e.as_ref())
     })
 }
