@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use userstate::{
-    AddUser, Context, Details, Engine, FileStore, InstanceId, OrgId, Principal, Projection,
-    UserCommand, UserId,
+    AddUser, Context, Details, Engine, EventStore, FileStore, InstanceId, OrgId, Principal,
+    Projection, UserCommand, UserId,
 };
 
 fn show(what: &str, d: &Details) {
@@ -29,11 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "./userstate-quickstart".into());
-    let store = Arc::new(FileStore::open(&dir)?);
-    // The read model follows the store from its first event; the engine writes through the
-    // returned store, which hands each append straight to the read model as well.
-    let (projection, store) = Projection::spawn_fed(store);
-    let engine = Engine::new(store);
+    let store: Arc<dyn EventStore> = Arc::new(FileStore::open(&dir)?);
+    // The read model follows the store from its first event; the engine also tells it of
+    // each append it commits, so the read model has it as the command returns.
+    let projection = Projection::spawn(store.clone());
+    let engine = Engine::new(store).with_listener(projection.listener());
     println!("file store in {dir}");
     let admin = Principal::system("quickstart-admin", InstanceId::new("default")?);
     let ctx = Context::new(admin.clone());
