@@ -60,8 +60,8 @@ pub use domain::{
     UserState,
 };
 pub use engine::{
-    AsOf, AuditState, Context, Details, Engine, Error, FedStore, Permission, Principal, Projection,
-    ReadModel, UserView,
+    AsOf, AuditState, Context, Details, Engine, Error, FedStore, ListRequest, Permission,
+    Principal, Projection, ReadModel, SortColumn, TextMethod, UserList, UserQuery, UserView,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{

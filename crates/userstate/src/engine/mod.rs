@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod error;
 mod idempotency;
+mod list;
 mod projection;
 mod read_model;
 mod username;
@@ -17,6 +18,10 @@ pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
 pub use idempotency::CLAIMED as IDEMPOTENCY_KEY_CLAIMED;
+pub use list::{
+    Candidate, ListRequest, SortColumn, TextMethod, UserList, UserQuery,
+    DEFAULT_LIMIT as LIST_DEFAULT_LIMIT, MAX_LIMIT as LIST_MAX_LIMIT,
+};
 pub use projection::{FedStore, Projection};
 pub use read_model::{ReadModel, UserView};
 pub(crate) use username::{holder_of as username_holder, holds as username_holds};
