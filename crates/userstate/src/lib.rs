@@ -60,8 +60,9 @@ pub use domain::{
     UserState,
 };
 pub use engine::{
-    AsOf, AuditState, Context, Details, Engine, Error, FedStore, ListRequest, Permission,
-    Principal, Projection, ReadModel, SortColumn, TextMethod, UserList, UserQuery, UserView,
+    AsOf, AuditState, Candidate, Context, Details, Engine, Error, FedStore, ListRequest,
+    Permission, Principal, Projection, ReadModel, SortColumn, TextMethod, UserList, UserQuery,
+    UserView, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{
