@@ -12,6 +12,7 @@ mod serve;
 mod store;
 mod target;
 mod user;
+mod user_list;
 
 use std::process::ExitCode;
 
