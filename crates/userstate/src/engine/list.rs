@@ -7,7 +7,9 @@
 //! - per instance, every live (not removed) user in user-name order, for user-name prefix and
 //!   equality searches;
 //! - per (instance, organisation, live state), the users in user-name order and in creation
-//!   order, for the state and organisation filters and every sort column.
+//!   order, for the state and organisation filters and every sort column;
+//! - per (instance, live state), the same across organisations, for callers who may read every
+//!   organisation of the instance and name none (one stream per state, not per organisation).
 //!
 //! A list merges the groups its top-level state and organisation queries (and the caller's
 //! grants) select, in the requested order, and stops after the page; when those queries are
@@ -458,6 +460,8 @@ pub(super) struct Group {
 pub(super) struct ListIndex {
     /// Every live user, in user-name order.
     by_name: SortedIds,
+    /// By live state ([`LIVE`]), across organisations.
+    states: [Group; 4],
     /// By organisation (interned), then by live state ([`LIVE`]).
     orgs: HashMap<u32, [Group; 4]>,
 }
@@ -509,6 +513,9 @@ pub(super) fn index(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry],
         None => lists.entry(instance.into()).or_default(),
     };
     lists.by_name.insert(i, by_name(entries));
+    let group = &mut lists.states[k];
+    group.by_name.insert(i, by_name(entries));
+    group.by_creation.insert(i, by_creation(entries));
     let group = &mut lists.orgs.entry(entry.org).or_default()[k];
     group.by_name.insert(i, by_name(entries));
     group.by_creation.insert(i, by_creation(entries));
@@ -525,10 +532,19 @@ pub(super) fn unindex(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry
         return;
     };
     lists.by_name.remove(i, by_name(entries));
+    lists.states[k].by_name.remove(i, by_name(entries));
+    lists.states[k].by_creation.remove(i, by_creation(entries));
     if let Some(groups) = lists.orgs.get_mut(&entry.org) {
         groups[k].by_name.remove(i, by_name(entries));
         groups[k].by_creation.remove(i, by_creation(entries));
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many lists of this thread merged the groups across organisations (0) and per
+    /// organisation (1), so the tests can tell they reach both.
+    pub(super) static MERGES: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0; 2]) };
 }
 
 /// Where a list's candidates come from.
@@ -600,14 +616,26 @@ impl ReadModel {
                 _ => exact = false,
             }
         }
-        orgs.sort_unstable();
-        let groups = || {
-            orgs.iter().flat_map(|o| {
-                let groups = &lists.orgs[o];
-                (0..4).filter(|&k| states[k]).map(move |k| &groups[k])
-            })
+        // Whether the caller reads, and the queries keep, every organisation of the instance
+        // (`orgs` holds each at most once): then the groups across organisations hold the
+        // same users as the per-organisation ones, in one stream per state.
+        let every_org = orgs.len() == lists.orgs.len();
+        let groups: Vec<&Group> = match every_org {
+            true => (0..4)
+                .filter(|&k| states[k])
+                .map(|k| &lists.states[k])
+                .collect(),
+            false => {
+                orgs.sort_unstable();
+                orgs.iter()
+                    .flat_map(|o| {
+                        let groups = &lists.orgs[o];
+                        (0..4).filter(|&k| states[k]).map(move |k| &groups[k])
+                    })
+                    .collect()
+            }
         };
-        let group_total: usize = groups().map(|g| g.by_name.len()).sum();
+        let group_total: usize = groups.iter().map(|g| g.by_name.len()).sum();
         let source = match (ids, name) {
             (Some(ids), _) => Source::Ids(ids),
             (None, Some((text, method))) => {
@@ -635,7 +663,10 @@ impl ReadModel {
             true => ascending(a, b),
             false => ascending(b, a),
         };
-        let readable: HashSet<u32> = orgs.iter().copied().collect();
+        let readable: HashSet<u32> = match every_org {
+            true => HashSet::new(),
+            false => orgs.iter().copied().collect(),
+        };
         let keep = |i: u32| {
             let e = &self.entries[i as usize];
             let (_, user_id) = e.ids();
@@ -646,7 +677,7 @@ impl ReadModel {
                 state: e.state,
             };
             slot(e.state).is_some()
-                && readable.contains(&e.org)
+                && (every_org || readable.contains(&e.org))
                 && request.queries.iter().all(|q| q.matches(&candidate))
         };
         let page = |total: usize, users: &mut dyn Iterator<Item = u32>| -> (u64, Vec<u32>) {
@@ -684,7 +715,13 @@ impl ReadModel {
                 page(all.len(), &mut all.into_iter())
             }
             Source::Groups => {
-                let streams = groups().map(|g| {
+                #[cfg(test)]
+                MERGES.with(|m| {
+                    let mut n = m.get();
+                    n[usize::from(!every_org)] += 1;
+                    m.set(n);
+                });
+                let streams = groups.iter().map(|g| {
                     let list = match request.sort {
                         SortColumn::UserName => &g.by_name,
                         SortColumn::CreationDate | SortColumn::State => &g.by_creation,

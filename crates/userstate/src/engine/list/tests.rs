@@ -208,10 +208,13 @@ fn brute_force(
     (total, page)
 }
 
+/// An instance-wide reader (the lists across organisations when no organisation is named), or
+/// one with read grants on some organisations (the per-organisation lists; the lists across
+/// organisations when its grants cover every organisation with users).
 fn principal() -> impl Strategy<Value = Principal> {
     (
         0..INSTANCES.len(),
-        proptest::option::of(proptest::collection::vec(0..ORGS.len(), 0..3)),
+        proptest::option::of(proptest::collection::vec(0..ORGS.len(), 0..5)),
     )
         .prop_map(|(i, orgs)| {
             let instance = InstanceId::new(INSTANCES[i]).unwrap();
@@ -235,6 +238,51 @@ fn principal() -> impl Strategy<Value = Principal> {
         })
 }
 
+/// The property: every list, whole and page by page, is the brute-force answer.
+fn list_page_by_page(
+    steps: &[Step],
+    principal: &Principal,
+    queries: Vec<UserQuery>,
+    sort: SortColumn,
+    asc: bool,
+    limit: u32,
+) -> Result<(), TestCaseError> {
+    let (model, added) = fold(steps);
+    let unpaged = ListRequest {
+        offset: 0,
+        limit: MAX_LIMIT,
+        asc,
+        sort,
+        queries,
+    };
+    let whole = model.list(principal, &unpaged).unwrap();
+    let (total, expected) = brute_force(&model, &added, principal, &unpaged);
+    prop_assert_eq!(whole.total, total);
+    prop_assert_eq!(&whole.users, &expected);
+    prop_assert_eq!(whole.position, model.position());
+
+    let mut pages = Vec::new();
+    let mut offset = 0;
+    loop {
+        let request = ListRequest {
+            offset,
+            limit,
+            ..unpaged.clone()
+        };
+        let page = model.list(principal, &request).unwrap();
+        let (total, expected) = brute_force(&model, &added, principal, &request);
+        prop_assert_eq!(page.total, total);
+        prop_assert_eq!(&page.users, &expected);
+        if page.users.is_empty() {
+            break;
+        }
+        pages.extend(page.users);
+        offset += u64::from(limit);
+    }
+    prop_assert_eq!(pages, whole.users);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -247,29 +295,7 @@ proptest! {
         asc in any::<bool>(),
         limit in 1u32..5,
     ) {
-        let (model, added) = fold(&steps);
-        let unpaged = ListRequest { offset: 0, limit: MAX_LIMIT, asc, sort, queries };
-        let whole = model.list(&principal, &unpaged).unwrap();
-        let (total, expected) = brute_force(&model, &added, &principal, &unpaged);
-        prop_assert_eq!(whole.total, total);
-        prop_assert_eq!(&whole.users, &expected);
-        prop_assert_eq!(whole.position, model.position());
-
-        let mut pages = Vec::new();
-        let mut offset = 0;
-        loop {
-            let request = ListRequest { offset, limit, ..unpaged.clone() };
-            let page = model.list(&principal, &request).unwrap();
-            let (total, expected) = brute_force(&model, &added, &principal, &request);
-            prop_assert_eq!(page.total, total);
-            prop_assert_eq!(&page.users, &expected);
-            if page.users.is_empty() {
-                break;
-            }
-            pages.extend(page.users);
-            offset += u64::from(limit);
-        }
-        prop_assert_eq!(pages, whole.users);
+        list_page_by_page(&steps, &principal, queries, sort, asc, limit)?;
     }
 
     #[test]
@@ -373,4 +399,48 @@ fn a_case_sensitive_prefix_is_checked_on_each_user_of_the_range() {
     let (total, expected) = brute_force(&model, &added, &principal, &request);
     assert_eq!((list.total, &list.users), (total, &expected));
     assert_eq!(list.total, 1);
+}
+
+#[test]
+fn the_property_reaches_the_groups_across_and_per_organisation_with_both_kinds_of_callers() {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    let seen = RefCell::new(HashSet::new());
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (
+        proptest::collection::vec(step(), 0..60),
+        principal(),
+        proptest::collection::vec(query(), 0..3),
+        sort(),
+        any::<bool>(),
+        1u32..5,
+    );
+    runner
+        .run(
+            &strategy,
+            |(steps, principal, queries, sort, asc, limit)| {
+                let before = MERGES.get();
+                list_page_by_page(&steps, &principal, queries, sort, asc, limit)?;
+                let after = MERGES.get();
+                let wide = principal.instance_grants.contains(&Permission::UserRead);
+                for (across, (a, b)) in [true, false].into_iter().zip(after.into_iter().zip(before))
+                {
+                    if a > b {
+                        seen.borrow_mut().insert((wide, across));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let seen = seen.into_inner();
+    for wide in [true, false] {
+        for across in [true, false] {
+            assert!(
+                seen.contains(&(wide, across)),
+                "instance-wide {wide}, across organisations {across} never reached: {seen:?}"
+            );
+        }
+    }
 }
