@@ -289,11 +289,14 @@ impl SortedIds {
             .chunks
             .partition_point(|ch| cmp(ch[ch.len() - 1], id) == Ordering::Less)
             .min(self.chunks.len() - 1);
+        let last = c + 1 == self.chunks.len();
         let chunk = &mut self.chunks[c];
         let at = chunk.partition_point(|&x| cmp(x, id) == Ordering::Less);
         chunk.insert(at, id);
         if chunk.len() > CHUNK {
-            let tail = chunk.split_off(CHUNK / 2);
+            // Appending (as creation dates mostly do) leaves the chunk full; else halves it.
+            let appended = last && at == CHUNK;
+            let tail = chunk.split_off(if appended { CHUNK } else { CHUNK / 2 });
             chunk.shrink_to(CHUNK);
             self.chunks.insert(c + 1, tail);
         }

@@ -444,3 +444,17 @@ fn the_property_reaches_the_groups_across_and_per_organisation_with_both_kinds_o
         }
     }
 }
+
+#[test]
+fn appending_fills_the_chunks() {
+    let mut ids = SortedIds::default();
+    for id in 0..5 * CHUNK as u32 {
+        ids.insert(id, |a: u32, b: u32| a.cmp(&b));
+    }
+    assert_eq!(ids.chunks.len(), 5);
+    assert!(ids.chunks.iter().all(|ch| ch.len() == CHUNK));
+    assert_eq!(
+        ids.range(0, ids.len()).collect::<Vec<_>>(),
+        (0..5 * CHUNK as u32).collect::<Vec<_>>()
+    );
+}
