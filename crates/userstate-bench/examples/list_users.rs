@@ -3,7 +3,8 @@
 //! `cargo run --release -p userstate-bench --example list_users -- 1000000`
 //!
 //! Users as in `read_model_memory` (18-digit ids, `user123456@example.com`, one organisation
-//! per 1000 users); 1 in 1000 is then locked (the rare state). Each list call is timed alone.
+//! per 1000 users); 1 in 1000 is then locked (the rare state). Each list call is timed alone,
+//! as an instance-wide reader and, last, as one with read on three organisations.
 
 use std::time::Instant;
 
@@ -71,6 +72,13 @@ fn main() {
         username_bytes as f64 / n as f64
     );
     let admin = Principal::system("admin", instance.clone());
+    // Read on three organisations only: the per-organisation lists, merged.
+    let scoped = Principal::for_orgs(
+        "scoped",
+        instance.clone(),
+        ["org100", "org500", "org900"].map(|o| userstate::OrgId::new(o).unwrap()),
+        &[userstate::Permission::UserRead],
+    );
     let cases = [
         (
             "state LOCKED, by user name",
@@ -106,7 +114,16 @@ fn main() {
             vec![],
         ),
     ];
-    for (name, sort, queries) in cases {
+    let cases = cases
+        .into_iter()
+        .map(|(name, sort, queries)| (name, sort, queries, &admin))
+        .chain([(
+            "state LOCKED, by user name, 3 org grants",
+            SortColumn::UserName,
+            vec![UserQuery::State(UserState::Locked)],
+            &scoped,
+        )]);
+    for (name, sort, queries, principal) in cases {
         let mut hist = Histogram::<u64>::new(3).unwrap();
         let mut total = 0;
         for round in 0..2000u64 {
@@ -118,7 +135,7 @@ fn main() {
                 queries: queries.clone(),
             };
             let start = Instant::now();
-            let page = model.list(&admin, &request).unwrap();
+            let page = model.list(principal, &request).unwrap();
             hist.record(start.elapsed().as_nanos() as u64).unwrap();
             total = page.total;
             assert!(page.users.len() <= 100);
