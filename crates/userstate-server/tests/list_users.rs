@@ -341,3 +341,97 @@ async fn history_and_state_as_of_are_served_to_readers_even_after_removal() {
         assert_eq!(answer.body["code"], 3, "{bad}");
     }
 }
+
+/// Adds `id` to acme of `i1` through another node's engine on the same store (its write does
+/// not feed this server's read model); the position of its event.
+async fn add_elsewhere(engine: &userstate::Engine, id: &str) -> u64 {
+    use userstate::{AddUser, Context, InstanceId, OrgId, Principal, UserCommand, UserId};
+    let principal = Principal::system("other-node", InstanceId::new("i1").unwrap());
+    let command = UserCommand::Add(AddUser {
+        user_id: UserId::new(id).unwrap(),
+        username: id.to_owned(),
+        organization: OrgId::new("acme").unwrap(),
+        profile: None,
+        email: None,
+        initial: false,
+    });
+    let details = engine.execute(&Context::new(principal), command).await;
+    details.unwrap().position
+}
+
+async fn rest_at(s: &TestServer, token: &str, min_position: u64) -> Answer {
+    TestServer::answer(
+        s.client
+            .post(s.url("/v2/users"))
+            .bearer_auth(token)
+            .header("x-userstate-min-position", min_position.to_string())
+            .json(&json!({"query": {"asc": true}})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_waits_for_x_userstate_min_position_of_another_writers_write() {
+    // Frozen, this server's projection sees nothing new, as on a node whose feed lags; the
+    // other node's writes land in the store all the same.
+    let store = Arc::new(userstate::testkit::SpyStore::new(Arc::new(
+        MemoryStore::new(),
+    )));
+    let s = TestServer::start_with(store.clone(), std::time::Duration::from_secs(3)).await;
+    let other_node = userstate::Engine::new(store.clone());
+    assert_eq!(s.add(ADMIN, "here", "acme").await.status, 201);
+    store.freeze(true);
+    let position = add_elsewhere(&other_node, "there").await;
+
+    // Without the header, a reader that wrote nothing gets what the node has seen.
+    let stale = rest(&s, ACME_READER, json!({"query": {"asc": true}})).await;
+    assert_eq!(stale.status, 200, "{}", stale.text);
+    assert_eq!(ids(&stale.body), ["here"]);
+    assert!(stale.position() < position);
+
+    // With the writer's position, the list waits until the node has it.
+    let waiting = {
+        let url = s.url("/v2/users");
+        let client = s.client.clone();
+        tokio::spawn(TestServer::answer(
+            client
+                .post(url)
+                .bearer_auth(ACME_READER)
+                .header("x-userstate-min-position", position.to_string())
+                .json(&json!({"query": {"asc": true}})),
+        ))
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "answered before the node had the write"
+    );
+    // Thawed, the next write wakes the projection.
+    store.freeze(false);
+    add_elsewhere(&other_node, "wake").await;
+    let page = waiting.await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        ids(&page.body).contains(&"there".to_owned()),
+        "{}",
+        page.text
+    );
+    assert!(page.position() >= position);
+    let processed: u64 = page.body["details"]["processedSequence"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(processed >= position);
+
+    // A position no write has reached: 503, code 14, after the read timeout.
+    let future = rest_at(&s, ACME_READER, position + 1000).await;
+    assert_error(
+        &future,
+        503,
+        14,
+        "QUERY-not-caught-up",
+        "Errors.Projection.NotCaughtUp",
+    );
+    s.stop().await;
+}
