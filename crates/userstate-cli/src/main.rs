@@ -11,6 +11,7 @@ mod maintenance;
 mod serve;
 mod store;
 mod user;
+mod user_list;
 
 use std::process::ExitCode;
 

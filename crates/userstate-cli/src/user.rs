@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use userstate::{
-    AddUser, AsOf, Context, Details, DomainError, Email, Engine, OrgId, Profile, UserCommand,
-    UserId, UserState,
+    AddUser, AsOf, Context, Details, DomainError, Email, Engine, OrgId, Profile, ReadModel,
+    UserCommand, UserId, UserState,
 };
 use userstate_server::wire::{timestamp, DetailsV2};
 
@@ -19,7 +19,8 @@ pub struct UserArgs {
     store: StoreArgs,
     #[command(flatten)]
     actor: ActorArgs,
-    /// Output format: `table`, `json` or `csv` (a header line and one row).
+    /// Output format: `table`, `json` or `csv` (a header line and one row; a row per user for
+    /// `list`).
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
     /// Shorthand for `--format json`.
@@ -84,6 +85,8 @@ enum Action {
         /// User id.
         id: String,
     },
+    /// List users (removed ones never), with filters, order and page.
+    List(crate::user_list::ListArgs),
 }
 
 enum Request {
@@ -128,6 +131,13 @@ fn request(action: Action) -> Result<Request, DomainError> {
         Action::Deactivate { id } => UserCommand::Deactivate(UserId::new(id)?),
         Action::Reactivate { id } => UserCommand::Reactivate(UserId::new(id)?),
         Action::Remove { id } => UserCommand::Remove(UserId::new(id)?),
+        // `run` answers `list` before it builds a request.
+        Action::List(_) => {
+            return Err(DomainError::InvalidArgument {
+                field: "list",
+                reason: "is a read, not a command".to_owned(),
+            })
+        }
     }))
 }
 
@@ -135,6 +145,16 @@ fn request(action: Action) -> Result<Request, DomainError> {
 pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     let format = if args.json { Format::Json } else { args.format };
     let principal = args.actor.principal()?;
+    if let Action::List(list) = &args.action {
+        let model = ReadModel::rebuild(&*args.store.open().await?).await?;
+        return Ok(match crate::user_list::list(&model, &principal, list) {
+            Ok(page) => {
+                crate::user_list::print(format, list, &page)?;
+                ExitCode::SUCCESS
+            }
+            Err(e) => exit::report(&e),
+        });
+    }
     let request = match request(args.action) {
         Ok(r) => r,
         Err(e) => return Ok(exit::report(&e.into())),
