@@ -1,13 +1,16 @@
-//! Quickstart: add a user, lock, unlock, deactivate, reactivate; print each `details` and the
-//! audit history. Runs on the embedded durable file store.
+//! Quickstart: add a user, lock, unlock, deactivate, reactivate; print each `details`, read the
+//! user back from the read model (the projection that answers queries), and print the audit
+//! history. Runs on the embedded durable file store.
 //!
 //! Run with `cargo run --example quickstart [DATA_DIR]` (default `./userstate-quickstart`);
 //! every run adds a new user to the same log, so the history grows across runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use userstate::{
-    AddUser, Context, Details, Engine, FileStore, InstanceId, OrgId, Principal, UserCommand, UserId,
+    AddUser, Context, Details, Engine, EventStore, FileStore, InstanceId, OrgId, Principal,
+    Projection, UserCommand, UserId,
 };
 
 fn show(what: &str, d: &Details) {
@@ -26,7 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "./userstate-quickstart".into());
-    let engine = Engine::new(Arc::new(FileStore::open(&dir)?));
+    let store: Arc<dyn EventStore> = Arc::new(FileStore::open(&dir)?);
+    // The read model follows the store from its first event; the engine also tells it of
+    // each append it commits, so the read model has it as the command returns.
+    let projection = Projection::spawn(store.clone());
+    let engine = Engine::new(store).with_listener(projection.listener());
     println!("file store in {dir}");
     let admin = Principal::system("quickstart-admin", InstanceId::new("default")?);
     let ctx = Context::new(admin.clone());
@@ -46,14 +53,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     show("added", &added);
+    let mut last = added;
     for (name, cmd) in [
         ("locked", UserCommand::Lock(alice.clone())),
         ("unlocked", UserCommand::Unlock(alice.clone())),
         ("deactivated", UserCommand::Deactivate(alice.clone())),
         ("reactivated", UserCommand::Reactivate(alice.clone())),
     ] {
-        show(name, &engine.execute(&ctx, cmd).await?);
+        last = engine.execute(&ctx, cmd).await?;
+        show(name, &last);
     }
+
     // A rule the spec forbids: unlocking a user that is not locked.
     let refused = engine
         .execute(&ctx, UserCommand::Unlock(alice.clone()))
@@ -64,6 +74,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         userstate::Classified::id(&refused)
     );
 
+    // Queries read the read model, which follows the store asynchronously: wait until it has
+    // applied our last write (what the HTTP API's `x-userstate-min-position` does), then read.
+    projection
+        .wait_for(last.position, Duration::from_secs(5))
+        .await?;
+    let view = projection.get_user(&admin, &alice)?;
+    println!(
+        "\nread model: user {} ({}) is {} at sequence {}",
+        view.user_id,
+        view.username,
+        view.state.wire_name(),
+        view.sequence
+    );
+    assert_eq!(
+        (view.state, view.sequence),
+        (userstate::UserState::Active, last.sequence),
+        "the read model shows the last write"
+    );
     println!("\naudit history of user {alice}:");
     for e in engine.history(&admin, &alice).await? {
         println!(

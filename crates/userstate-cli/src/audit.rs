@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use userstate::{AsOf, Engine, RecordedEvent, UserId};
 use userstate_server::wire::{timestamp, DetailsV2};
 
+use crate::args::{ActorArgs, Format, StoreArgs};
 use crate::exit;
-use crate::target::{ActorArgs, Format, StoreArgs};
 
 /// Options of `userstate audit`.
 #[derive(Debug, Args)]
@@ -18,7 +18,7 @@ pub struct AuditArgs {
     store: StoreArgs,
     #[command(flatten)]
     actor: ActorArgs,
-    /// Output format: `table`, `json` (JSON Lines for history) or `csv` (history only).
+    /// Output format: `table`, `json` (JSON Lines for history) or `csv`.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
     /// Shorthand for `--format json`.
@@ -84,7 +84,17 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             };
             match engine.state_as_of(&principal, &user, at).await {
                 Ok(Some(state)) => {
-                    if format == Format::Json {
+                    if format == Format::Csv {
+                        let details = &state.details;
+                        print_state_csv([
+                            user.as_str(),
+                            state.state.wire_name(),
+                            &details.sequence.to_string(),
+                            &timestamp(details.change_date),
+                            &timestamp(details.creation_date),
+                            details.resource_owner.as_str(),
+                        ])?;
+                    } else if format == Format::Json {
                         let body = serde_json::json!({
                             "userId": user.as_str(),
                             "state": state.state.wire_name(),
@@ -102,7 +112,9 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(None) => {
-                    if format == Format::Json {
+                    if format == Format::Csv {
+                        print_state_csv([user.as_str(), "", "", "", "", ""])?;
+                    } else if format == Format::Json {
                         println!(
                             "{}",
                             serde_json::json!({ "userId": user.as_str(), "state": null })
@@ -116,6 +128,22 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `audit state --format csv`: a header and one row (empty fields before the user existed).
+fn print_state_csv(row: [&str; 6]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    w.write_record([
+        "userId",
+        "state",
+        "sequence",
+        "changeDate",
+        "creationDate",
+        "resourceOwner",
+    ])?;
+    w.write_record(row)?;
+    w.flush()?;
+    Ok(())
 }
 
 fn describe(at: AsOf) -> String {

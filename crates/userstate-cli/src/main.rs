@@ -3,14 +3,15 @@
 
 #![deny(missing_docs)]
 
+mod args;
 mod audit;
 mod bench;
 mod exit;
 mod maintenance;
 mod serve;
 mod store;
-mod target;
 mod user;
+mod user_list;
 
 use std::process::ExitCode;
 
@@ -102,7 +103,6 @@ async fn main() -> ExitCode {
         if broken_pipe {
             return ExitCode::SUCCESS;
         }
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
+        exit::fail(e.as_ref())
     })
 }

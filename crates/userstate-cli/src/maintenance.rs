@@ -1,5 +1,6 @@
 //! Operator commands over a whole store: `rebuild`, `verify`, `export` and `import`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -7,13 +8,15 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use userstate::store::PendingRepair;
-use userstate::transfer::{export_jsonl, import_jsonl};
-use userstate::verify::verify_store;
+use userstate::transfer::{export_jsonl, import_jsonl, TransferError};
+use userstate::verify::{verify_store, Finding};
 use userstate::{EventStore, FileStore, ReadModel};
 
+use crate::args::{ReportFormatArgs, StoreArgs};
+use crate::exit;
 use crate::store::file_store_dir;
-use crate::target::StoreArgs;
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed), with what it would repair on a writable open.
@@ -49,24 +52,54 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 pub struct RebuildArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    format: ReportFormatArgs,
+}
+
+/// `rebuild --format json`: one object (docs/CLI.md).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RebuildSummary {
+    users: usize,
+    position: u64,
+    events: u64,
+    seconds: f64,
+    events_per_second: f64,
+    /// Users per state, by the state's wire name; every state, zeros included.
+    states: BTreeMap<&'static str, usize>,
 }
 
 /// Rebuilds the read model from position 1 and prints what it holds.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open().await?;
-    let head = store.head_position().await?;
+    let during = || format!("rebuilding the read model from {}", args.store.describe());
+    let head = store.head_position().await.with_context(during)?;
     let bar = bar(head, "rebuilding");
     let started = Instant::now();
-    let model = ReadModel::rebuild_with_progress(&*store, |p| bar.set_position(p)).await?;
+    let model = ReadModel::rebuild_with_progress(&*store, |p| bar.set_position(p))
+        .await
+        .with_context(during)?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = RebuildSummary {
+        users: model.len(),
+        position: model.position(),
+        events: head,
+        seconds,
+        events_per_second: head as f64 / seconds.max(1e-9),
+        states: model
+            .count_by_state()
+            .into_iter()
+            .map(|(state, n)| (state.wire_name(), n))
+            .collect(),
+    };
+    if args.format.json() {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "read model rebuilt: {} users, position {} ({} events in {:.2} s, {:.0} events/s)",
-        model.len(),
-        model.position(),
-        head,
-        secs,
-        head as f64 / secs.max(1e-9)
+        summary.users, summary.position, head, seconds, summary.events_per_second
     );
     for (state, n) in model.count_by_state() {
         println!("  {:<20} {n}", state.wire_name());
@@ -79,11 +112,62 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
 pub struct VerifyArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    format: ReportFormatArgs,
+}
+
+/// One line of `verify --format json` (docs/CLI.md): a finding, a pending repair, an orphaned
+/// reservation, and last the summary.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum VerifyLine<'a> {
+    /// Something wrong: verify exits 1.
+    Finding(FindingJson<'a>),
+    /// A torn tail or similar that the next writable open repairs.
+    RepairPending { location: &'a str, repair: &'a str },
+    /// A username reservation whose user never landed.
+    Orphan(FindingJson<'a>),
+    /// Counts; `events`, `streams` and `users` are `null` when the store could not be opened.
+    #[serde(rename_all = "camelCase")]
+    Summary {
+        events: Option<u64>,
+        streams: Option<u64>,
+        users: Option<u64>,
+        findings: usize,
+        repairs_pending: usize,
+        orphans: usize,
+        clean: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct FindingJson<'a> {
+    stream: Option<String>,
+    sequence: Option<u64>,
+    position: Option<u64>,
+    problem: &'a str,
+}
+
+impl<'a> From<&'a Finding> for FindingJson<'a> {
+    fn from(f: &'a Finding) -> Self {
+        Self {
+            stream: f.stream.as_ref().map(ToString::to_string),
+            sequence: f.sequence,
+            position: f.position,
+            problem: &f.problem,
+        }
+    }
+}
+
+fn print_json(line: &VerifyLine<'_>) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(line)?);
+    Ok(())
 }
 
 /// Scans the whole store; exits 1 on any finding. The file store is opened read-only: verify
 /// changes nothing in the directory (a torn tail is reported, not truncated).
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let json = args.format.json();
     let opened = if args.store.store == "file" {
         open_file_store_read_only(&args.store.data).await
     } else {
@@ -93,36 +177,85 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(opened) => opened,
         Err(e) => {
             // The file store checks every frame and checksum on open and names the damage.
-            println!("FINDING: the store cannot be opened: {e:#}");
-            println!("verify: 1 finding");
+            let problem = format!("the store cannot be opened: {}", exit::describe(e.as_ref()));
+            if json {
+                print_json(&VerifyLine::Finding(FindingJson {
+                    stream: None,
+                    sequence: None,
+                    position: None,
+                    problem: &problem,
+                }))?;
+                print_json(&VerifyLine::Summary {
+                    events: None,
+                    streams: None,
+                    users: None,
+                    findings: 1,
+                    repairs_pending: 0,
+                    orphans: 0,
+                    clean: false,
+                })?;
+            } else {
+                println!("FINDING: {problem}");
+                println!("verify: 1 finding");
+            }
             return Ok(ExitCode::from(1));
         }
     };
     // Left by a crash and repaired by the next writable open: no acknowledged event is lost.
     for repair in &pending {
-        println!("REPAIR PENDING: {repair}");
+        if json {
+            print_json(&VerifyLine::RepairPending {
+                location: &repair.location,
+                repair: &repair.repair,
+            })?;
+        } else {
+            println!("REPAIR PENDING: {repair}");
+        }
     }
-    let head = store.head_position().await?;
+    let during = || format!("verifying {}", args.store.describe());
+    let head = store.head_position().await.with_context(during)?;
     let bar = bar(head, "verifying");
-    let report = verify_store(&*store, |n| bar.set_position(n)).await?;
+    let report = verify_store(&*store, |n| bar.set_position(n))
+        .await
+        .with_context(during)?;
     bar.finish_and_clear();
     for finding in &report.findings {
-        println!("FINDING: {finding}");
+        if json {
+            print_json(&VerifyLine::Finding(finding.into()))?;
+        } else {
+            println!("FINDING: {finding}");
+        }
     }
     // Left by an add that crashed between its two writes; the next add of the name reclaims it.
     for orphan in &report.orphans {
-        println!("ORPHAN: {orphan}");
+        if json {
+            print_json(&VerifyLine::Orphan(orphan.into()))?;
+        } else {
+            println!("ORPHAN: {orphan}");
+        }
     }
-    println!(
-        "verify: {} events, {} streams ({} users) scanned; {} finding(s), {} repair(s) pending, \
-         {} orphaned reservation(s)",
-        report.events,
-        report.streams,
-        report.users,
-        report.findings.len(),
-        pending.len(),
-        report.orphans.len()
-    );
+    if json {
+        print_json(&VerifyLine::Summary {
+            events: Some(report.events),
+            streams: Some(report.streams),
+            users: Some(report.users),
+            findings: report.findings.len(),
+            repairs_pending: pending.len(),
+            orphans: report.orphans.len(),
+            clean: report.is_clean(),
+        })?;
+    } else {
+        println!(
+            "verify: {} events, {} streams ({} users) scanned; {} finding(s), {} repair(s) \
+             pending, {} orphaned reservation(s)",
+            report.events,
+            report.streams,
+            report.users,
+            report.findings.len(),
+            pending.len(),
+            report.orphans.len()
+        );
+    }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
@@ -143,14 +276,23 @@ pub struct ExportArgs {
 /// Writes every event as JSON Lines.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open().await?;
-    let bar = bar(store.head_position().await?, "exporting");
+    let during = || format!("exporting {}", args.store.describe());
+    let bar = bar(
+        store.head_position().await.with_context(during)?,
+        "exporting",
+    );
     let progress = |n| bar.set_position(n);
     let count = match &args.output {
         Some(path) => {
-            let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-            export_jsonl(&*store, file, progress).await?
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create the export file {}", path.display()))?;
+            export_jsonl(&*store, std::io::BufWriter::new(file), progress)
+                .await
+                .with_context(|| format!("{} to {}", during(), path.display()))?
         }
-        None => export_jsonl(&*store, std::io::stdout().lock(), progress).await?,
+        None => export_jsonl(&*store, std::io::stdout().lock(), progress)
+            .await
+            .with_context(during)?,
     };
     bar.finish_and_clear();
     eprintln!("exported {count} events");
@@ -167,18 +309,52 @@ pub struct ImportArgs {
     /// Import even when the target store already has events.
     #[arg(long)]
     allow_non_empty: bool,
+    #[command(flatten)]
+    format: ReportFormatArgs,
+}
+
+/// `import --format json`: one object (docs/CLI.md).
+#[derive(Serialize)]
+struct ImportSummary<'a> {
+    file: &'a str,
+    imported: u64,
 }
 
 /// Validates the whole file, then appends its events.
 pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let file = args.file.display().to_string();
+    // Before the store is opened, which creates a file store's directory: a file that cannot
+    // be read is named, and leaves nothing behind.
+    std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot read the import file {file}"))?;
     let store = args.store.open().await?;
     let bar = bar(0, "importing");
-    let count = import_jsonl(&*store, &args.file, args.allow_non_empty, |n, total| {
+    let imported = import_jsonl(&*store, &args.file, args.allow_non_empty, |n, total| {
         bar.set_length(total);
         bar.set_position(n);
     })
-    .await?;
+    .await;
     bar.finish_and_clear();
-    println!("imported {count} events");
+    let count = match imported {
+        Ok(count) => count,
+        Err(TransferError::NotEmpty(head)) => anyhow::bail!(
+            "import of {file} refused: {} already holds events (head position {head}); pass \
+             --allow-non-empty to import into it anyway",
+            args.store.describe()
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("importing {file} into {}", args.store.describe())))
+        }
+    };
+    if args.format.json() {
+        let summary = ImportSummary {
+            file: &file,
+            imported: count,
+        };
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("imported {count} events");
+    }
     Ok(ExitCode::SUCCESS)
 }

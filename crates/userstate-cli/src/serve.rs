@@ -138,10 +138,18 @@ fn print_first_start(token_file: &str, addr: SocketAddr) {
         "created an admin token for instance \"default\" in {token_file} (mode 0600)"
     ));
     say(format_args!("try:"));
-    say(format_args!(
+    say(format_args!("{}", first_start_example(token_file, shown)));
+}
+
+/// The `curl` line printed on first start. The username is made by the shell each time the
+/// line runs (`user-` and 8 random hex digits): pasted twice, or beside README's example, it
+/// never meets a name already taken.
+fn first_start_example(token_file: &str, addr: SocketAddr) -> String {
+    format!(
         "  curl -s -H \"Authorization: Bearer $(cat {token_file})\" -H 'Content-Type: application/json' \\\n    \
-         -d '{{\"username\":\"alice\",\"organization\":{{\"orgId\":\"acme\"}}}}' http://{shown}/v2/users/human"
-    ));
+         -d '{{\"username\":\"user-'$(od -An -N4 -tx1 /dev/urandom | tr -d ' \\n')'\",\"organization\":{{\"orgId\":\"acme\"}}}}' \
+         http://{addr}/v2/users/human"
+    )
 }
 
 /// Prints a line for whoever started the server. `println!` panics when stdout is gone (the

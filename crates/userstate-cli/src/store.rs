@@ -15,6 +15,32 @@ pub fn file_store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("events")
 }
 
+/// The store named by `spec` for an error message: `the file store in DATA/events`, `the
+/// memory store`, or the server's URL with its password (if any) replaced by `***`.
+pub fn describe_store(spec: &str, data_dir: &Path) -> String {
+    match spec {
+        "file" => format!("the file store in {}", file_store_dir(data_dir).display()),
+        "memory" => "the memory store".to_owned(),
+        url => redact_password(url),
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Opens the store named by `spec` for the data directory `data_dir`.
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
     match spec {
@@ -23,7 +49,12 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
             let dir = file_store_dir(data_dir);
             let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
                 .await
-                .context("opening the file store")?
+                .with_context(|| {
+                    format!(
+                        "opening the file store in {}",
+                        file_store_dir(data_dir).display()
+                    )
+                })?
                 .with_context(|| {
                     format!(
                         "cannot open the file store in {}",
@@ -36,7 +67,7 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = userstate_postgres::PostgresStore::connect(url)
                 .await
-                .context("connecting to PostgreSQL")?;
+                .with_context(|| format!("opening the store {}", redact_password(url)))?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "kurrentdb")]
@@ -47,11 +78,40 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         {
             let store = userstate_eventstoredb::EsdbStore::connect(url)
                 .await
-                .context("connecting to KurrentDB")?;
+                .with_context(|| format!("opening the store {}", redact_password(url)))?;
             Ok(Arc::new(store))
         }
         other => {
             bail!("unknown store {other:?}; use `file`, `memory`, `postgres://…` or `esdb://…`")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_described_without_its_password() {
+        let data = Path::new("/srv/us");
+        assert_eq!(
+            describe_store("file", data),
+            "the file store in /srv/us/events"
+        );
+        assert_eq!(describe_store("memory", data), "the memory store");
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/us?sslmode=disable",
+                "postgres://app:***@db:5432/us?sslmode=disable",
+            ),
+            ("postgres://app@db/us", "postgres://app@db/us"),
+            (
+                "esdb://admin:changeit@kdb:2113?tls=false",
+                "esdb://admin:***@kdb:2113?tls=false",
+            ),
+            ("postgresql://db/us", "postgresql://db/us"),
+        ] {
+            assert_eq!(describe_store(url, data), shown);
         }
     }
 }

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use userstate::{
-    AddUser, AsOf, Context, Details, DomainError, Email, Engine, OrgId, Profile, UserCommand,
-    UserId, UserState,
+    AddUser, AsOf, Context, Details, DomainError, Email, Engine, OrgId, Profile, ReadModel,
+    UserCommand, UserId, UserState,
 };
 use userstate_server::wire::{timestamp, DetailsV2};
 
+use crate::args::{ActorArgs, Format, StoreArgs};
 use crate::exit;
-use crate::target::{ActorArgs, Format, StoreArgs};
 
 /// Options of `userstate user`.
 #[derive(Debug, Args)]
@@ -19,7 +19,8 @@ pub struct UserArgs {
     store: StoreArgs,
     #[command(flatten)]
     actor: ActorArgs,
-    /// Output format (`table` or `json`).
+    /// Output format: `table`, `json` or `csv` (a header line and one row; a row per user for
+    /// `list`).
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
     /// Shorthand for `--format json`.
@@ -84,6 +85,8 @@ enum Action {
         /// User id.
         id: String,
     },
+    /// List users (removed ones never), with filters, order and page.
+    List(crate::user_list::ListArgs),
 }
 
 enum Request {
@@ -128,13 +131,30 @@ fn request(action: Action) -> Result<Request, DomainError> {
         Action::Deactivate { id } => UserCommand::Deactivate(UserId::new(id)?),
         Action::Reactivate { id } => UserCommand::Reactivate(UserId::new(id)?),
         Action::Remove { id } => UserCommand::Remove(UserId::new(id)?),
+        // `run` answers `list` before it builds a request.
+        Action::List(_) => {
+            return Err(DomainError::InvalidArgument {
+                field: "list",
+                reason: "is a read, not a command".to_owned(),
+            })
+        }
     }))
 }
 
 /// Runs `userstate user …`.
 pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
-    let json = args.json || args.format == Format::Json;
+    let format = if args.json { Format::Json } else { args.format };
     let principal = args.actor.principal()?;
+    if let Action::List(list) = &args.action {
+        let model = ReadModel::rebuild(&*args.store.open().await?).await?;
+        return Ok(match crate::user_list::list(&model, &principal, list) {
+            Ok(page) => {
+                crate::user_list::print(format, list, &page)?;
+                ExitCode::SUCCESS
+            }
+            Err(e) => exit::report(&e),
+        });
+    }
     let request = match request(args.action) {
         Ok(r) => r,
         Err(e) => return Ok(exit::report(&e.into())),
@@ -148,7 +168,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                     .await
                 {
                     Ok(Some(s)) if s.state != UserState::Deleted => {
-                        print_details(json, Some(&id), Some(s.state), &s.details);
+                        print_details(format, Some(&id), Some(s.state), &s.details)?;
                         ExitCode::SUCCESS
                     }
                     Ok(_) => exit::report(&DomainError::NotFound(id).into()),
@@ -162,7 +182,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     let added = matches!(command, UserCommand::Add(_));
     match engine.execute(&Context::new(principal), command).await {
         Ok(details) => {
-            print_details(json, added.then_some(&user), None, &details);
+            print_details(format, added.then_some(&user), None, &details)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(exit::report(&e)),
@@ -180,8 +200,16 @@ struct Answer<'a> {
     details: DetailsV2,
 }
 
-fn print_details(json: bool, user: Option<&UserId>, state: Option<UserState>, details: &Details) {
-    if json {
+fn print_details(
+    format: Format,
+    user: Option<&UserId>,
+    state: Option<UserState>,
+    details: &Details,
+) -> anyhow::Result<()> {
+    if format == Format::Csv {
+        return print_details_csv(user, state, details);
+    }
+    if format == Format::Json {
         let body = Answer {
             user_id: user.map(UserId::as_str),
             state: state.map(UserState::wire_name),
@@ -191,7 +219,7 @@ fn print_details(json: bool, user: Option<&UserId>, state: Option<UserState>, de
             "{}",
             serde_json::to_string(&body).expect("plain strings serialise")
         );
-        return;
+        return Ok(());
     }
     if let Some(user) = user {
         println!("userId         {user}");
@@ -204,4 +232,42 @@ fn print_details(json: bool, user: Option<&UserId>, state: Option<UserState>, de
     println!("resourceOwner  {}", details.resource_owner);
     println!("creationDate   {}", timestamp(details.creation_date));
     println!("position       {}", details.position);
+    Ok(())
+}
+
+/// The table's fields as CSV: a header line and one row.
+fn print_details_csv(
+    user: Option<&UserId>,
+    state: Option<UserState>,
+    details: &Details,
+) -> anyhow::Result<()> {
+    let mut header = Vec::new();
+    let mut row = Vec::new();
+    if let Some(user) = user {
+        header.push("userId");
+        row.push(user.to_string());
+    }
+    if let Some(state) = state {
+        header.push("state");
+        row.push(state.wire_name().to_owned());
+    }
+    header.extend([
+        "sequence",
+        "changeDate",
+        "resourceOwner",
+        "creationDate",
+        "position",
+    ]);
+    row.extend([
+        details.sequence.to_string(),
+        timestamp(details.change_date),
+        details.resource_owner.to_string(),
+        timestamp(details.creation_date),
+        details.position.to_string(),
+    ]);
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    w.write_record(header)?;
+    w.write_record(row)?;
+    w.flush()?;
+    Ok(())
 }

@@ -72,7 +72,8 @@ fn start_with(
             addr = rest.split_whitespace().next().map(str::to_owned);
         }
         lines.push(line);
-        let token_seen = lines.iter().any(|l| l.contains("curl"));
+        // The example's last line (it continues over two) names the route.
+        let token_seen = lines.iter().any(|l| l.contains("/v2/users/human"));
         if addr.is_some() && (!expect_token_line || token_seen) {
             break;
         }
@@ -461,5 +462,77 @@ fn idle_sockets_past_the_descriptor_limit_do_not_lock_out_new_clients() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(start.elapsed() < Duration::from_secs(30));
     drop(idle);
+    stop(running);
+}
+
+/// The answers of a shell snippet of `curl -s` calls: JSON objects one after the other.
+fn run_snippet(script: &str) -> Vec<Value> {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    for answer in &answers {
+        assert!(
+            answer.get("code").is_none(),
+            "an error answer: {answer}\n{script}"
+        );
+        assert!(answer["details"]["sequence"].is_string(), "{answer}");
+    }
+    answers
+}
+
+/// README's example and the line `serve` prints on its first start, pasted one after the
+/// other, twice, against one server: none meets a user id or username an earlier one took.
+#[test]
+fn readme_and_first_start_examples_run_in_any_order_repeatedly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let running = start(&data, true);
+    let base = format!("http://{}", running.addr);
+    let printed = running
+        .lines
+        .iter()
+        .skip_while(|l| l.trim() != "try:")
+        .skip(1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        printed.contains("curl") && printed.contains("/v2/users/human"),
+        "{printed}"
+    );
+
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let example = readme
+        .split("Then, for example")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("README's example block");
+    assert!(
+        example.contains("./userstate-data/admin-token"),
+        "{example}"
+    );
+    assert!(example.contains("http://127.0.0.1:8080/"), "{example}");
+    let readme_script = example
+        .replace("./userstate-data", data.to_str().unwrap())
+        .replace("http://127.0.0.1:8080", &base);
+
+    for round in 0..2 {
+        let answers = run_snippet(&readme_script);
+        assert_eq!(answers.len(), 3, "round {round}: {answers:?}");
+        assert_eq!(answers[2]["details"]["sequence"], "3", "round {round}");
+        let answers = run_snippet(&printed);
+        assert_eq!(answers.len(), 1, "round {round}: {answers:?}");
+        assert!(answers[0]["userId"].is_string(), "{answers:?}");
+    }
     stop(running);
 }

@@ -12,7 +12,8 @@ use crate::http::routes;
     info(title = "userstate", description = "ZITADEL-style user lifecycle API (v2 and v3alpha). \
         Every error has the body {code, message, details:[{@type, id, message}]}."),
     paths(
-        routes::add_human_user, routes::get_user_v2, routes::remove_user_v2,
+        routes::add_human_user, routes::get_user_v2, routes::list_users, routes::user_history,
+        routes::user_state, routes::remove_user_v2,
         routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
         routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,

@@ -1,7 +1,8 @@
 //! The one operation table: every user operation of SPEC.md declared once — its name, the
 //! permission it needs, its REST route(s) per API version and its RPC name, how a parsed request
 //! becomes a [`UserCommand`] (or the read), and which `details` form its answer carries — and
-//! the one way to run it ([`StateCommand::run`], [`add_human_user`], [`get_user`]).
+//! the one way to run it ([`StateCommand::run`], [`add_human_user`], [`get_user`],
+//! [`list_users`], [`history`], [`state_as_of`]).
 //!
 //! The front ends are skins over it: REST builds its router from [`OPERATIONS`]
 //! (`http::router`) and answers through one generic handler per kind; gRPC (v2 and v3alpha, and
@@ -13,7 +14,10 @@
 //! [`Operation::permission`] documents it) and wire shapes ([`crate::wire`], `grpc::convert`).
 
 use serde::Serialize;
-use userstate::{Details, DomainError, LockFor, UserCommand, UserId, UserView};
+use userstate::{
+    AsOf, AuditState, Details, DomainError, ListRequest, LockFor, RecordedEvent, UserCommand,
+    UserId, UserList, UserView,
+};
 
 use crate::caller::Caller;
 use crate::service::{NewHumanUser, UserService};
@@ -140,6 +144,38 @@ pub async fn get_user(
         .await
 }
 
+/// Lists the users `caller` may read that match `request`, after the caller's own writes.
+pub async fn list_users(
+    service: &UserService,
+    caller: &Caller,
+    request: &ListRequest,
+) -> Result<UserList, ApiError> {
+    service
+        .list_users(&caller.principal, &caller.meta, request)
+        .await
+}
+
+/// A page of `user`'s history after sequence `after`, and its state now.
+pub async fn history(
+    service: &UserService,
+    caller: &Caller,
+    user: &UserId,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<RecordedEvent>, AuditState), ApiError> {
+    service.history(&caller.principal, user, after, limit).await
+}
+
+/// `user`'s state as of `at`.
+pub async fn state_as_of(
+    service: &UserService,
+    caller: &Caller,
+    user: &UserId,
+    at: AsOf,
+) -> Result<AuditState, ApiError> {
+    service.state_as_of(&caller.principal, user, at).await
+}
+
 /// What an operation does, and so how its request is parsed and its answer built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -147,6 +183,12 @@ pub enum Kind {
     AddHumanUser,
     /// Read one user.
     GetUser,
+    /// List users (SPEC.md "Listing users").
+    ListUsers,
+    /// A user's history (ours, REST only; SPEC.md "Audit").
+    History,
+    /// A user's state as of a sequence or time (ours, REST only; SPEC.md "Audit").
+    StateAsOf,
     /// One of the state commands.
     State(StateCommand),
 }
@@ -183,8 +225,8 @@ pub struct Operation {
     /// The permission the principal needs on the user's organisation (checked by the engine).
     pub permission: &'static str,
     /// The RPC name, the same in every version's service (also the Connect path's last
-    /// segment).
-    pub rpc: &'static str,
+    /// segment); `None` for an operation offered over REST only.
+    pub rpc: Option<&'static str>,
     /// The v2 REST routes, or `None` when v2 does not offer it.
     pub v2: Option<&'static [Route]>,
     /// The v3alpha REST routes, or `None` when v3alpha does not offer it.
@@ -221,7 +263,7 @@ const fn state(
         kind: Kind::State(command),
         name,
         permission,
-        rpc,
+        rpc: Some(rpc),
         v2: Some(v2),
         v3alpha: Some(v3alpha),
     }
@@ -233,7 +275,7 @@ pub const OPERATIONS: &[Operation] = &[
         kind: Kind::AddHumanUser,
         name: "add",
         permission: "user.write",
-        rpc: "AddHumanUser",
+        rpc: Some("AddHumanUser"),
         v2: Some(&[post("/v2/users/human")]),
         v3alpha: None,
     },
@@ -241,7 +283,7 @@ pub const OPERATIONS: &[Operation] = &[
         kind: Kind::GetUser,
         name: "get",
         permission: "user.read",
-        rpc: "GetUserByID",
+        rpc: Some("GetUserByID"),
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/users/{userId}",
@@ -252,6 +294,38 @@ pub const OPERATIONS: &[Operation] = &[
             path: "/v3alpha/users/{userId}",
             alias: false,
         }]),
+    },
+    Operation {
+        kind: Kind::ListUsers,
+        name: "list",
+        permission: "user.read",
+        rpc: Some("ListUsers"),
+        v2: Some(&[post("/v2/users")]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::History,
+        name: "history",
+        permission: "user.read",
+        rpc: None,
+        v2: Some(&[Route {
+            verb: Verb::Get,
+            path: "/v2/users/{userId}/history",
+            alias: false,
+        }]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::StateAsOf,
+        name: "state",
+        permission: "user.read",
+        rpc: None,
+        v2: Some(&[Route {
+            verb: Verb::Get,
+            path: "/v2/users/{userId}/state",
+            alias: false,
+        }]),
+        v3alpha: None,
     },
     state(
         StateCommand::Deactivate,

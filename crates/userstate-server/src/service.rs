@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use userstate::{
-    AddUser, Context, Details, Email, Engine, EventStore, InstanceId, LockExpiry, OrgId, Principal,
-    Profile, Projection, UserCommand, UserId, UserView,
+    AddUser, AsOf, AuditState, Context, Details, DomainError, Email, Engine, EventStore,
+    InstanceId, ListRequest, LockExpiry, OrgId, Principal, Profile, Projection, RecordedEvent,
+    UserCommand, UserId, UserList, UserView,
 };
 
 use crate::status::ApiError;
@@ -155,12 +156,65 @@ impl UserService {
         meta: &RequestMeta,
         user: &UserId,
     ) -> Result<UserView, ApiError> {
+        self.caught_up(principal, meta).await?;
+        Ok(self.projection.get_user(principal, user)?)
+    }
+
+    /// One page of the users `principal` may read that match `request`, after waiting for the
+    /// caller's writes as [`get_user`](Self::get_user) does.
+    pub async fn list_users(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        request: &ListRequest,
+    ) -> Result<UserList, ApiError> {
+        self.caught_up(principal, meta).await?;
+        Ok(self.projection.list_users(principal, request)?)
+    }
+
+    /// Up to `limit` events of `user`'s history after sequence `after`, oldest first, and the
+    /// user's state after its last event (removed users included; `user.read`). Read from the
+    /// store, so always current.
+    pub async fn history(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, AuditState), ApiError> {
+        let events = self.engine.history(principal, user).await?;
+        let state = state_of(
+            user,
+            self.engine
+                .state_as_of(principal, user, AsOf::Sequence(u64::MAX))
+                .await?,
+        )?;
+        let page = events
+            .into_iter()
+            .filter(|e| e.sequence > after)
+            .take(limit)
+            .collect();
+        Ok((page, state))
+    }
+
+    /// `user`'s state as of `at` (`user.read`); not found when it did not exist yet then.
+    pub async fn state_as_of(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        at: AsOf,
+    ) -> Result<AuditState, ApiError> {
+        state_of(user, self.engine.state_as_of(principal, user, at).await?)
+    }
+
+    /// Waits until the projection holds the caller's last write and `meta`'s minimum position.
+    async fn caught_up(&self, principal: &Principal, meta: &RequestMeta) -> Result<(), ApiError> {
         let written = self.last_written(principal);
         let target = meta.min_position.unwrap_or(0).max(written);
         if target > self.projection.position() {
             self.projection.wait_for(target, self.read_timeout).await?;
         }
-        Ok(self.projection.get_user(principal, user)?)
+        Ok(())
     }
 
     /// Whether the store answers and can take writes now ([`EventStore::health`]: e.g. the
@@ -194,6 +248,11 @@ impl UserService {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// A state as of a point, or not found when the user did not exist then.
+fn state_of(user: &UserId, state: Option<AuditState>) -> Result<AuditState, ApiError> {
+    state.ok_or_else(|| DomainError::NotFound(user.clone()).into())
 }
 
 /// The user id an add with idempotency key `key` and no id gets: 18 decimal digits from

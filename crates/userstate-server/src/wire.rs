@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use userstate::{Details, Email, Profile, UserView};
+use userstate::{AuditState, Details, Email, Profile, RecordedEvent, UserList, UserView};
 use utoipa::ToSchema;
 
 /// The `@type` of every error detail.
@@ -222,24 +222,186 @@ pub struct GetUserResponse<D> {
     pub user: UserJson<D>,
 }
 
-impl<D: for<'a> From<&'a Details>> GetUserResponse<D> {
-    /// The answer for one user of the read model.
+impl<D: for<'a> From<&'a Details>> UserJson<D> {
+    /// One user of the read model.
     pub fn of(view: &UserView) -> Self {
-        let details = view.details();
-        Self {
-            details: D::from(&details),
-            user: UserJson {
-                user_id: view.user_id.to_string(),
-                details: D::from(&details),
-                state: view.state.wire_name().to_owned(),
-                username: view.username.clone(),
-                human: HumanJson {
-                    profile: view.profile.as_ref().map(ProfileJson::from),
-                    email: view.email.as_ref().map(EmailJson::from),
-                },
+        UserJson {
+            user_id: view.user_id.to_string(),
+            details: D::from(&view.details()),
+            state: view.state.wire_name().to_owned(),
+            username: view.username.clone(),
+            human: HumanJson {
+                profile: view.profile.as_ref().map(ProfileJson::from),
+                email: view.email.as_ref().map(EmailJson::from),
             },
         }
     }
+}
+
+impl<D: for<'a> From<&'a Details>> GetUserResponse<D> {
+    /// The answer for one user of the read model.
+    pub fn of(view: &UserView) -> Self {
+        Self {
+            details: D::from(&view.details()),
+            user: UserJson::of(view),
+        }
+    }
+}
+
+/// Paging and direction of `POST /v2/users` (`zitadel.object.v2.ListQuery`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ListQueryJson {
+    /// How many matches to skip (a 64-bit integer: a string or a number).
+    #[schema(value_type = String, example = "0")]
+    pub offset: Option<serde_json::Value>,
+    /// The page size: 0 or absent for 100, at most 1000.
+    #[schema(example = 100)]
+    pub limit: Option<u32>,
+    /// Ascending (default false: descending).
+    pub asc: Option<bool>,
+}
+
+/// Body of `POST /v2/users`: ZITADEL's `ListUsersRequest` in its proto3 JSON form (parsed as
+/// that message: enum names or numbers, unknown fields ignored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListUsersRequest {
+    /// Paging and direction.
+    pub query: Option<ListQueryJson>,
+    /// `USER_FIELD_NAME_USER_NAME`, `USER_FIELD_NAME_CREATION_DATE` (also when unspecified) or
+    /// `USER_FIELD_NAME_STATE`.
+    #[schema(example = "USER_FIELD_NAME_USER_NAME")]
+    pub sorting_column: Option<String>,
+    /// Conditions that must all hold, each one of `{"stateQuery": {"state": "USER_STATE_LOCKED"}}`,
+    /// `{"organizationIdQuery": {"organizationId": "…"}}`,
+    /// `{"userNameQuery": {"userName": "al", "method": "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE"}}`,
+    /// `{"inUserIdsQuery": {"userIds": ["…"]}}`, `{"orQuery": {"queries": […]}}`,
+    /// `{"andQuery": {"queries": […]}}`, `{"notQuery": {"query": {…}}}`.
+    #[schema(value_type = Vec<Object>)]
+    pub queries: Option<Vec<serde_json::Value>>,
+}
+
+/// `details` of a list (`zitadel.object.v2.ListDetails`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListDetailsJson {
+    /// How many users match in all (of the organisations the caller may read).
+    #[schema(example = "12")]
+    pub total_result: String,
+    /// The read model's position when it answered.
+    #[schema(example = "456")]
+    pub processed_sequence: String,
+    /// `createdAt` of the last event the read model applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+/// Answer of `POST /v2/users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListUsersResponse {
+    /// Totals and position.
+    pub details: ListDetailsJson,
+    /// The request's sort column.
+    #[schema(example = "USER_FIELD_NAME_USER_NAME")]
+    pub sorting_column: String,
+    /// The page, each user as in `GET /v2/users/{userId}`.
+    pub result: Vec<UserJson<DetailsV2>>,
+}
+
+impl ListUsersResponse {
+    /// The answer for a page; `sorting_column` is the request's (a proto enum name).
+    pub fn of(list: &UserList, sorting_column: &str) -> Self {
+        Self {
+            details: ListDetailsJson {
+                total_result: list.total.to_string(),
+                processed_sequence: list.position.to_string(),
+                timestamp: list.timestamp.map(timestamp),
+            },
+            sorting_column: sorting_column.to_owned(),
+            result: list.users.iter().map(UserJson::of).collect(),
+        }
+    }
+}
+
+/// One event of a user's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson {
+    /// Sequence in the user's stream (1, 2, …).
+    #[schema(example = "2")]
+    pub sequence: String,
+    /// Global position in the store.
+    #[schema(example = "456")]
+    pub position: String,
+    /// Event type, e.g. `user.locked`.
+    #[serde(rename = "type")]
+    #[schema(example = "user.locked")]
+    pub event_type: String,
+    /// The commit's time.
+    pub created_at: String,
+    /// The principal that caused it.
+    pub creator: String,
+    /// The request it came from, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The event's data.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+impl From<&RecordedEvent> for EventJson {
+    fn from(e: &RecordedEvent) -> Self {
+        Self {
+            sequence: e.sequence.to_string(),
+            position: e.position.to_string(),
+            event_type: e.event_type.clone(),
+            created_at: timestamp(e.created_at),
+            creator: e.metadata.creator.clone(),
+            correlation_id: e.metadata.correlation_id.clone(),
+            payload: e.payload.clone(),
+        }
+    }
+}
+
+/// A user's state at a point of its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateJson {
+    /// `USER_STATE_…` (`USER_STATE_DELETED` once removed).
+    #[schema(example = "USER_STATE_LOCKED")]
+    pub state: String,
+    /// Read-form details as the read model would have answered then.
+    pub details: DetailsV2,
+}
+
+impl From<&AuditState> for StateJson {
+    fn from(s: &AuditState) -> Self {
+        Self {
+            state: s.state.wire_name().to_owned(),
+            details: DetailsV2::from(&s.details),
+        }
+    }
+}
+
+/// Answer of `GET /v2/users/{userId}/history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryResponse {
+    /// The page of events, oldest first.
+    pub events: Vec<EventJson>,
+    /// The user's state after its last event.
+    pub state: StateJson,
+}
+
+/// Answer of `GET /v2/users/{userId}/state`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateResponse {
+    /// The user.
+    pub user_id: String,
+    /// Its state then.
+    #[serde(flatten)]
+    pub state: StateJson,
 }
 
 /// One `zitadel.v1.ErrorDetail`.

@@ -284,7 +284,7 @@ async fn grpc_json_messages_are_proto3_json() {
     )
     .await;
     assert_eq!(wrong_type.code(), "3");
-    let unserved = grpc_json(s.addr, &format!("{V2}/ListUsers"), Some(ADMIN), b"{}").await;
+    let unserved = grpc_json(s.addr, &format!("{V2}/SetEmail"), Some(ADMIN), b"{}").await;
     assert_eq!(unserved.code(), "12");
     s.stop().await;
 }

@@ -246,11 +246,11 @@ async fn zitadels_generated_client_calls_every_v2_method() {
         "Errors.User.NotFound",
     );
     // A method of ZITADEL's service that userstate does not serve.
-    let listed = c
-        .list_users(as_(ADMIN, ListUsersRequest::default()))
+    let unserved = c
+        .set_email(as_(ADMIN, SetEmailRequest::default()))
         .await
-        .expect_err("ListUsers is not served");
-    assert_eq!(listed.code(), Code::Unimplemented);
+        .expect_err("SetEmail is not served");
+    assert_eq!(unserved.code(), Code::Unimplemented);
     s.stop().await;
 }
 
@@ -319,4 +319,35 @@ async fn seed_003_unlock_over_grpc_with_zitadels_field_numbers() {
     let status = again.expect_err("not locked any more");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     s.stop().await;
+}
+
+/// ZITADEL's own `ListUsersRequest` (its generated types and client) decodes on our side, and
+/// our answer decodes into its `ListUsersResponse`.
+#[tokio::test]
+async fn zitadel_client_lists_users() {
+    use zitadel::api::zitadel::object::v2::{ListQuery, TextQueryMethod};
+    let s = TestServer::start(Arc::new(MemoryStore::new())).await;
+    for (id, org) in [("zl1", "acme"), ("zl2", "globex"), ("zl3", "acme")] {
+        assert_eq!(s.add(ADMIN, id, org).await.status, 201);
+    }
+    let mut c = client(s.addr).await;
+    let request = ListUsersRequest {
+        query: Some(ListQuery {
+            offset: 0,
+            limit: 10,
+            asc: false,
+        }),
+        sorting_column: UserFieldName::UserName as i32,
+        queries: vec![SearchQuery {
+            query: Some(search_query::Query::UserNameQuery(UserNameQuery {
+                user_name: "ZL".to_owned(),
+                method: TextQueryMethod::StartsWithIgnoreCase as i32,
+            })),
+        }],
+    };
+    let answer = c.list_users(as_(ACME, request)).await.unwrap().into_inner();
+    let got: Vec<&str> = answer.result.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(got, ["zl3", "zl1"]);
+    assert_eq!(answer.details.unwrap().total_result, 2);
+    assert_eq!(answer.result[0].state, UserState::Active as i32);
 }

@@ -59,8 +59,9 @@ pub use domain::{
     OrgId, Profile, User, UserCommand, UserEvent, UserId, UserState,
 };
 pub use engine::{
-    AsOf, AuditState, CommitListener, Context, Details, Engine, Error, LockExpiry, Permission,
-    PolicyView, Principal, Projection, ReadModel, UserView,
+    AsOf, AuditState, Candidate, CommitListener, Context, Details, Engine, Error, ListRequest,
+    LockExpiry, Permission, PolicyView, Principal, Projection, ReadModel, SortColumn, TextMethod,
+    UserList, UserQuery, UserView, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{

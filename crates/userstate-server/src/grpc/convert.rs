@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
-use userstate::{Details, UserView};
+use userstate::{
+    Details, DomainError, ListRequest, SortColumn, TextMethod, UserList, UserQuery, UserState,
+    UserView,
+};
 
 use crate::operations::{ApiVersion, V3Alpha, V2};
 
@@ -103,5 +106,119 @@ impl ProtoForm for V3Alpha {
 
     fn details(details: &Details) -> object_beta::Details {
         details_v3(details)
+    }
+}
+
+/// The engine's list request of a `ListUsersRequest` (over gRPC, Connect, or REST through its
+/// proto3 JSON form). Sort columns and queries userstate does not serve, a query with nothing
+/// set and an unknown state or method are InvalidArgument.
+pub(crate) fn list_request(request: user::ListUsersRequest) -> Result<ListRequest, DomainError> {
+    let query = request.query.unwrap_or_default();
+    let sort = match user::UserFieldName::try_from(request.sorting_column) {
+        Ok(user::UserFieldName::Unspecified | user::UserFieldName::CreationDate) => {
+            SortColumn::CreationDate
+        }
+        Ok(user::UserFieldName::UserName) => SortColumn::UserName,
+        Ok(user::UserFieldName::State) => SortColumn::State,
+        _ => {
+            return Err(invalid(
+                "sortingColumn",
+                format!(
+                    "{} is not served (USER_NAME, CREATION_DATE or STATE)",
+                    request.sorting_column
+                ),
+            ))
+        }
+    };
+    Ok(ListRequest {
+        offset: query.offset,
+        limit: query.limit,
+        asc: query.asc,
+        sort,
+        queries: request
+            .queries
+            .into_iter()
+            .map(search_query)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn invalid(field: &'static str, reason: String) -> DomainError {
+    DomainError::InvalidArgument { field, reason }
+}
+
+/// One `SearchQuery`.
+fn search_query(query: user::SearchQuery) -> Result<UserQuery, DomainError> {
+    use user::search_query::Query;
+    let Some(query) = query.query else {
+        return Err(invalid(
+            "queries",
+            "holds a query with no condition set".into(),
+        ));
+    };
+    Ok(match query {
+        Query::UserNameQuery(q) => {
+            let method = usize::try_from(q.method)
+                .ok()
+                .and_then(|m| TextMethod::ALL.get(m).copied())
+                .ok_or_else(|| {
+                    invalid("userNameQuery.method", format!("{} is unknown", q.method))
+                })?;
+            UserQuery::UserName {
+                text: q.user_name,
+                method,
+            }
+        }
+        Query::StateQuery(q) => {
+            let state = [
+                UserState::Active,
+                UserState::Inactive,
+                UserState::Deleted,
+                UserState::Locked,
+                UserState::Initial,
+            ]
+            .into_iter()
+            .find(|s| s.wire_number() == q.state)
+            .ok_or_else(|| {
+                invalid(
+                    "stateQuery.state",
+                    format!("{} is not a user state", q.state),
+                )
+            })?;
+            UserQuery::State(state)
+        }
+        Query::InUserIdsQuery(q) => UserQuery::InUserIds(q.user_ids),
+        Query::OrganizationIdQuery(q) => UserQuery::Organization(q.organization_id),
+        Query::OrQuery(q) => UserQuery::Or(
+            q.queries
+                .into_iter()
+                .map(search_query)
+                .collect::<Result<_, _>>()?,
+        ),
+        Query::AndQuery(q) => UserQuery::And(
+            q.queries
+                .into_iter()
+                .map(search_query)
+                .collect::<Result<_, _>>()?,
+        ),
+        Query::NotQuery(q) => {
+            let inner = q
+                .query
+                .ok_or_else(|| invalid("notQuery.query", "is required".into()))?;
+            UserQuery::Not(Box::new(search_query(*inner)?))
+        }
+    })
+}
+
+/// The `ListUsersResponse` of a page (echoing the request's sort column).
+pub(crate) fn list_response(list: &UserList, sorting_column: i32) -> user::ListUsersResponse {
+    user::ListUsersResponse {
+        details: Some(object::ListDetails {
+            total_result: list.total,
+            processed_sequence: list.position,
+            timestamp: list.timestamp.map(timestamp),
+        }),
+        sorting_column,
+        result: list.users.iter().map(user_v2).collect(),
     }
 }

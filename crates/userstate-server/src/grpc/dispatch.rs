@@ -18,13 +18,15 @@ use tracing::Instrument;
 
 use super::connect::Connect;
 use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
+use crate::http::{assign_request_id, REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
 /// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
-pub const GRPC_METHODS: [&str; 17] = [
+pub const GRPC_METHODS: [&str; 18] = [
     "/zitadel.user.v2.UserService/AddHumanUser",
     "/zitadel.user.v2.UserService/GetUserByID",
+    "/zitadel.user.v2.UserService/ListUsers",
     "/zitadel.user.v2.UserService/DeactivateUser",
     "/zitadel.user.v2.UserService/ReactivateUser",
     "/zitadel.user.v2.UserService/LockUser",
@@ -124,11 +126,9 @@ impl ByContentType {
             let service = self.grpc.clone();
             let metrics = self.metrics.clone();
             let route = metrics_route(req.uri().path());
-            let request_id = req
-                .headers()
-                .get(crate::http::REQUEST_ID_HEADER)
-                .cloned()
-                .unwrap_or_else(|| HeaderValue::from_static("-"));
+            // As for HTTP: the client's id or a new one, seen by the service (the events'
+            // correlation id), the log line and the client (echoed in the answer's headers).
+            let request_id = assign_request_id(req.headers_mut());
             // As for HTTP (see `http::layers::track`): successful calls only at `debug`.
             let span = tracing::debug_span!("grpc", path = %route,
                 request_id = %request_id.to_str().unwrap_or("-"));
@@ -146,6 +146,9 @@ impl ByContentType {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u16>().ok())
                         .unwrap_or(0);
+                    response
+                        .headers_mut()
+                        .insert(REQUEST_ID_HEADER, request_id.clone());
                     let latency = start.elapsed();
                     tracing::debug!(code, "gRPC call answered");
                     log_unsuccessful(code, route, &request_id, latency);
@@ -158,9 +161,22 @@ impl ByContentType {
             let connect = self.connect.clone();
             let metrics = self.metrics.clone();
             let route = metrics_route(req.uri().path());
+            let request_id = assign_request_id(req.headers_mut());
+            let span = tracing::debug_span!("connect", path = %route,
+                request_id = %request_id.to_str().unwrap_or("-"));
             Box::pin(async move {
                 let start = Instant::now();
-                let response = connect.call(method, req).await;
+                let mut response = connect.call(method, req).instrument(span).await;
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID_HEADER, request_id.clone());
+                crate::http::log_request(
+                    response.status().as_u16(),
+                    "CONNECT",
+                    route,
+                    &request_id,
+                    start.elapsed(),
+                );
                 metrics.observe_request(
                     route,
                     "CONNECT",
@@ -198,8 +214,8 @@ mod tests {
     #[test]
     fn every_rpc_of_the_operation_table_is_a_metrics_route() {
         for op in crate::operations::OPERATIONS {
-            for (api, _) in op.bindings() {
-                let path = api.rpc_path(op.rpc);
+            for (api, _) in op.bindings().filter(|_| op.rpc.is_some()) {
+                let path = api.rpc_path(op.rpc.unwrap_or_default());
                 assert!(GRPC_METHODS.contains(&path.as_str()), "{path}");
             }
         }

@@ -111,6 +111,27 @@ pub(super) fn json_to_protobuf(
     Ok(message.encode_to_vec())
 }
 
+/// The request message of the RPC at `path` from its proto3 JSON form (unknown fields
+/// ignored), for a REST route that takes the same body (`POST /v2/users` is `ListUsers`).
+pub(crate) fn request_from_json<M: Message + Default>(
+    path: &str,
+    json: serde_json::Value,
+) -> Result<M, ApiError> {
+    let (input, _) = method(path).ok_or_else(|| {
+        ApiError::from(RequestError::MalformedJson(format!(
+            "no message for {path}"
+        )))
+    })?;
+    let message = DynamicMessage::deserialize_with_options(
+        input,
+        json,
+        &DeserializeOptions::new().deny_unknown_fields(false),
+    )
+    .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
+    M::decode(message.encode_to_vec().as_slice())
+        .map_err(|e| RequestError::MalformedJson(e.to_string()).into())
+}
+
 /// One protobuf message of type `desc` (an answer of ours) as JSON.
 pub(super) fn protobuf_to_json(
     desc: &MessageDescriptor,

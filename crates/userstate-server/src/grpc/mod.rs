@@ -14,7 +14,7 @@
 
 pub mod codec;
 mod connect;
-mod convert;
+pub(crate) mod convert;
 mod dispatch;
 pub mod json;
 mod metadata;

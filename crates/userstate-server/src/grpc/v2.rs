@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 use userstate::{Email, OrgId, Profile, UserId};
 
-use super::convert::{details_v2, user_v2};
+use super::convert::{details_v2, list_request, list_response, user_v2};
 use super::metadata::{caller, read_user, status_of, user_service, with_position};
 use super::pb::zitadel::object::v2::organization::Org;
 use super::pb::zitadel::object::v2::Details;
@@ -81,6 +81,21 @@ impl UserServiceV2 {
             view.position,
         ))
     }
+
+    async fn list(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, ApiError> {
+        let caller = caller(&self.state, &request)?;
+        let body = request.into_inner();
+        let sorting_column = body.sorting_column;
+        let list =
+            operations::list_users(self.state.service(), &caller, &list_request(body)?).await?;
+        Ok(with_position(
+            list_response(&list, sorting_column),
+            list.position,
+        ))
+    }
 }
 
 user_service!(UserServiceV2, V2, Details, {
@@ -96,5 +111,12 @@ user_service!(UserServiceV2, V2, Details, {
         request: Request<GetUserByIdRequest>,
     ) -> Result<Response<GetUserByIdResponse>, Status> {
         self.get(request).await.map_err(|e| status_of(&e))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        self.list(request).await.map_err(|e| status_of(&e))
     }
 });

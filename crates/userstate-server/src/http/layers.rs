@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -28,6 +28,21 @@ fn sane(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
+/// The request id of a request with `headers`, for every protocol (HTTP/JSON here, gRPC,
+/// gRPC-web and Connect in `grpc::dispatch`): the client's `x-request-id` when it is sane, a
+/// new UUID otherwise. It is written back into `headers`, so whatever reads the request later
+/// (the correlation id of its events) sees the same id as the log line and the answer.
+pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(sane)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // `sane` admits visible ASCII only, and a UUID is that: always a valid header value.
+    let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(REQUEST_ID_HEADER, header.clone());
+    header
+}
+
 /// Assigns the request id, runs the request in a `request` span (method, route, request id;
 /// never headers or bodies, so tokens stay out of the logs), records its metrics and logs it.
 ///
@@ -37,13 +52,8 @@ fn sane(value: &HeaderValue) -> Option<String> {
 /// carry the request id as their correlation id. A request answered 4xx or 5xx is logged at
 /// `info` with its request id, so refusals and failures stay visible at the default level.
 pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(sane)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    req.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
+    let header = assign_request_id(req.headers_mut());
+    let id = header.to_str().unwrap_or("-").to_owned();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |m| m.as_str());
     let method = req.method().clone();

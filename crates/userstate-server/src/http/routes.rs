@@ -4,22 +4,28 @@
 //! state command ([`state_command`]) and one every read; the named handlers exist for the
 //! OpenAPI annotations (utoipa needs one function per documented path).
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
-use userstate::{OrgId, UserId};
+use chrono::{DateTime, Utc};
+use userstate::{AsOf, DomainError, OrgId, UserId, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 
 use super::extract::{CommandBody, JsonBody, UserIdPath};
 use super::response::with_position;
 use super::AppState;
 use crate::caller::Caller;
+use crate::grpc::convert::list_request;
+use crate::grpc::pb::zitadel::user::v2 as pb;
 use crate::operations::{self, Api, ApiVersion, Kind, Route, StateCommand, V3Alpha, Verb, V2};
 use crate::service::NewHumanUser;
 use crate::status::{ApiError, RequestError};
 use crate::wire::{
     AddHumanUserRequest, AddHumanUserResponse, DetailsResponseV2, DetailsResponseV3, DetailsV2,
-    DetailsV3, ErrorBody, GetUserResponse,
+    DetailsV3, ErrorBody, EventJson, GetUserResponse, HistoryResponse, ListUsersRequest,
+    ListUsersResponse, StateJson, StateResponse,
 };
 
 /// The handler of a route of the operation table ([`operations::OPERATIONS`]).
@@ -34,6 +40,9 @@ pub(super) fn handler(kind: Kind, api: Api, route: &Route) -> MethodRouter<AppSt
         (Kind::AddHumanUser, _) => on(filter, add_human_user),
         (Kind::GetUser, Api::V2) => on(filter, get_user_v2),
         (Kind::GetUser, Api::V3Alpha) => on(filter, get_user_v3),
+        (Kind::ListUsers, _) => on(filter, list_users),
+        (Kind::History, _) => on(filter, user_history),
+        (Kind::StateAsOf, _) => on(filter, user_state),
         (Kind::State(Deactivate), Api::V2) => on(filter, deactivate_user_v2),
         (Kind::State(Reactivate), Api::V2) => on(filter, reactivate_user_v2),
         (Kind::State(Lock), Api::V2) => on(filter, lock_user_v2),
@@ -155,6 +164,152 @@ pub async fn get_user_v3(
     UserIdPath(id): UserIdPath,
 ) -> Result<Response, ApiError> {
     get_user::<V3Alpha>(&state, &caller, &id).await
+}
+
+/// List the users the caller may read (ZITADEL's `ListUsers`; SPEC.md "Listing users").
+///
+/// Users of organisations the token is not granted are left out (not refused) and not counted
+/// in `totalResult`; removed users are never listed. Waits for the caller's own writes and
+/// `x-userstate-min-position` as a GET does.
+#[utoipa::path(post, path = "/v2/users", tag = "v2",
+    request_body(content = Option<ListUsersRequest>, content_type = "application/json",
+        description = "ZITADEL's ListUsersRequest (an empty body lists the first 100 by creation date)"),
+    params(("x-userstate-min-position" = Option<String>, Header, description = "Wait until the read model reached this position")),
+    responses(
+        (status = 200, description = "A page of users", body = ListUsersResponse,
+            headers(("x-userstate-position" = String, description = "The read model's position"))),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let body = body.unwrap_or_else(|| serde_json::json!({}));
+    let path = Api::V2.rpc_path("ListUsers");
+    let request: pb::ListUsersRequest = crate::grpc::json::request_from_json(&path, body)?;
+    let column = pb::UserFieldName::try_from(request.sorting_column)
+        .map(|c| c.as_str_name())
+        .unwrap_or("USER_FIELD_NAME_UNSPECIFIED");
+    let list = operations::list_users(state.service(), &caller, &list_request(request)?).await?;
+    Ok(with_position(
+        StatusCode::OK,
+        ListUsersResponse::of(&list, column),
+        list.position,
+    ))
+}
+
+/// The query parameters of `uri`; a malformed query string is InvalidArgument.
+fn query_params(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|Query(params)| params)
+        .map_err(|e| RequestError::InvalidPath(e.body_text()).into())
+}
+
+/// Parameter `name` as a number, if present.
+fn number_param(
+    params: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<u64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::from(DomainError::InvalidArgument {
+                    field: name,
+                    reason: format!("{v:?} is not a non-negative integer"),
+                })
+            })
+        })
+        .transpose()
+}
+
+/// A user's history, oldest first (ours; SPEC.md "Audit"). Needs `user.read`; a removed user's
+/// history stays readable. Read from the store, so always current.
+#[utoipa::path(get, path = "/v2/users/{userId}/history", tag = "v2",
+    params(("userId" = String, Path, description = "The user's id"),
+        ("afterSequence" = Option<String>, Query, description = "Only events after this sequence (default 0)"),
+        ("limit" = Option<u32>, Query, description = "At most this many events (default 100, at most 1000)")),
+    responses(
+        (status = 200, description = "The events and the user's state now", body = HistoryResponse),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn user_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    UserIdPath(id): UserIdPath,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = query_params(&uri)?;
+    let after = number_param(&params, "afterSequence")?.unwrap_or(0);
+    let limit = match number_param(&params, "limit")? {
+        None | Some(0) => u64::from(LIST_DEFAULT_LIMIT),
+        Some(n) if n <= u64::from(LIST_MAX_LIMIT) => n,
+        Some(n) => {
+            return Err(DomainError::InvalidArgument {
+                field: "limit",
+                reason: format!("is {n}, at most {LIST_MAX_LIMIT} is allowed"),
+            }
+            .into())
+        }
+    };
+    let (events, now) =
+        operations::history(state.service(), &caller, &id, after, limit as usize).await?;
+    let answer = HistoryResponse {
+        events: events.iter().map(EventJson::from).collect(),
+        state: StateJson::from(&now),
+    };
+    Ok(with_position(StatusCode::OK, answer, now.details.position))
+}
+
+/// A user's state as of a sequence (`atSequence`) or a time (`atTime`, RFC 3339); with
+/// neither, its state now (ours; SPEC.md "Audit"). Needs `user.read`; 404 when the user did
+/// not exist yet then.
+#[utoipa::path(get, path = "/v2/users/{userId}/state", tag = "v2",
+    params(("userId" = String, Path, description = "The user's id"),
+        ("atSequence" = Option<String>, Query, description = "After the event with this sequence"),
+        ("atTime" = Option<String>, Query, description = "After every event created at or before this time (RFC 3339)")),
+    responses(
+        (status = 200, description = "The state then", body = StateResponse),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn user_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    UserIdPath(id): UserIdPath,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = query_params(&uri)?;
+    let sequence = number_param(&params, "atSequence")?;
+    let time = params
+        .get("atTime")
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| DomainError::InvalidArgument {
+                    field: "atTime",
+                    reason: format!("{t:?} is not an RFC 3339 time: {e}"),
+                })
+        })
+        .transpose()?;
+    let at = match (sequence, time) {
+        (Some(_), Some(_)) => {
+            return Err(DomainError::InvalidArgument {
+                field: "atSequence",
+                reason: "and atTime cannot both be given".to_owned(),
+            }
+            .into())
+        }
+        (Some(n), None) => AsOf::Sequence(n),
+        (None, Some(t)) => AsOf::Time(t),
+        (None, None) => AsOf::Sequence(u64::MAX),
+    };
+    let then = operations::state_as_of(state.service(), &caller, &id, at).await?;
+    let answer = StateResponse {
+        user_id: id.to_string(),
+        state: StateJson::from(&then),
+    };
+    Ok(with_position(StatusCode::OK, answer, then.details.position))
 }
 
 macro_rules! command_route {

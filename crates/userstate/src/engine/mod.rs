@@ -10,6 +10,7 @@ mod cache;
 mod command;
 mod error;
 mod idempotency;
+mod list;
 mod listen;
 mod lockout;
 mod projection;
@@ -20,6 +21,10 @@ pub use audit::{AsOf, AuditState};
 pub use auth::{Permission, Principal};
 pub use error::Error;
 pub use idempotency::CLAIMED as IDEMPOTENCY_KEY_CLAIMED;
+pub use list::{
+    Candidate, ListRequest, SortColumn, TextMethod, UserList, UserQuery,
+    DEFAULT_LIMIT as LIST_DEFAULT_LIMIT, MAX_LIMIT as LIST_MAX_LIMIT,
+};
 pub use listen::CommitListener;
 pub use lockout::{LockExpiry, PolicyDetails, PolicySource, PolicyView, SYSTEM_SUBJECT};
 pub use projection::Projection;

@@ -256,6 +256,16 @@ impl Projection {
         self.read().read.next_lock_end()
     }
 
+    /// One page of the users `principal` may read that match `request` (see
+    /// [`ReadModel::list`]).
+    pub fn list_users(
+        &self,
+        principal: &Principal,
+        request: &super::ListRequest,
+    ) -> Result<super::UserList, Error> {
+        self.read().read.list(principal, request)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
         self.shared.model.read().unwrap_or_else(|e| e.into_inner())

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
 use tracing::{error, warn};
 
+use super::list::{self, ListIndex};
 use super::{decode_ref, Details, Error};
 use crate::domain::{
     AuthMethod, Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId,
@@ -77,40 +78,45 @@ impl UserView {
 /// holding its stream name and username in one boxed string, found through a hash table of
 /// `u32` indices; organisations are interned and profile and email boxed only when present (see
 /// docs/PERFORMANCE.md for the measured bytes per user). Users are never removed, so indices stay
-/// valid.
+/// valid. The list indexes ([`list`](super::list)) hold the same `u32` indices of the live users
+/// by instance, organisation and state.
 #[derive(Clone, Default)]
 pub struct ReadModel {
     /// Every user, in the order first added.
-    entries: Vec<Entry>,
+    pub(super) entries: Vec<Entry>,
     /// Index into `entries`, hashed by the entry's stream name.
     index: HashTable<u32>,
     hasher: FastState,
-    orgs: Vec<OrgId>,
-    org_index: HashMap<OrgId, u32>,
+    pub(super) orgs: Vec<OrgId>,
+    pub(super) org_index: HashMap<OrgId, u32>,
+    /// The list indexes of each instance, by instance id.
+    pub(super) lists: HashMap<Box<str>, ListIndex>,
     position: u64,
+    /// `createdAt` of the last event applied.
+    last_created_at: Option<DateTime<Utc>>,
     /// The users locked with an end, by that end: what the lock expiry scheduler asks for.
     timed_locks: BTreeSet<(DateTime<Utc>, u32)>,
 }
 
 /// One user in the read model; [`UserView`] is its public, owned form.
 #[derive(Clone, PartialEq, Eq)]
-struct Entry {
+pub(super) struct Entry {
     /// The stream name (`user:{instance}:{user}`) followed by the username.
     text: Box<str>,
     extra: Option<Box<(Option<Profile>, Option<Email>)>>,
     change_date: DateTime<Utc>,
-    creation_date: DateTime<Utc>,
+    pub(super) creation_date: DateTime<Utc>,
     sequence: u64,
     position: u64,
     /// When the current lock expires by itself (see `ReadModel::timed_locks`).
     locked_until: Option<DateTime<Utc>>,
-    org: u32,
+    pub(super) org: u32,
     /// Failed password and OTP checks in a row, saturated at `u16::MAX`.
     failed: [u16; 2],
     /// Length of the stream name at the start of `text` (at most 406 bytes: two ids of at most
     /// 200 bytes, checked before an entry is made).
     key_len: u16,
-    state: UserState,
+    pub(super) state: UserState,
 }
 
 impl Entry {
@@ -120,11 +126,21 @@ impl Entry {
     }
 
     /// The user's stream name, the key of the read model.
-    fn key(&self) -> &str {
+    pub(super) fn key(&self) -> &str {
         &self.text[..self.key_len as usize]
     }
 
-    fn username(&self) -> &str {
+    /// The instance and user ids of the stream name.
+    pub(super) fn ids(&self) -> (&str, &str) {
+        match StreamName::parse(self.key()) {
+            Some(StreamName::User { instance, user }) => (instance, user),
+            // Entries are made only for user streams whose name parses.
+            _ => ("", ""),
+        }
+    }
+
+    /// The user name as given.
+    pub(super) fn username(&self) -> &str {
         &self.text[self.key_len as usize..]
     }
 }
@@ -227,6 +243,11 @@ impl ReadModel {
         self.position
     }
 
+    /// `createdAt` of the last event applied.
+    pub fn last_created_at(&self) -> Option<DateTime<Utc>> {
+        self.last_created_at
+    }
+
     /// The number of users known (removed ones included).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -241,9 +262,21 @@ impl ReadModel {
     pub fn user(&self, instance: &InstanceId, user: &UserId) -> Option<UserView> {
         let key = StreamId::user(instance, user);
         let entry = self.entry(key.as_str())?;
+        Some(self.view_of(entry, user.clone()))
+    }
+
+    /// The view of the entry at `i` (an index from the list indexes).
+    pub(super) fn view_at(&self, i: u32) -> UserView {
+        let entry = &self.entries[i as usize];
+        let (_, user) = entry.ids();
+        let user = UserId::new(user).expect("the id was checked when the entry was made");
+        self.view_of(entry, user)
+    }
+
+    fn view_of(&self, entry: &Entry, user_id: UserId) -> UserView {
         let (profile, email) = entry.extra.as_deref().cloned().unwrap_or_default();
-        Some(UserView {
-            user_id: user.clone(),
+        UserView {
+            user_id,
             username: entry.username().to_owned(),
             resource_owner: self.orgs[entry.org as usize].clone(),
             state: entry.state,
@@ -256,7 +289,7 @@ impl ReadModel {
             failed_password_attempts: entry.failed[0].into(),
             failed_otp_attempts: entry.failed[1].into(),
             locked_until: entry.locked_until,
-        })
+        }
     }
 
     /// The users whose timed lock ends at or before `now`, with that end, earliest first (at
@@ -291,33 +324,30 @@ impl ReadModel {
 
     /// The entry of the user with stream name `key`.
     fn entry(&self, key: &str) -> Option<&Entry> {
-        let hash = self.hasher.hash_one(key);
-        let &i = self
-            .index
-            .find(hash, |&i| self.entries[i as usize].key() == key)?;
-        Some(&self.entries[i as usize])
+        Some(&self.entries[self.find(key)? as usize])
     }
 
-    /// The index in `entries` of the user with stream name `key`.
-    fn index_of(&self, key: &str) -> Option<u32> {
+    /// The index of the user with stream name `key`.
+    pub(super) fn find(&self, key: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
-        let entries = &self.entries;
         self.index
-            .find(hash, |&i| entries[i as usize].key() == key)
+            .find(hash, |&i| self.entries[i as usize].key() == key)
             .copied()
     }
 
-    /// Adds `entry`, or replaces the one with the same stream name (keeping its place).
+    /// Adds `entry`, or replaces the one with the same stream name (keeping its place); keeps
+    /// the list indexes in step.
     fn insert(&mut self, entry: Entry) {
         let Self {
             entries,
             index,
             hasher,
             timed_locks,
+            lists,
             ..
         } = self;
         let hash = hasher.hash_one(entry.key());
-        match index.entry(
+        let i = match index.entry(
             hash,
             |&i| entries[i as usize].key() == entry.key(),
             |&i| hasher.hash_one(entries[i as usize].key()),
@@ -327,14 +357,18 @@ impl ReadModel {
                 if let Some(until) = entries[i as usize].locked_until {
                     timed_locks.remove(&(until, i));
                 }
+                list::unindex(lists, entries, i);
                 entries[i as usize] = entry;
+                i
             }
             hash_table::Entry::Vacant(slot) => {
                 let i = u32::try_from(entries.len()).expect("fewer than 2^32 users");
                 entries.push(entry);
                 slot.insert(i);
+                i
             }
-        }
+        };
+        list::index(lists, entries, i);
     }
 
     fn intern(&mut self, org: OrgId) -> u32 {
@@ -357,6 +391,7 @@ impl ReadModel {
     /// its payload is parsed only when it carries data (a user added).
     pub fn apply_ref(&mut self, event: EventRef<'_>) {
         self.position = self.position.max(event.position);
+        self.last_created_at = Some(event.created_at);
         let name = event.stream;
         if StreamKind::of(name) != Some(StreamKind::User) {
             return;
@@ -395,10 +430,15 @@ impl ReadModel {
             });
             return;
         }
-        let Some(i) = self.index_of(name) else {
+        let Some(i) = self.find(name) else {
             warn!(stream = name, "event for a user never added; skipped");
             return;
         };
+        let state = state.unwrap_or(self.entries[i as usize].state);
+        let changed = self.entries[i as usize].state != state;
+        if changed {
+            list::unindex(&mut self.lists, &self.entries, i);
+        }
         let entry = &mut self.entries[i as usize];
         let slot = |method| match method {
             AuthMethod::Password => 0,
@@ -421,9 +461,7 @@ impl ReadModel {
             UserEvent::Locked(locked) => locked.locked_until,
             _ => None,
         };
-        if let Some(state) = state {
-            entry.state = state;
-        }
+        entry.state = state;
         entry.sequence = event.sequence;
         entry.position = event.position;
         entry.change_date = event.created_at;
@@ -435,6 +473,9 @@ impl ReadModel {
                 self.timed_locks.insert((new, i));
             }
             entry.locked_until = until;
+        }
+        if changed {
+            list::index(&mut self.lists, &self.entries, i);
         }
     }
 }

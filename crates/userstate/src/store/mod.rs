@@ -103,7 +103,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// so the event after position `p` is at `p + 1`. True for the memory, file and PostgreSQL
     /// stores; a backend whose positions have holes (KurrentDB) says false, and a projection
     /// then learns of new events only by reading them back (see
-    /// [`Projection::spawn_fed`](crate::Projection::spawn_fed)). Wrappers forward it.
+    /// [`Projection::listener`](crate::Projection::listener)). Wrappers forward it.
     fn dense_positions(&self) -> bool {
         true
     }

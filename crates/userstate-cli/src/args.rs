@@ -1,5 +1,6 @@
-//! Options shared by the commands that work on a store directly (not through the HTTP API):
-//! which store, and as whom.
+//! Command-line options shared by several commands, each defined once: which store
+//! (`--store`, `--data`; also `bench`'s), as whom (`--instance`, `--as`), and the output
+//! formats.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use userstate::{EventStore, InstanceId, Principal};
 
-use crate::store::open_store;
+use crate::store::{describe_store, open_store};
 
 /// Which store a command works on.
 #[derive(Clone, Debug, Args)]
@@ -29,6 +30,12 @@ impl StoreArgs {
     /// Opens the store.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         open_store(&self.store, &self.data).await
+    }
+
+    /// The store for an error message: `the file store in DATA/events`, `the memory store`,
+    /// or the server's URL without its password.
+    pub fn describe(&self) -> String {
+        describe_store(&self.store, &self.data)
     }
 }
 
@@ -64,7 +71,7 @@ impl ActorArgs {
     }
 }
 
-/// Output formats.
+/// Output formats of the commands that print users and events (`user`, `audit`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// An aligned table for people.
@@ -72,6 +79,36 @@ pub enum Format {
     Table,
     /// JSON (the SPEC.md wire form; JSON Lines for lists).
     Json,
-    /// Comma-separated values (lists only).
+    /// Comma-separated values: a header line, then one line per user or event.
     Csv,
+}
+
+/// Output formats of the commands that report on a whole store (`rebuild`, `verify`,
+/// `import`): text for people, or JSON for scripts (schemas in docs/CLI.md). Anything else is
+/// refused as a usage error (exit 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// JSON: one object per line.
+    Json,
+}
+
+/// `--format` of a reporting command, with `--json` as its shorthand.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct ReportFormatArgs {
+    /// Output format: `text`, or `json` (one object per line; docs/CLI.md).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Shorthand for `--format json`.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ReportFormatArgs {
+    /// Whether to print JSON.
+    pub fn json(&self) -> bool {
+        self.json || self.format == ReportFormat::Json
+    }
 }

@@ -1,0 +1,761 @@
+//! Listing users (SPEC.md "Listing users", ZITADEL's `ListUsers`): the query types, their
+//! meaning on one user ([`UserQuery::matches`]), the sort orders, and the indexes of the read
+//! model that answer a page without looking at every user.
+//!
+//! The indexes hold `u32` indices into the read model's entries (4 bytes per user per index,
+//! plus ~30 % slack in the chunks; docs/PERFORMANCE.md "Issue 23"):
+//! - per instance, every live (not removed) user in user-name order, for user-name prefix and
+//!   equality searches;
+//! - per (instance, organisation, live state), the users in user-name order and in creation
+//!   order, for the state and organisation filters and every sort column;
+//! - per (instance, live state), the same across organisations, for callers who may read every
+//!   organisation of the instance and name none (one stream per state, not per organisation).
+//!
+//! A list merges the groups its top-level state and organisation queries (and the caller's
+//! grants) select, in the requested order, and stops after the page; when those queries are
+//! all it has, the total is the sum of the groups' sizes. Other queries are checked on each
+//! candidate (and then the total needs every candidate counted). Not here: who may list (the
+//! projection passes the organisations a principal may read) and the wire forms.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::read_model::{Entry, ReadModel, UserView};
+use super::{Error, Permission, Principal};
+use crate::domain::{OrgId, UserState};
+
+/// The page size when a request asks for none (`limit: 0`).
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The largest page a request may ask for.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// How a text query compares (ZITADEL's `zitadel.object.v2.TextQueryMethod`). "Ignore case"
+/// compares the texts lower-cased character by character ([`char::to_lowercase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TextMethod {
+    /// The whole text.
+    Equals,
+    /// The whole text, ignoring case.
+    EqualsIgnoreCase,
+    /// A prefix.
+    StartsWith,
+    /// A prefix, ignoring case.
+    StartsWithIgnoreCase,
+    /// A substring.
+    Contains,
+    /// A substring, ignoring case.
+    ContainsIgnoreCase,
+    /// A suffix.
+    EndsWith,
+    /// A suffix, ignoring case.
+    EndsWithIgnoreCase,
+}
+
+impl TextMethod {
+    /// Every method, in the order of ZITADEL's enum numbers (0 to 7).
+    pub const ALL: [TextMethod; 8] = [
+        TextMethod::Equals,
+        TextMethod::EqualsIgnoreCase,
+        TextMethod::StartsWith,
+        TextMethod::StartsWithIgnoreCase,
+        TextMethod::Contains,
+        TextMethod::ContainsIgnoreCase,
+        TextMethod::EndsWith,
+        TextMethod::EndsWithIgnoreCase,
+    ];
+
+    /// Whether `value` matches the query text `text`.
+    pub fn matches(self, value: &str, text: &str) -> bool {
+        let ignore = || (fold(value), fold(text));
+        match self {
+            TextMethod::Equals => value == text,
+            TextMethod::StartsWith => value.starts_with(text),
+            TextMethod::Contains => value.contains(text),
+            TextMethod::EndsWith => value.ends_with(text),
+            TextMethod::EqualsIgnoreCase => {
+                let (v, t) = ignore();
+                v == t
+            }
+            TextMethod::StartsWithIgnoreCase => {
+                let (v, t) = ignore();
+                v.starts_with(&t)
+            }
+            TextMethod::ContainsIgnoreCase => {
+                let (v, t) = ignore();
+                v.contains(&t)
+            }
+            TextMethod::EndsWithIgnoreCase => {
+                let (v, t) = ignore();
+                v.ends_with(&t)
+            }
+        }
+    }
+
+    /// Whether every match starts with the text lower-cased (so the user-name index can find
+    /// the candidates by a range).
+    fn is_prefix(self) -> bool {
+        matches!(
+            self,
+            TextMethod::Equals
+                | TextMethod::EqualsIgnoreCase
+                | TextMethod::StartsWith
+                | TextMethod::StartsWithIgnoreCase
+        )
+    }
+
+    /// Whether the range of [`is_prefix`](Self::is_prefix) holds exactly the matches.
+    fn range_is_exact(self) -> bool {
+        self == TextMethod::StartsWithIgnoreCase
+    }
+}
+
+/// `text` lower-cased character by character (no context rules, so the fold of a prefix is a
+/// prefix of the fold).
+pub fn fold(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// Compares two texts by their folds without building them.
+fn fold_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        // The same order as the general path for ASCII, without decoding chars.
+        return a
+            .bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()));
+    }
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.chars().flat_map(char::to_lowercase))
+}
+
+/// One condition on a user (ZITADEL's `zitadel.user.v2.SearchQuery`, the parts userstate
+/// serves). Ids are kept as given: an id that is not well formed matches no user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserQuery {
+    /// The user is in this state.
+    State(UserState),
+    /// The user belongs to this organisation.
+    Organization(String),
+    /// The user name matches.
+    UserName {
+        /// The text compared with.
+        text: String,
+        /// How.
+        method: TextMethod,
+    },
+    /// The user's id is one of these.
+    InUserIds(Vec<String>),
+    /// At least one holds (none: false).
+    Or(Vec<UserQuery>),
+    /// Every one holds (none: true).
+    And(Vec<UserQuery>),
+    /// The query does not hold.
+    Not(Box<UserQuery>),
+}
+
+/// What a user is matched on.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The user's id.
+    pub user_id: &'a str,
+    /// Its user name (display form).
+    pub username: &'a str,
+    /// Its organisation.
+    pub org: &'a str,
+    /// Its state.
+    pub state: UserState,
+}
+
+impl UserQuery {
+    /// Whether `user` satisfies the query.
+    pub fn matches(&self, user: &Candidate<'_>) -> bool {
+        match self {
+            UserQuery::State(s) => user.state == *s,
+            UserQuery::Organization(o) => user.org == o,
+            UserQuery::UserName { text, method } => method.matches(user.username, text),
+            UserQuery::InUserIds(ids) => ids.iter().any(|id| id == user.user_id),
+            UserQuery::Or(qs) => qs.iter().any(|q| q.matches(user)),
+            UserQuery::And(qs) => qs.iter().all(|q| q.matches(user)),
+            UserQuery::Not(q) => !q.matches(user),
+        }
+    }
+}
+
+/// The column a list is sorted by (ZITADEL's `UserFieldName`, the columns userstate serves).
+/// Ties are broken by the user id, so every order is total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SortColumn {
+    /// The creation date (also when a request names no column).
+    #[default]
+    CreationDate,
+    /// The user name, compared lower-cased ([`fold`]), then as given.
+    UserName,
+    /// The state's number (`USER_STATE_ACTIVE` 1 … `USER_STATE_INITIAL` 5), then the creation
+    /// date.
+    State,
+}
+
+impl SortColumn {
+    /// The ascending order of two users by this column.
+    pub fn cmp(self, a: &UserView, b: &UserView) -> Ordering {
+        let by = match self {
+            SortColumn::UserName => name_cmp(&a.username, &b.username),
+            SortColumn::CreationDate => a.creation_date.cmp(&b.creation_date),
+            SortColumn::State => a
+                .state
+                .wire_number()
+                .cmp(&b.state.wire_number())
+                .then(a.creation_date.cmp(&b.creation_date)),
+        };
+        by.then_with(|| a.user_id.as_str().cmp(b.user_id.as_str()))
+    }
+}
+
+/// The user-name order: lower-cased, then as given.
+pub(super) fn name_cmp(a: &str, b: &str) -> Ordering {
+    fold_cmp(a, b).then_with(|| a.cmp(b))
+}
+
+/// A request for one page of users (ZITADEL's `ListUsersRequest`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    /// How many matches to skip.
+    pub offset: u64,
+    /// The page size: 0 for [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`].
+    pub limit: u32,
+    /// Ascending (else descending).
+    pub asc: bool,
+    /// The sort column.
+    pub sort: SortColumn,
+    /// Conditions that must all hold.
+    pub queries: Vec<UserQuery>,
+}
+
+impl ListRequest {
+    /// The page size this request stands for, or why it is refused.
+    pub fn page_size(&self) -> Result<usize, crate::domain::DomainError> {
+        match self.limit {
+            0 => Ok(DEFAULT_LIMIT as usize),
+            n if n <= MAX_LIMIT => Ok(n as usize),
+            n => Err(crate::domain::DomainError::InvalidArgument {
+                field: "query.limit",
+                reason: format!("is {n}, at most {MAX_LIMIT} is allowed"),
+            }),
+        }
+    }
+}
+
+/// One page of users (ZITADEL's `ListUsersResponse` without the wire forms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserList {
+    /// How many users match in all (only of the organisations the caller may read).
+    pub total: u64,
+    /// The page.
+    pub users: Vec<UserView>,
+    /// The read model's position when it answered (`processedSequence`).
+    pub position: u64,
+    /// `createdAt` of the last event the read model applied (`timestamp`).
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// A sorted list of entry indices in chunks of at most [`CHUNK`]: insert and remove cost a
+/// binary search and a copy of one chunk, a rank costs a pass over the chunk lengths.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SortedIds {
+    chunks: Vec<Vec<u32>>,
+    len: usize,
+}
+
+/// The most indices a chunk holds before it is split in two.
+const CHUNK: usize = 512;
+
+impl SortedIds {
+    /// How many indices are held.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Inserts `id`, ordered by `cmp`.
+    pub(super) fn insert(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) {
+        if self.chunks.is_empty() {
+            self.chunks.push(vec![id]);
+            self.len = 1;
+            return;
+        }
+        let c = self
+            .chunks
+            .partition_point(|ch| cmp(ch[ch.len() - 1], id) == Ordering::Less)
+            .min(self.chunks.len() - 1);
+        let last = c + 1 == self.chunks.len();
+        let chunk = &mut self.chunks[c];
+        let at = chunk.partition_point(|&x| cmp(x, id) == Ordering::Less);
+        chunk.insert(at, id);
+        if chunk.len() > CHUNK {
+            // Appending (as creation dates mostly do) leaves the chunk full; else halves it.
+            let appended = last && at == CHUNK;
+            let tail = chunk.split_off(if appended { CHUNK } else { CHUNK / 2 });
+            chunk.shrink_to(CHUNK);
+            self.chunks.insert(c + 1, tail);
+        }
+        self.len += 1;
+    }
+
+    /// Removes `id`, found by `cmp` (which must order it where it was inserted). Whether it
+    /// was there.
+    pub(super) fn remove(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) -> bool {
+        let c = self
+            .chunks
+            .partition_point(|ch| cmp(ch[ch.len() - 1], id) == Ordering::Less);
+        let Some(chunk) = self.chunks.get_mut(c) else {
+            return false;
+        };
+        let at = chunk.partition_point(|&x| cmp(x, id) == Ordering::Less);
+        if chunk.get(at) != Some(&id) {
+            return false;
+        }
+        chunk.remove(at);
+        if chunk.is_empty() {
+            self.chunks.remove(c);
+        }
+        self.len -= 1;
+        true
+    }
+
+    /// How many indices come before the first for which `before` is false (`before` must be
+    /// true for a prefix of the list and false after it).
+    pub(super) fn rank(&self, before: impl Fn(u32) -> bool) -> usize {
+        let c = self.chunks.partition_point(|ch| before(ch[ch.len() - 1]));
+        let skipped: usize = self.chunks[..c].iter().map(Vec::len).sum();
+        skipped
+            + self
+                .chunks
+                .get(c)
+                .map_or(0, |ch| ch.partition_point(|&x| before(x)))
+    }
+
+    /// The indices at ranks `from..to`, in order (reverse the iterator for descending).
+    pub(super) fn range(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        let to = to.min(self.len);
+        let mut slices = Vec::new();
+        let mut start = 0;
+        for ch in &self.chunks {
+            let end = start + ch.len();
+            if end > from && start < to {
+                let lo = from.saturating_sub(start);
+                let hi = ch.len() - end.saturating_sub(to);
+                slices.push(&ch[lo..hi]);
+            }
+            if end >= to {
+                break;
+            }
+            start = end;
+        }
+        slices.into_iter().flatten().copied()
+    }
+}
+
+/// Merges sorted streams of indices into one, by `cmp` (a k-way merge on a binary heap of the
+/// streams' heads).
+pub(super) struct Merge<I, F> {
+    heap: Vec<(u32, I)>,
+    cmp: F,
+}
+
+impl<I: Iterator<Item = u32>, F: Fn(u32, u32) -> Ordering> Merge<I, F> {
+    /// The merge of `streams`, each sorted by `cmp`.
+    pub(super) fn new(streams: impl IntoIterator<Item = I>, cmp: F) -> Self {
+        let mut merge = Self {
+            heap: Vec::new(),
+            cmp,
+        };
+        for mut s in streams {
+            if let Some(head) = s.next() {
+                merge.heap.push((head, s));
+                let last = merge.heap.len() - 1;
+                merge.sift_up(last);
+            }
+        }
+        merge
+    }
+
+    fn less(&self, a: usize, b: usize) -> bool {
+        (self.cmp)(self.heap[a].0, self.heap[b].0) == Ordering::Less
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.less(i, parent) {
+                break;
+            }
+            self.heap.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < self.heap.len() && self.less(l, least) {
+                least = l;
+            }
+            if r < self.heap.len() && self.less(r, least) {
+                least = r;
+            }
+            if least == i {
+                return;
+            }
+            self.heap.swap(i, least);
+            i = least;
+        }
+    }
+}
+
+impl<I: Iterator<Item = u32>, F: Fn(u32, u32) -> Ordering> Iterator for Merge<I, F> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        let top = self.heap.first_mut()?;
+        let out = top.0;
+        match top.1.next() {
+            Some(next) => top.0 = next,
+            None => {
+                self.heap.swap_remove(0);
+            }
+        }
+        if !self.heap.is_empty() {
+            self.sift_down(0);
+        }
+        Some(out)
+    }
+}
+
+/// The live states in the order of their numbers, and so of their groups.
+const LIVE: [UserState; 4] = [
+    UserState::Active,
+    UserState::Inactive,
+    UserState::Locked,
+    UserState::Initial,
+];
+
+/// The group of a state, `None` for a removed user (not listed, not indexed).
+fn slot(state: UserState) -> Option<usize> {
+    LIVE.iter().position(|&s| s == state)
+}
+
+/// The users of one (instance, organisation, state).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Group {
+    by_name: SortedIds,
+    by_creation: SortedIds,
+}
+
+/// The list indexes of one instance.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ListIndex {
+    /// Every live user, in user-name order.
+    by_name: SortedIds,
+    /// By live state ([`LIVE`]), across organisations.
+    states: [Group; 4],
+    /// By organisation (interned), then by live state ([`LIVE`]).
+    orgs: HashMap<u32, [Group; 4]>,
+}
+
+/// The user-name order of entries `a` and `b` (then by stream name, i.e. user id).
+fn by_name(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+    move |a, b| {
+        let (x, y) = (&entries[a as usize], &entries[b as usize]);
+        name_cmp(x.username(), y.username()).then_with(|| x.key().cmp(y.key()))
+    }
+}
+
+/// The creation order of entries `a` and `b` (then by stream name, i.e. user id).
+fn by_creation(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+    move |a, b| {
+        let (x, y) = (&entries[a as usize], &entries[b as usize]);
+        x.creation_date
+            .cmp(&y.creation_date)
+            .then_with(|| x.key().cmp(y.key()))
+    }
+}
+
+/// The ascending order of `sort` on entries (as [`SortColumn::cmp`] on views).
+fn order(entries: &[Entry], sort: SortColumn) -> impl Fn(u32, u32) -> Ordering + '_ {
+    move |a, b| {
+        let (x, y) = (&entries[a as usize], &entries[b as usize]);
+        let by = match sort {
+            SortColumn::UserName => name_cmp(x.username(), y.username()),
+            SortColumn::CreationDate => x.creation_date.cmp(&y.creation_date),
+            SortColumn::State => x
+                .state
+                .wire_number()
+                .cmp(&y.state.wire_number())
+                .then(x.creation_date.cmp(&y.creation_date)),
+        };
+        by.then_with(|| x.key().cmp(y.key()))
+    }
+}
+
+/// Adds entry `i` to the list indexes, if it is live.
+pub(super) fn index(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+    let entry = &entries[i as usize];
+    let Some(k) = slot(entry.state) else {
+        return;
+    };
+    let (instance, _) = entry.ids();
+    let lists = match lists.get_mut(instance) {
+        Some(lists) => lists,
+        None => lists.entry(instance.into()).or_default(),
+    };
+    lists.by_name.insert(i, by_name(entries));
+    let group = &mut lists.states[k];
+    group.by_name.insert(i, by_name(entries));
+    group.by_creation.insert(i, by_creation(entries));
+    let group = &mut lists.orgs.entry(entry.org).or_default()[k];
+    group.by_name.insert(i, by_name(entries));
+    group.by_creation.insert(i, by_creation(entries));
+}
+
+/// Removes entry `i` from the list indexes (before its state or data changes).
+pub(super) fn unindex(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+    let entry = &entries[i as usize];
+    let Some(k) = slot(entry.state) else {
+        return;
+    };
+    let (instance, _) = entry.ids();
+    let Some(lists) = lists.get_mut(instance) else {
+        return;
+    };
+    lists.by_name.remove(i, by_name(entries));
+    lists.states[k].by_name.remove(i, by_name(entries));
+    lists.states[k].by_creation.remove(i, by_creation(entries));
+    if let Some(groups) = lists.orgs.get_mut(&entry.org) {
+        groups[k].by_name.remove(i, by_name(entries));
+        groups[k].by_creation.remove(i, by_creation(entries));
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many lists of this thread merged the groups across organisations (0) and per
+    /// organisation (1), so the tests can tell they reach both.
+    pub(super) static MERGES: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0; 2]) };
+}
+
+/// Where a list's candidates come from.
+enum Source<'a> {
+    /// These ids.
+    Ids(&'a [String]),
+    /// The user-name range `from..to` of the instance's index.
+    Names(usize, usize),
+    /// The groups of these organisations and states.
+    Groups,
+}
+
+impl ReadModel {
+    /// One page of the users of `principal`'s instance that match `request`, of the
+    /// organisations on which it holds `user.read` (the others are left out, not refused);
+    /// removed users are never listed.
+    pub fn list(&self, principal: &Principal, request: &ListRequest) -> Result<UserList, Error> {
+        let limit = request.page_size()?;
+        let offset = usize::try_from(request.offset).unwrap_or(usize::MAX);
+        let mut answer = UserList {
+            total: 0,
+            users: Vec::new(),
+            position: self.position(),
+            timestamp: self.last_created_at(),
+        };
+        let Some(lists) = self.lists.get(principal.instance.as_str()) else {
+            return Ok(answer);
+        };
+        let all_orgs = principal.instance_grants.contains(&Permission::UserRead);
+        let mut orgs: Vec<u32> = match all_orgs {
+            true => lists.orgs.keys().copied().collect(),
+            false => principal
+                .org_grants
+                .iter()
+                .filter(|(_, p)| p.contains(&Permission::UserRead))
+                .filter_map(|(o, _)| self.org_index.get(o).copied())
+                .filter(|o| lists.orgs.contains_key(o))
+                .collect(),
+        };
+        let mut states = [true; 4];
+        // Whether the groups hold exactly the matches (only state and organisation queries).
+        let mut exact = true;
+        let mut ids: Option<&[String]> = None;
+        let mut name: Option<(&str, TextMethod)> = None;
+        for q in &request.queries {
+            match q {
+                UserQuery::State(s) => {
+                    let k = slot(*s);
+                    for (j, on) in states.iter_mut().enumerate() {
+                        *on &= Some(j) == k;
+                    }
+                }
+                UserQuery::Organization(o) => {
+                    let i = OrgId::new(o.as_str())
+                        .ok()
+                        .and_then(|o| self.org_index.get(&o).copied());
+                    orgs.retain(|&x| Some(x) == i);
+                }
+                UserQuery::InUserIds(v) => {
+                    exact = false;
+                    if ids.is_none_or(|cur| v.len() < cur.len()) {
+                        ids = Some(v);
+                    }
+                }
+                UserQuery::UserName { text, method } if method.is_prefix() => {
+                    exact = false;
+                    name = name.or(Some((text.as_str(), *method)));
+                }
+                _ => exact = false,
+            }
+        }
+        // Whether the caller reads, and the queries keep, every organisation of the instance
+        // (`orgs` holds each at most once): then the groups across organisations hold the
+        // same users as the per-organisation ones, in one stream per state.
+        let every_org = orgs.len() == lists.orgs.len();
+        let groups: Vec<&Group> = match every_org {
+            true => (0..4)
+                .filter(|&k| states[k])
+                .map(|k| &lists.states[k])
+                .collect(),
+            false => {
+                orgs.sort_unstable();
+                orgs.iter()
+                    .flat_map(|o| {
+                        let groups = &lists.orgs[o];
+                        (0..4).filter(|&k| states[k]).map(move |k| &groups[k])
+                    })
+                    .collect()
+            }
+        };
+        let group_total: usize = groups.iter().map(|g| g.by_name.len()).sum();
+        let source = match (ids, name) {
+            (Some(ids), _) => Source::Ids(ids),
+            (None, Some((text, method))) => {
+                let prefix = fold(text);
+                let from = lists
+                    .by_name
+                    .rank(|i| fold_cmp(self.entries[i as usize].username(), &prefix).is_lt());
+                let to = lists.by_name.rank(|i| {
+                    let name = self.entries[i as usize].username();
+                    fold_cmp(name, &prefix).is_lt() || fold(name).starts_with(&prefix)
+                });
+                if to - from < group_total {
+                    // The range holds exactly the matches for a case-insensitive prefix, the
+                    // only query, of a caller who reads every organisation.
+                    exact = method.range_is_exact() && request.queries.len() == 1 && all_orgs;
+                    Source::Names(from, to)
+                } else {
+                    Source::Groups
+                }
+            }
+            (None, None) => Source::Groups,
+        };
+        let ascending = order(&self.entries, request.sort);
+        let cmp = |a: u32, b: u32| match request.asc {
+            true => ascending(a, b),
+            false => ascending(b, a),
+        };
+        let readable: HashSet<u32> = match every_org {
+            true => HashSet::new(),
+            false => orgs.iter().copied().collect(),
+        };
+        let keep = |i: u32| {
+            let e = &self.entries[i as usize];
+            let (_, user_id) = e.ids();
+            let candidate = Candidate {
+                user_id,
+                username: e.username(),
+                org: self.orgs[e.org as usize].as_str(),
+                state: e.state,
+            };
+            slot(e.state).is_some()
+                && (every_org || readable.contains(&e.org))
+                && request.queries.iter().all(|q| q.matches(&candidate))
+        };
+        let page = |total: usize, users: &mut dyn Iterator<Item = u32>| -> (u64, Vec<u32>) {
+            (total as u64, users.skip(offset).take(limit).collect())
+        };
+        let (total, page) = match source {
+            Source::Ids(ids) => {
+                let prefix = format!("user:{}:", principal.instance);
+                let mut found: Vec<u32> = ids
+                    .iter()
+                    .filter_map(|id| self.find(&format!("{prefix}{id}")))
+                    .filter(|&i| keep(i))
+                    .collect();
+                found.sort_unstable_by(|&a, &b| cmp(a, b));
+                found.dedup();
+                page(found.len(), &mut found.into_iter())
+            }
+            Source::Names(from, to) if exact => {
+                let mut range: Box<dyn Iterator<Item = u32>> = match request.asc {
+                    true => Box::new(lists.by_name.range(from, to)),
+                    false => Box::new(lists.by_name.range(from, to).rev()),
+                };
+                if request.sort == SortColumn::UserName {
+                    page(to - from, &mut range)
+                } else {
+                    let mut all: Vec<u32> = range.collect();
+                    all.sort_unstable_by(|&a, &b| cmp(a, b));
+                    page(all.len(), &mut all.into_iter())
+                }
+            }
+            Source::Names(from, to) => {
+                let mut all: Vec<u32> =
+                    lists.by_name.range(from, to).filter(|&i| keep(i)).collect();
+                all.sort_unstable_by(|&a, &b| cmp(a, b));
+                page(all.len(), &mut all.into_iter())
+            }
+            Source::Groups => {
+                #[cfg(test)]
+                MERGES.with(|m| {
+                    let mut n = m.get();
+                    n[usize::from(!every_org)] += 1;
+                    m.set(n);
+                });
+                let streams = groups.iter().map(|g| {
+                    let list = match request.sort {
+                        SortColumn::UserName => &g.by_name,
+                        SortColumn::CreationDate | SortColumn::State => &g.by_creation,
+                    };
+                    let it: Box<dyn Iterator<Item = u32>> = match request.asc {
+                        true => Box::new(list.range(0, list.len())),
+                        false => Box::new(list.range(0, list.len()).rev()),
+                    };
+                    it
+                });
+                let mut merged = Merge::new(streams, cmp);
+                if exact {
+                    page(group_total, &mut merged)
+                } else {
+                    let mut total = 0;
+                    let mut users = Vec::new();
+                    for i in merged.filter(|&i| keep(i)) {
+                        if total >= offset && users.len() < limit {
+                            users.push(i);
+                        }
+                        total += 1;
+                    }
+                    (total as u64, users)
+                }
+            }
+        };
+        answer.total = total;
+        answer.users = page.into_iter().map(|i| self.view_at(i)).collect();
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;
