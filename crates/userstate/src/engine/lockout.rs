@@ -263,6 +263,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// How long [`LockExpiry`] leaves a lock it tried alone (the projection is catching up on what
 /// won, or the store refused).
 const RETRY: Duration = Duration::from_secs(1);
+/// The shortest wait between two rounds of [`LockExpiry`].
+const FLOOR: Duration = Duration::from_millis(50);
 /// Locks unlocked per round at most.
 const BATCH: usize = 1024;
 
@@ -332,13 +334,14 @@ async fn run(engine: Engine, projection: Arc<Projection>) {
             tried.insert(key, tokio::time::Instant::now() + RETRY);
         }
         // Until the next end, if it comes before the next tick (ends already passed were
-        // tried above, and wait for `RETRY`).
+        // tried above, and wait for `RETRY`), but never less than `FLOOR`: an end that is
+        // about due does not wake the loop every millisecond while the projection catches up.
         let mut wait = TICK;
         if let Some(Ok(until)) = projection
             .next_lock_end()
             .map(|next| (next - Utc::now()).to_std())
         {
-            wait = wait.min(until.max(Duration::from_millis(1)));
+            wait = wait.min(until.max(FLOOR));
         }
         tokio::time::sleep(wait).await;
     }
