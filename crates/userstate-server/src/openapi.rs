@@ -17,7 +17,8 @@ use crate::http::routes;
         routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
         routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,
-        routes::unlock_user_v3,
+        routes::unlock_user_v3, routes::authentication_failed, routes::authentication_succeeded,
+        routes::get_lockout_policy, routes::set_lockout_policy,
     ),
     modifiers(&BearerAuth),
     tags((name = "v2", description = "zitadel.user.v2"),
@@ -61,6 +62,7 @@ mod tests {
                     Verb::Get => &item.get,
                     Verb::Post => &item.post,
                     Verb::Delete => &item.delete,
+                    Verb::Put => &item.put,
                 };
                 assert!(operation.is_some(), "{:?} {}", route.verb, route.path);
                 documented += 1;
@@ -74,6 +76,7 @@ mod tests {
                 usize::from(item.get.is_some())
                     + usize::from(item.post.is_some())
                     + usize::from(item.delete.is_some())
+                    + usize::from(item.put.is_some())
             })
             .sum();
         assert_eq!(documented, in_doc);

@@ -15,8 +15,9 @@
 
 use serde::Serialize;
 use userstate::{
-    AsOf, AuditState, Details, DomainError, ListRequest, LockFor, RecordedEvent, UserCommand,
-    UserId, UserList, UserView,
+    AsOf, AuditState, AuthMethod, AuthOutcome, Details, DomainError, ListRequest, LockFor,
+    LockoutPolicy, OrgId, PolicyDetails, PolicyView, RecordedEvent, UserCommand, UserId, UserList,
+    UserView,
 };
 
 use crate::caller::Caller;
@@ -121,6 +122,65 @@ pub async fn lock_for(
         .await
 }
 
+/// Reads the `method` of an authentication report: `"password"` (also when absent) or `"otp"`.
+pub fn auth_method(value: Option<&serde_json::Value>) -> Result<AuthMethod, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(AuthMethod::Password),
+        Some(serde_json::Value::String(m)) if m == "password" => Ok(AuthMethod::Password),
+        Some(serde_json::Value::String(m)) if m == "otp" => Ok(AuthMethod::Otp),
+        Some(other) => Err(DomainError::InvalidArgument {
+            field: "method",
+            reason: format!("is {other}, expected \"password\" or \"otp\""),
+        }
+        .into()),
+    }
+}
+
+/// Records the identity backend's check of `user` by `method` as `caller`: a failure
+/// (`failed`; the one that reaches the lockout policy's maximum also locks the user) or a
+/// success (the method's failures forgotten).
+pub async fn report_authentication(
+    service: &UserService,
+    caller: &Caller,
+    user: UserId,
+    method: AuthMethod,
+    failed: bool,
+) -> Result<Details, ApiError> {
+    let outcome = AuthOutcome {
+        user_id: user,
+        method,
+        now: chrono::Utc::now(),
+    };
+    let command = match failed {
+        true => UserCommand::AuthFailed(outcome),
+        false => UserCommand::AuthSucceeded(outcome),
+    };
+    service
+        .execute(&caller.principal, &caller.meta, command)
+        .await
+}
+
+/// The lockout policy in force for `org` (the instance's when `None`) as `caller` reads it.
+pub async fn get_lockout_policy(
+    service: &UserService,
+    caller: &Caller,
+    org: Option<&OrgId>,
+) -> Result<PolicyView, ApiError> {
+    service.get_lockout_policy(&caller.principal, org).await
+}
+
+/// Sets the lockout policy of `org` (the instance's when `None`) as `caller`.
+pub async fn set_lockout_policy(
+    service: &UserService,
+    caller: &Caller,
+    org: Option<&OrgId>,
+    policy: LockoutPolicy,
+) -> Result<PolicyDetails, ApiError> {
+    service
+        .set_lockout_policy(&caller.principal, &caller.meta, org, policy)
+        .await
+}
+
 /// Adds a human user as `caller` (the id is generated or derived when absent, see
 /// [`UserService::add_human_user`]).
 pub async fn add_human_user(
@@ -191,6 +251,15 @@ pub enum Kind {
     StateAsOf,
     /// One of the state commands.
     State(StateCommand),
+    /// The identity backend reports a failed check (ours, REST only; SPEC.md "Lockout policy
+    /// and timed locks").
+    AuthFailed,
+    /// The identity backend reports a successful check (ours, REST only).
+    AuthSucceeded,
+    /// Read the lockout policy in force (ours, REST only).
+    GetLockoutPolicy,
+    /// Set the instance's or an organisation's lockout policy (ours, REST only).
+    SetLockoutPolicy,
 }
 
 /// An HTTP method of a REST route.
@@ -202,6 +271,8 @@ pub enum Verb {
     Post,
     /// `DELETE`.
     Delete,
+    /// `PUT`.
+    Put,
 }
 
 /// One REST route of an operation.
@@ -323,6 +394,46 @@ pub const OPERATIONS: &[Operation] = &[
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/users/{userId}/state",
+            alias: false,
+        }]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::AuthFailed,
+        name: "authentication failed",
+        permission: "user.write",
+        rpc: None,
+        v2: Some(&[post("/v2/users/{userId}/authentication/failed")]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::AuthSucceeded,
+        name: "authentication succeeded",
+        permission: "user.write",
+        rpc: None,
+        v2: Some(&[post("/v2/users/{userId}/authentication/succeeded")]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::GetLockoutPolicy,
+        name: "get lockout policy",
+        permission: "user.read",
+        rpc: None,
+        v2: Some(&[Route {
+            verb: Verb::Get,
+            path: "/v2/policies/lockout",
+            alias: false,
+        }]),
+        v3alpha: None,
+    },
+    Operation {
+        kind: Kind::SetLockoutPolicy,
+        name: "set lockout policy",
+        permission: "user.write",
+        rpc: None,
+        v2: Some(&[Route {
+            verb: Verb::Put,
+            path: "/v2/policies/lockout",
             alias: false,
         }]),
         v3alpha: None,

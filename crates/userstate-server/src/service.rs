@@ -15,8 +15,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use userstate::{
     AddUser, AsOf, AuditState, Context, Details, DomainError, Email, Engine, EventStore,
-    InstanceId, ListRequest, LockExpiry, OrgId, Principal, Profile, Projection, RecordedEvent,
-    UserCommand, UserId, UserList, UserView,
+    InstanceId, ListRequest, LockExpiry, LockoutPolicy, OrgId, PolicyDetails, PolicyView,
+    Principal, Profile, Projection, RecordedEvent, UserCommand, UserId, UserList, UserView,
 };
 
 use crate::status::ApiError;
@@ -144,6 +144,33 @@ impl UserService {
             idempotency_key: meta.idempotency_key.clone(),
         };
         let details = self.engine.execute(&ctx, command).await?;
+        self.remember(principal, details.position);
+        Ok(details)
+    }
+
+    /// The lockout policy in force for `org` (the instance's when `None`), as `principal`.
+    pub async fn get_lockout_policy(
+        &self,
+        principal: &Principal,
+        org: Option<&OrgId>,
+    ) -> Result<PolicyView, ApiError> {
+        Ok(self.engine.get_lockout_policy(principal, org).await?)
+    }
+
+    /// Sets the lockout policy of `org` (the instance's when `None`), as `principal`.
+    pub async fn set_lockout_policy(
+        &self,
+        principal: &Arc<Principal>,
+        meta: &RequestMeta,
+        org: Option<&OrgId>,
+        policy: LockoutPolicy,
+    ) -> Result<PolicyDetails, ApiError> {
+        let ctx = Context {
+            principal: Arc::clone(principal),
+            correlation_id: meta.correlation_id.clone(),
+            idempotency_key: meta.idempotency_key.clone(),
+        };
+        let details = self.engine.set_lockout_policy(&ctx, org, policy).await?;
         self.remember(principal, details.position);
         Ok(details)
     }

@@ -211,6 +211,14 @@ pub struct UserJson<D> {
     pub username: String,
     /// Human data.
     pub human: HumanJson,
+    /// Failed password and OTP checks in a row (ours; SPEC.md "Lockout policy and timed locks").
+    #[serde(default)]
+    #[schema(example = 0)]
+    pub failed_attempts: u32,
+    /// When the lock ends by itself (ours; only while locked with a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2025-03-05T21:44:22.038Z")]
+    pub locked_until: Option<String>,
 }
 
 /// Answer of `GET /v2/users/{userId}` and `GET /v3alpha/users/{userId}`.
@@ -234,6 +242,8 @@ impl<D: for<'a> From<&'a Details>> UserJson<D> {
                 profile: view.profile.as_ref().map(ProfileJson::from),
                 email: view.email.as_ref().map(EmailJson::from),
             },
+            failed_attempts: view.failed_attempts(),
+            locked_until: view.locked_until.map(timestamp),
         }
     }
 }
@@ -431,6 +441,83 @@ pub struct ErrorBody {
 /// Body of a command route: an empty object (or no body at all); unknown fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EmptyRequest {}
+
+/// Body of `LockUser`: no body, an empty object, or a duration after which the service unlocks
+/// the user by itself (ours).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockUserRequest {
+    /// A proto3 JSON duration; absent or `"0s"`: until unlocked by hand.
+    #[schema(example = "3600s")]
+    pub duration: Option<String>,
+}
+
+/// Body of `POST /v2/users/{userId}/authentication/failed` and `…/succeeded` (ours).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuthenticationRequest {
+    /// `password` (also when absent) or `otp`.
+    #[schema(example = "password")]
+    pub method: Option<String>,
+}
+
+/// A lockout policy (ours): the body of `PUT /v2/policies/lockout` (absent fields are 0, that
+/// is off) and part of the answer of `GET`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockoutPolicyJson {
+    /// Failed password checks in a row that lock the user (0: never).
+    #[schema(example = 3)]
+    pub max_password_attempts: u32,
+    /// Failed OTP checks in a row that lock the user (0: never).
+    #[schema(example = 5)]
+    pub max_otp_attempts: u32,
+    /// How long a lock by the policy lasts (`"0s"`: until unlocked by hand).
+    #[schema(example = "900s")]
+    pub lock_duration: String,
+    /// A failure this long after the previous one of its method counts from 1 again (`"0s"`:
+    /// never).
+    #[schema(example = "3600s")]
+    pub failure_reset_after: String,
+}
+
+impl From<&userstate::LockoutPolicy> for LockoutPolicyJson {
+    fn from(p: &userstate::LockoutPolicy) -> Self {
+        use userstate::domain::format_duration;
+        Self {
+            max_password_attempts: p.max_password_attempts,
+            max_otp_attempts: p.max_otp_attempts,
+            lock_duration: format_duration(p.lock_duration),
+            failure_reset_after: format_duration(p.failure_reset_after),
+        }
+    }
+}
+
+/// `details` of a lockout policy as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDetailsJson {
+    /// Sequence of the policy stream's last event (`"0"` for the default).
+    #[schema(example = "1")]
+    pub sequence: String,
+    /// When the policy was set (absent for the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2025-03-05T21:29:22.038Z")]
+    pub change_date: Option<String>,
+    /// The organisation, or the instance for the instance's policy and the default.
+    #[schema(example = "69629023906488334")]
+    pub resource_owner: String,
+}
+
+/// Answer of `GET /v2/policies/lockout` (ours).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockoutPolicyResponse {
+    /// Where the policy comes from.
+    pub details: PolicyDetailsJson,
+    /// The policy in force.
+    pub policy: LockoutPolicyJson,
+    /// `organization` (its own), `instance` (the instance's) or `default` (none set: all off).
+    #[schema(example = "instance")]
+    pub source: String,
+}
 
 #[cfg(test)]
 mod tests {

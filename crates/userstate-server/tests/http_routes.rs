@@ -54,7 +54,8 @@ async fn v2_lifecycle_through_every_route() {
             "human": {
                 "profile": {"givenName": "Alice", "familyName": "Doe"},
                 "email": {"email": "alice@example.com", "isVerified": true}
-            }
+            },
+            "failedAttempts": 0
         })
     );
     assert_eq!(got.body["details"]["creationDate"], date);

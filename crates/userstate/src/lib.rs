@@ -60,8 +60,9 @@ pub use domain::{
 };
 pub use engine::{
     AsOf, AuditState, Candidate, CommitListener, Context, Details, Engine, Error, ListRequest,
-    LockExpiry, Permission, PolicyView, Principal, Projection, ReadModel, SortColumn, TextMethod,
-    UserList, UserQuery, UserView, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT,
+    LockExpiry, Permission, PolicyDetails, PolicySource, PolicyView, Principal, Projection,
+    ReadModel, SortColumn, TextMethod, UserList, UserQuery, UserView, LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT,
 };
 pub use error::{Classified, ErrorKind};
 pub use store::{

@@ -8,10 +8,13 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use chrono::{DateTime, Utc};
-use userstate::{AsOf, DomainError, OrgId, UserId, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
+use userstate::{
+    AsOf, DomainError, LockoutPolicy, OrgId, PolicySource, UserId, LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT,
+};
 
 use super::extract::{CommandBody, JsonBody, UserIdPath};
 use super::response::with_position;
@@ -23,9 +26,10 @@ use crate::operations::{self, Api, ApiVersion, Kind, Route, StateCommand, V3Alph
 use crate::service::NewHumanUser;
 use crate::status::{ApiError, RequestError};
 use crate::wire::{
-    AddHumanUserRequest, AddHumanUserResponse, DetailsResponseV2, DetailsResponseV3, DetailsV2,
-    DetailsV3, ErrorBody, EventJson, GetUserResponse, HistoryResponse, ListUsersRequest,
-    ListUsersResponse, StateJson, StateResponse,
+    timestamp, AddHumanUserRequest, AddHumanUserResponse, AuthenticationRequest, DetailsResponseV2,
+    DetailsResponseV3, DetailsV2, DetailsV3, ErrorBody, EventJson, GetUserResponse,
+    HistoryResponse, ListUsersRequest, ListUsersResponse, LockUserRequest, LockoutPolicyJson,
+    LockoutPolicyResponse, PolicyDetailsJson, StateJson, StateResponse,
 };
 
 /// The handler of a route of the operation table ([`operations::OPERATIONS`]).
@@ -35,6 +39,7 @@ pub(super) fn handler(kind: Kind, api: Api, route: &Route) -> MethodRouter<AppSt
         Verb::Get => MethodFilter::GET,
         Verb::Post => MethodFilter::POST,
         Verb::Delete => MethodFilter::DELETE,
+        Verb::Put => MethodFilter::PUT,
     };
     match (kind, api) {
         (Kind::AddHumanUser, _) => on(filter, add_human_user),
@@ -53,6 +58,10 @@ pub(super) fn handler(kind: Kind, api: Api, route: &Route) -> MethodRouter<AppSt
         (Kind::State(Lock), Api::V3Alpha) => on(filter, lock_user_v3),
         (Kind::State(Unlock), Api::V3Alpha) => on(filter, unlock_user_v3),
         (Kind::State(Remove), Api::V3Alpha) => on(filter, remove_user_v3),
+        (Kind::AuthFailed, _) => on(filter, authentication_failed),
+        (Kind::AuthSucceeded, _) => on(filter, authentication_succeeded),
+        (Kind::GetLockoutPolicy, _) => on(filter, get_lockout_policy),
+        (Kind::SetLockoutPolicy, _) => on(filter, set_lockout_policy),
     }
 }
 
@@ -315,12 +324,17 @@ pub async fn user_state(
 macro_rules! command_route {
     ($summary:tt, $name:ident, $method:ident, $path:tt, $tag:tt, $variant:ident, $answer:ident,
      $version:ty) => {
+        command_route!($summary, $name, $method, $path, $tag, $variant, $answer, $version,
+            crate::wire::EmptyRequest, "An empty object, or no body");
+    };
+    ($summary:tt, $name:ident, $method:ident, $path:tt, $tag:tt, $variant:ident, $answer:ident,
+     $version:ty, $body:ty, $body_doc:tt) => {
         #[doc = $summary]
         #[utoipa::path($method, path = $path, tag = $tag,
             params(("userId" = String, Path, description = "The user's id"),
                 ("Idempotency-Key" = Option<String>, Header, description = "Retry key: a repeated request answers the first answer")),
-            request_body(content = Option<crate::wire::EmptyRequest>, content_type = "application/json",
-                description = "An empty object, or no body"),
+            request_body(content = Option<$body>, content_type = "application/json",
+                description = $body_doc),
             responses(
                 (status = 200, description = "Done", body = $answer,
                     headers(("x-userstate-position" = String, description = "Global position of the last event"))),
@@ -358,14 +372,16 @@ command_route!(
     V2
 );
 command_route!(
-    "Lock a user (active or initial -> locked).",
+    "Lock a user (active or initial -> locked), with a duration until the service unlocks it by itself (ours).",
     lock_user_v2,
     post,
     "/v2/users/{userId}/lock",
     "v2",
     Lock,
     DetailsResponseV2,
-    V2
+    V2,
+    LockUserRequest,
+    "No body, an empty object, or `{\"duration\": \"3600s\"}` (ours: a timed lock)"
 );
 command_route!(
     "Unlock a locked user (locked -> active).",
@@ -408,14 +424,16 @@ command_route!(
     V3Alpha
 );
 command_route!(
-    "Lock a user (active or initial -> locked).",
+    "Lock a user (active or initial -> locked), with a duration until the service unlocks it by itself (ours).",
     lock_user_v3,
     post,
     "/v3alpha/users/{userId}/lock",
     "v3alpha",
     Lock,
     DetailsResponseV3,
-    V3Alpha
+    V3Alpha,
+    LockUserRequest,
+    "No body, an empty object, or `{\"duration\": \"3600s\"}` (ours: a timed lock)"
 );
 command_route!(
     "Unlock a locked user (locked -> active).",
@@ -437,3 +455,168 @@ command_route!(
     DetailsResponseV3,
     V3Alpha
 );
+
+/// Reports the identity backend's check of a user (ours; SPEC.md "Lockout policy and timed
+/// locks"): answer 200 with the v2 `details` of the event(s) appended.
+async fn report_authentication(
+    state: &AppState,
+    caller: &Caller,
+    id: UserId,
+    body: CommandBody,
+    failed: bool,
+) -> Result<Response, ApiError> {
+    let method = operations::auth_method(body.0.get("method"))?;
+    let details =
+        operations::report_authentication(state.service(), caller, id, method, failed).await?;
+    Ok(with_position(
+        StatusCode::OK,
+        V2::json_command_answer(&details),
+        details.position,
+    ))
+}
+
+/// The identity backend's password or OTP check of a user failed (ours). The failure that
+/// reaches the lockout policy's maximum also locks the user (`lockedUntil` per the policy).
+#[utoipa::path(post, path = "/v2/users/{userId}/authentication/failed", tag = "v2",
+    params(("userId" = String, Path, description = "The user's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry key: a repeated request answers the first answer")),
+    request_body(content = Option<AuthenticationRequest>, content_type = "application/json",
+        description = "`{\"method\": \"password\"}` (also when absent) or `{\"method\": \"otp\"}`"),
+    responses(
+        (status = 200, description = "Recorded", body = DetailsResponseV2,
+            headers(("x-userstate-position" = String, description = "Global position of the last event"))),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn authentication_failed(
+    State(state): State<AppState>,
+    caller: Caller,
+    UserIdPath(id): UserIdPath,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    report_authentication(&state, &caller, id, body, true).await
+}
+
+/// The identity backend's password or OTP check of a user succeeded (ours): the method's
+/// failures in a row are forgotten.
+#[utoipa::path(post, path = "/v2/users/{userId}/authentication/succeeded", tag = "v2",
+    params(("userId" = String, Path, description = "The user's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry key: a repeated request answers the first answer")),
+    request_body(content = Option<AuthenticationRequest>, content_type = "application/json",
+        description = "No body, `{\"method\": \"password\"}` (the default) or `{\"method\": \"otp\"}`"),
+    responses(
+        (status = 200, description = "Recorded", body = DetailsResponseV2,
+            headers(("x-userstate-position" = String, description = "Global position of the last event"))),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn authentication_succeeded(
+    State(state): State<AppState>,
+    caller: Caller,
+    UserIdPath(id): UserIdPath,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    report_authentication(&state, &caller, id, body, false).await
+}
+
+/// The `orgId` query parameter of a policy route, if any.
+fn policy_org(uri: &Uri) -> Result<Option<OrgId>, ApiError> {
+    let params = query_params(uri)?;
+    Ok(params.get("orgId").cloned().map(OrgId::new).transpose()?)
+}
+
+/// The lockout policy in force for an organisation's users (`orgId`), or the instance's
+/// (ours; SPEC.md "Lockout policy and timed locks"). Needs `user.read` on the organisation, or
+/// instance-wide for the instance's.
+#[utoipa::path(get, path = "/v2/policies/lockout", tag = "v2",
+    params(("orgId" = Option<String>, Query, description = "The organisation (absent: the instance's policy)")),
+    responses(
+        (status = 200, description = "The policy in force", body = LockoutPolicyResponse),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_lockout_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let org = policy_org(&uri)?;
+    let view = operations::get_lockout_policy(state.service(), &caller, org.as_ref()).await?;
+    let owner = match (view.source, &org) {
+        (PolicySource::Organization, Some(org)) => org.to_string(),
+        _ => caller.principal.instance.to_string(),
+    };
+    let source = match view.source {
+        PolicySource::Organization => "organization",
+        PolicySource::Instance => "instance",
+        PolicySource::Default => "default",
+    };
+    let answer = LockoutPolicyResponse {
+        details: PolicyDetailsJson {
+            sequence: view.sequence.to_string(),
+            change_date: view.change_date.map(timestamp),
+            resource_owner: owner,
+        },
+        policy: LockoutPolicyJson::from(&view.policy),
+        source: source.to_owned(),
+    };
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Reads a policy body: counts as numbers (or decimal strings), durations as `"900s"`;
+/// absent fields are 0.
+fn lockout_policy_body(body: serde_json::Value) -> Result<LockoutPolicy, ApiError> {
+    let serde_json::Value::Object(mut fields) = body else {
+        return Err(RequestError::MalformedJson("expected a JSON object".into()).into());
+    };
+    for name in ["maxPasswordAttempts", "maxOtpAttempts"] {
+        if let Some(serde_json::Value::String(n)) = fields.get(name) {
+            let n = n.parse::<u32>().map_err(|_| DomainError::InvalidArgument {
+                field: name,
+                reason: format!("{n:?} is not a non-negative integer"),
+            })?;
+            fields.insert(name.to_owned(), n.into());
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+        DomainError::InvalidArgument {
+            field: "policy",
+            reason: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// Sets the lockout policy of an organisation (`orgId`, overriding the instance's) or of the
+/// instance (ours). Needs `user.write` on the organisation, or instance-wide for the
+/// instance's. Every change is an event (`policy.lockout.set`).
+#[utoipa::path(put, path = "/v2/policies/lockout", tag = "v2",
+    params(("orgId" = Option<String>, Query, description = "The organisation (absent: the instance's policy)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry key: a repeated request answers the first answer")),
+    request_body(content = LockoutPolicyJson, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set", body = DetailsResponseV2,
+            headers(("x-userstate-position" = String, description = "Global position of the event"))),
+        (status = "default", description = "Error (google.rpc.Status)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_lockout_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let org = policy_org(&uri)?;
+    let policy = lockout_policy_body(body.ok_or(RequestError::MissingBody)?)?;
+    let set =
+        operations::set_lockout_policy(state.service(), &caller, org.as_ref(), policy).await?;
+    let owner = match &org {
+        Some(org) => org.to_string(),
+        None => caller.principal.instance.to_string(),
+    };
+    let answer = DetailsResponseV2 {
+        details: DetailsV2 {
+            sequence: set.sequence.to_string(),
+            change_date: timestamp(set.change_date),
+            resource_owner: owner,
+            creation_date: timestamp(set.change_date),
+        },
+    };
+    Ok(with_position(StatusCode::OK, answer, set.position))
+}
