@@ -177,3 +177,43 @@ async fn the_scheduler_unlocks_a_timed_lock_once_and_leaves_a_manual_unlock_alon
     let u2 = engine.load(&inst("i1"), &uid("u2")).await.unwrap().events;
     assert_eq!(u2.last().unwrap().metadata.creator, "admin");
 }
+
+/// The list indexes follow the lockout fold: a check event keeps the user in its state's list,
+/// the policy's lock moves it to LOCKED and the system's unlock back to ACTIVE.
+#[tokio::test]
+async fn the_list_indexes_follow_failures_locks_and_expiry() {
+    let engine = engine();
+    engine
+        .execute(&admin(), add("u1", "alice", "o1"))
+        .await
+        .unwrap();
+    engine
+        .set_lockout_policy(&admin(), None, limit(2, 1))
+        .await
+        .unwrap();
+    let listed = |model: &ReadModel, state: UserState| -> Vec<String> {
+        let request = ListRequest {
+            queries: vec![UserQuery::State(state)],
+            ..ListRequest::default()
+        };
+        let list = model.list(&admin().principal, &request).unwrap();
+        assert_eq!(list.total as usize, list.users.len());
+        list.users.iter().map(|u| u.user_id.to_string()).collect()
+    };
+    let store = engine.store().clone();
+    engine.execute(&admin(), failed("u1")).await.unwrap();
+    let model = ReadModel::rebuild(&*store).await.unwrap();
+    assert_eq!(listed(&model, UserState::Active), ["u1"]);
+    assert!(listed(&model, UserState::Locked).is_empty());
+    engine.execute(&admin(), failed("u1")).await.unwrap();
+    let model = ReadModel::rebuild(&*store).await.unwrap();
+    assert!(listed(&model, UserState::Active).is_empty());
+    assert_eq!(listed(&model, UserState::Locked), ["u1"]);
+    let later = Utc::now() + chrono::TimeDelta::seconds(2);
+    let unlocked = engine.expire_lock(&inst("i1"), &uid("u1"), later).await;
+    assert!(unlocked.unwrap().is_some());
+    let model = ReadModel::rebuild(&*store).await.unwrap();
+    assert_eq!(listed(&model, UserState::Active), ["u1"]);
+    assert!(listed(&model, UserState::Locked).is_empty());
+    assert_eq!(model.next_lock_end(), None);
+}
