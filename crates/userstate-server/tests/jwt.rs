@@ -300,6 +300,28 @@ async fn a_jwt_is_authenticated_over_grpc_web_and_connect_too() {
     let refused = TestServer::answer(connect(expired)).await;
     assert_eq!(refused.status, 401, "{}", refused.text);
     assert_eq!(refused.body["code"], "unauthenticated", "{}", refused.text);
+
+    // gRPC-web (HTTP/1.1): GetUserByIdRequest { user_id: "u1" } in one data frame.
+    let grpc_web = |token: String| {
+        let mut frame = vec![0u8, 0, 0, 0, 4];
+        frame.extend_from_slice(&[0x0a, 0x02, b'u', b'1']);
+        s.client
+            .post(s.url("/zitadel.user.v2.UserService/GetUserByID"))
+            .bearer_auth(token)
+            .header("content-type", "application/grpc-web+proto")
+            .body(frame)
+    };
+    let ok = grpc_web(ed.sign(&claims("jwt-operator")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers().get("grpc-status").is_none_or(|v| v == "0"));
+    let body = ok.bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("grpc-status:0"));
+    let expired = ed.sign(&with(claims("jwt-operator"), "exp", json!(now() - 3600)));
+    let refused = grpc_web(expired).send().await.unwrap();
+    assert_eq!(refused.headers()["grpc-status"], "16");
     s.stop().await;
 }
 
@@ -418,4 +440,93 @@ async fn a_jwks_without_usable_keys_or_unreachable_stops_the_start() {
             .await
             .is_err()
     );
+}
+
+/// An RSA key made by the `openssl` command for this test (ring cannot generate RSA keys):
+/// its PKCS#1 DER private key and its public JWK.
+fn rsa_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, Value) {
+    let pem = dir.join(format!("{kid}.pem"));
+    let der = dir.join(format!("{kid}.der"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("the openssl command (RSA keys for the RS256 test)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (pem_s, der_s) = (pem.to_str().unwrap(), der.to_str().unwrap());
+    openssl(&["genrsa", "-out", pem_s, "2048"]);
+    openssl(&[
+        "rsa",
+        "-in",
+        pem_s,
+        "-traditional",
+        "-outform",
+        "DER",
+        "-out",
+        der_s,
+    ]);
+    let modulus = openssl(&["rsa", "-in", pem_s, "-noout", "-modulus"]);
+    let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+    let jwk = json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"});
+    (std::fs::read(der).unwrap(), jwk)
+}
+
+#[tokio::test]
+async fn rs256_tokens_of_an_rsa_jwk_are_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (der, jwk) = rsa_key(dir.path(), "rsa-1");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({"keys": [jwk.clone()]}).to_string()).unwrap();
+    let jwt = JwtAuthenticator::load(config(JwksSource::File(path), RefreshPolicy::default()))
+        .await
+        .unwrap();
+    let s = server_with(jwt).await;
+    with_user(&s).await;
+    let sign = |alg: Algorithm, claims: &Value, key: &EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    };
+    let key = EncodingKey::from_rsa_der(&der);
+    let good = sign(Algorithm::RS256, &claims("rsa-op"), &key);
+    let read = s.get("/v2/users/u1", &good).await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let expired = sign(
+        Algorithm::RS256,
+        &with(claims("rsa-op"), "exp", json!(now() - 3600)),
+        &key,
+    );
+    assert_401(
+        &s.get("/v2/users/u1", &expired).await,
+        "AUTH-invalid-token",
+        "expired RS256",
+    );
+    // Another RSA algorithm with the same key, and HMAC keyed with the public modulus or JWK.
+    let rs512 = sign(Algorithm::RS512, &claims("rsa-op"), &key);
+    assert_401(
+        &s.get("/v2/users/u1", &rs512).await,
+        "AUTH-invalid-token",
+        "RS512 on an RS256 key",
+    );
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+    for secret in [n, jwk.to_string().into_bytes()] {
+        let hs = sign(
+            Algorithm::HS256,
+            &claims("rsa-op"),
+            &EncodingKey::from_secret(&secret),
+        );
+        assert_401(
+            &s.get("/v2/users/u1", &hs).await,
+            "AUTH-invalid-token",
+            "HS256 keyed with the RSA public key",
+        );
+    }
+    s.stop().await;
 }
