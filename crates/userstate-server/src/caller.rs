@@ -2,7 +2,7 @@
 //! request's headers (HTTP [`HeaderMap`]) or metadata (gRPC [`MetadataMap`]), so a token, an
 //! idempotency key or a minimum position is read and refused the same way whatever the
 //! protocol. Every protocol authenticates with [`authenticate`] (the server's
-//! [`Authenticator`]) before it reads a body.
+//! [`Authenticator`](crate::auth::Authenticator)) before it reads a body.
 //!
 //! Not here: where the correlation id comes from. Each protocol keeps its own source (REST: the
 //! request-id layer; gRPC: `x-request-id` or a generated one) and passes it in.
