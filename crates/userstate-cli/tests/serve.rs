@@ -229,12 +229,16 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
     }
     stop(running);
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("refused-req-7"))
-        .unwrap_or_else(|| panic!("no line for the refused request in {log}"));
-    assert!(refused.contains("request not successful"), "{refused}");
+    // Two lines: why authentication failed, and the request's own line.
+    let lines = |what: &str| {
+        log.lines()
+            .find(|l| l.contains("refused-req-7") && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line for the refused request in {log}"))
+    };
+    assert!(lines("authentication failed").contains("unknown"), "{log}");
+    let refused = lines("request not successful");
     assert!(refused.contains("401"), "{refused}");
+    assert!(refused.contains("127.0.0.1:"), "client address: {refused}");
     assert!(
         !log.contains("answered-req-8"),
         "a successful request logged at info: {log}"
