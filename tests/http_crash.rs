@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use userstate::{FileStore, InstanceId, Principal};
 use userstate_server::auth::hash_token;
-use userstate_server::{Authenticator, Server, ServerConfig};
+use userstate_server::{Server, ServerConfig, StaticTokens};
 
 const CHILD_ENV: &str = "USERSTATE_HTTP_CHILD_DIR";
 const TOKEN: &str = "scenario-token";
@@ -32,7 +32,7 @@ fn child_server() {
     rt.block_on(async move {
         let store = Arc::new(FileStore::open(&dir).expect("open the file store"));
         let admin = Principal::system("scenario", InstanceId::new("default").unwrap());
-        let auth = Authenticator::new([(hash_token(TOKEN), admin)]).unwrap();
+        let auth = StaticTokens::new([(hash_token(TOKEN), admin)]).unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), store, auth);
         let server = Server::bind(config).await.expect("bind");
         println!("LISTENING {}", server.local_addr());

@@ -1,18 +1,21 @@
 //! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
-//! first-start admin token on an empty data directory), until SIGTERM or ctrl-c.
+//! first-start admin token on an empty data directory) and, optionally, JWTs verified against a
+//! JWKS, until SIGTERM or ctrl-c.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use tracing::{debug, info};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
+use userstate_server::jwt::{JwksSource, JwtAuthenticator, JwtConfig, RefreshPolicy};
 use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
 use userstate_server::tokens::load_or_bootstrap;
-use userstate_server::{shutdown_signal, Server, ServerConfig};
+use userstate_server::{shutdown_signal, Chain, Server, ServerConfig};
 
 use crate::store::open_store;
 
@@ -59,6 +62,16 @@ pub struct ServeArgs {
     /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
     #[arg(long, default_value = "60s", value_parser = parse_timeout, env = "USERSTATE_IDLE_TIMEOUT")]
     pub idle_timeout: Duration,
+    /// Also accept JWT bearer tokens whose `iss` is this (with --jwt-audience and --jwks).
+    #[arg(long, env = "USERSTATE_JWT_ISSUER", requires_all = ["jwt_audience", "jwks"])]
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`) a JWT must name.
+    #[arg(long, env = "USERSTATE_JWT_AUDIENCE", requires_all = ["jwt_issuer", "jwks"])]
+    pub jwt_audience: Option<String>,
+    /// The keys JWTs are signed with: a JWKS file, or an `https://` URL (cached, fetched again
+    /// after 5 minutes and on an unknown `kid`, at most every 10 s).
+    #[arg(long, env = "USERSTATE_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwks: Option<String>,
 }
 
 /// A timeout flag: a duration ([`parse_duration`]) other than zero.
@@ -99,8 +112,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = load_or_bootstrap(&args.data, args.tokens.as_deref())?;
     info!(tokens = tokens.authenticator.len(), file = %tokens.tokens_path.display(), "tokens loaded");
+    let mut authenticator = Chain::new().with(tokens.authenticator.shared());
+    if let (Some(issuer), Some(audience), Some(jwks)) =
+        (&args.jwt_issuer, &args.jwt_audience, &args.jwks)
+    {
+        let jwt = JwtAuthenticator::load(JwtConfig {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            jwks: JwksSource::parse(jwks),
+            refresh: RefreshPolicy::default(),
+        })
+        .await
+        .context("--jwks")?;
+        authenticator = authenticator.with(Arc::new(jwt));
+    }
     let store = open_store(&args.store, &args.data).await?;
-    let mut config = ServerConfig::new(args.listen, store, tokens.authenticator);
+    let mut config = ServerConfig::new(args.listen, store, authenticator);
     config.read_timeout = Duration::from_millis(args.read_timeout_ms);
     config.lag_limit = LagLimit {
         max_events: Some(args.max_lag_events),

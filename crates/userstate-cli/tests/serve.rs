@@ -229,12 +229,16 @@ async fn serve_creates_a_private_token_serves_and_restarts() {
     }
     stop(running);
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("refused-req-7"))
-        .unwrap_or_else(|| panic!("no line for the refused request in {log}"));
-    assert!(refused.contains("request not successful"), "{refused}");
+    // Two lines: why authentication failed, and the request's own line.
+    let lines = |what: &str| {
+        log.lines()
+            .find(|l| l.contains("refused-req-7") && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line for the refused request in {log}"))
+    };
+    assert!(lines("authentication failed").contains("unknown"), "{log}");
+    let refused = lines("request not successful");
     assert!(refused.contains("401"), "{refused}");
+    assert!(refused.contains("127.0.0.1:"), "client address: {refused}");
     assert!(
         !log.contains("answered-req-8"),
         "a successful request logged at info: {log}"
@@ -535,4 +539,91 @@ fn readme_and_first_start_examples_run_in_any_order_repeatedly() {
         assert!(answers[0]["userId"].is_string(), "{answers:?}");
     }
     stop(running);
+}
+
+/// `serve --jwt-issuer --jwt-audience --jwks FILE`: a JWT signed by a key of the file is served
+/// next to the first-start admin token, an expired one is 401, and the token text is in no log
+/// line; a JWKS that cannot be read stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_accepts_jwts_of_the_jwks_flags() {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let jwks = tmp.path().join("jwks.json");
+    let doc = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": x}]});
+    std::fs::write(&jwks, doc.to_string()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |exp: u64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        let claims = json!({"iss": "https://idp.test", "aud": "userstate", "sub": "robot",
+            "exp": exp, "urn:userstate:grants": {"instance": "default",
+            "instanceGrants": ["user.read", "user.write"]}});
+        let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let jwks_arg = jwks.display().to_string();
+    let flags = [
+        "--jwt-issuer",
+        "https://idp.test",
+        "--jwt-audience",
+        "userstate",
+        "--jwks",
+        jwks_arg.as_str(),
+    ];
+    let running = start_with(&data, true, &flags, None);
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    let good = sign(now + 600);
+    let add = json!({"userId": "j1", "username": "j1", "organization": {"orgId": "acme"}});
+    let (status, body, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v2/users/human"),
+        &good,
+        Some(add),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let admin = std::fs::read_to_string(token_file_from(&running.lines)).unwrap();
+    let url = format!("{base}/v2/users/j1");
+    let (status, _, _) = call(
+        &client,
+        reqwest::Method::GET,
+        url.clone(),
+        admin.trim(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let expired = sign(now - 3600);
+    let (status, body, _) = call(&client, reqwest::Method::GET, url, &expired, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["details"][0]["id"], "AUTH-invalid-token", "{body}");
+    let log = running.log.clone();
+    stop(running);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("authentication failed"), "{log}");
+    for token in [&good, &expired] {
+        assert!(!log.contains(token.as_str()), "a JWT in the log:\n{log}");
+    }
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("data2"))
+        .args(["--jwt-issuer", "i", "--jwt-audience", "a", "--jwks"])
+        .arg(tmp.path().join("absent.json"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("JWKS"), "{stderr}");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use userstate::{EventStore, FileStore, InstanceId, MemoryStore, Principal};
 use userstate_server::auth::hash_token;
-use userstate_server::{Authenticator, Server, ServerConfig};
+use userstate_server::{Server, ServerConfig, StaticTokens};
 
 #[tokio::main]
 async fn main() {
@@ -22,7 +22,7 @@ async fn main() {
         _ => Arc::new(FileStore::open(dir.path()).expect("file store")),
     };
     let principal = Principal::system("load", InstanceId::new("default").expect("id"));
-    let auth = Authenticator::new([(hash_token("load-token"), principal)]).expect("auth");
+    let auth = StaticTokens::new([(hash_token("load-token"), principal)]).expect("auth");
     let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), store, auth);
     let server = Server::bind(config).await.expect("bind");
     let base = format!("http://{}", server.local_addr());

@@ -1,18 +1,21 @@
 //! The caller of a request, for every front end: one [`Caller`] built by one function from the
 //! request's headers (HTTP [`HeaderMap`]) or metadata (gRPC [`MetadataMap`]), so a token, an
 //! idempotency key or a minimum position is read and refused the same way whatever the
-//! protocol. Connect authenticates with [`authenticate`] before it reads a body.
+//! protocol. Every protocol authenticates with [`authenticate`] (the server's
+//! [`Authenticator`](crate::auth::Authenticator)) before it reads a body.
 //!
 //! Not here: where the correlation id comes from. Each protocol keeps its own source (REST: the
 //! request-id layer; gRPC: `x-request-id` or a generated one) and passes it in.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use tonic::metadata::MetadataMap;
 use userstate::Principal;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Credentials};
+use crate::http::AppState;
 use crate::service::RequestMeta;
 use crate::status::{ApiError, RequestError};
 
@@ -52,20 +55,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of a request with `headers`: `principal` when the protocol already
-    /// authenticated it (the gRPC interceptor), otherwise the principal of `authorization`;
-    /// `idempotency-key` and `x-userstate-min-position` checked; `correlation_id` as the
-    /// protocol found it.
+    /// The caller of a request with `headers`, authenticated as `principal` (by
+    /// [`authenticate`]): `idempotency-key` and `x-userstate-min-position` checked;
+    /// `correlation_id` as the protocol found it.
     pub fn from_headers(
-        auth: &Authenticator,
         headers: &impl Headers,
-        principal: Option<Arc<Principal>>,
+        principal: Arc<Principal>,
         correlation_id: Option<String>,
     ) -> Result<Self, ApiError> {
-        let principal = match principal {
-            Some(principal) => principal,
-            None => authenticate(auth, headers)?,
-        };
         let idempotency_key = header_text(headers, IDEMPOTENCY_KEY_HEADER)?;
         let min_position = match header_text(headers, MIN_POSITION_HEADER)? {
             None => None,
@@ -85,17 +82,76 @@ impl Caller {
     }
 }
 
-/// The principal of `authorization: Bearer …`; a value that is not visible ASCII is an
-/// unknown token, no value a missing one.
-pub fn authenticate(
-    auth: &Authenticator,
-    headers: &impl Headers,
+/// The address of the client a request came from (a request extension the server sets per
+/// connection), for the log line of a refused request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Who a request authenticated as (or, refused, claimed to be when that is known): a request
+/// extension the request's log layer puts in and reads back for the log line of a 401 or 403.
+#[derive(Clone, Debug, Default)]
+pub struct SubjectSlot(Arc<OnceLock<String>>);
+
+impl SubjectSlot {
+    /// Notes the subject (the first note wins).
+    pub fn set(&self, subject: &str) {
+        let _ = self.0.set(subject.to_owned());
+    }
+
+    /// The subject noted, if any.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The principal of a request with `headers` and `extensions`, as the server's authenticator
+/// finds it; its refusal as the Unauthenticated [`ApiError`]. The one place every protocol
+/// authenticates: a refusal is counted (`userstate_auth_failures_total`) and logged with its
+/// reason, the subject when known, the client address and the request id — never the
+/// credential. The subject is noted in the request's [`SubjectSlot`] for its log line.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
 ) -> Result<Arc<Principal>, ApiError> {
-    let authorization = match headers.raw("authorization") {
-        None => None,
-        Some(raw) => Some(visible_ascii(raw).ok_or(RequestError::UnknownToken)?),
-    };
-    Ok(auth.authenticate(authorization)?)
+    let slot = extensions.get::<SubjectSlot>();
+    match state
+        .authenticator()
+        .authenticate(Credentials::new(headers))
+        .await
+    {
+        Ok(principal) => {
+            if let Some(slot) = slot {
+                slot.set(&principal.subject);
+            }
+            Ok(principal)
+        }
+        Err(error) => {
+            let reason = match &error {
+                AuthError::Missing => "missing",
+                AuthError::Unknown => "unknown",
+                AuthError::Rejected { .. } => "invalid",
+            };
+            state.metrics().auth_failed(reason);
+            let subject = error.subject();
+            if let (Some(slot), Some(subject)) = (slot, subject) {
+                slot.set(subject);
+            }
+            let client = extensions.get::<ClientAddr>().map(|c| c.0.to_string());
+            let request_id = headers
+                .get(crate::http::REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok());
+            tracing::info!(
+                reason,
+                error = %error,
+                subject,
+                client,
+                request_id,
+                "authentication failed"
+            );
+            Err(error.into())
+        }
+    }
 }
 
 /// A header's value as visible ASCII of at most [`MAX_HEADER_VALUE_LEN`] bytes (see

@@ -5,7 +5,9 @@
 //! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and graceful shutdown.
 //!
 //! The layers, so a second front end (gRPC) can reuse everything but the HTTP glue:
-//! - [`auth`]: bearer token -> [`Principal`](userstate::Principal), independent of axum;
+//! - [`auth`]: the pluggable [`Authenticator`]: request credentials ->
+//!   [`Principal`](userstate::Principal) (static token hashes, a [`Chain`], an embedder's own);
+//! - [`jwt`]: JWT bearer tokens verified against a JWKS (file or URL);
 //! - [`tokens`]: the tokens file (hashes only) and the first-start admin token;
 //! - [`caller`]: the one caller extractor (headers or gRPC metadata -> principal + request meta);
 //! - [`operations`]: the one operation table every front end is a skin over;
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod caller;
 pub mod grpc;
 pub mod http;
+pub mod jwt;
 pub mod metrics;
 pub mod openapi;
 pub mod operations;
@@ -34,7 +37,7 @@ pub mod status;
 pub mod tokens;
 pub mod wire;
 
-pub use auth::Authenticator;
+pub use auth::{AuthError, Authenticator, Chain, Credentials, StaticTokens};
 pub use caller::Caller;
 pub use http::{router, AppState};
 pub use server::{serve, shutdown_signal, ServeError, Server, ServerConfig};

@@ -18,6 +18,7 @@ use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    auth_failures: IntCounterVec,
     latency: HistogramVec,
     appends: HistogramVec,
     lag: IntGauge,
@@ -40,6 +41,15 @@ impl Metrics {
                 "HTTP requests by route, method and status",
             ),
             &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "userstate_auth_failures_total",
+                "Requests refused as unauthenticated (401 / code 16), by reason: missing, \
+                 unknown or invalid credential",
+            ),
+            &["reason"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
@@ -79,6 +89,7 @@ impl Metrics {
         .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures.clone()),
             Box::new(latency.clone()),
             Box::new(appends.clone()),
             Box::new(lag.clone()),
@@ -91,6 +102,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            auth_failures,
             latency,
             appends,
             lag,
@@ -98,6 +110,11 @@ impl Metrics {
             head,
             projected,
         }
+    }
+
+    /// Counts one failed authentication (`reason`: `missing`, `unknown` or `invalid`).
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
     }
 
     /// Records one finished HTTP request.

@@ -50,8 +50,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The event store.
     pub store: Arc<dyn EventStore>,
-    /// Who may call.
-    pub authenticator: Authenticator,
+    /// Who may call: the tokens file, JWTs, an embedder's own scheme, or a
+    /// [`Chain`](crate::auth::Chain) of several.
+    pub authenticator: Arc<dyn Authenticator>,
     /// How long reads wait for the read model.
     pub read_timeout: Duration,
     /// How far the read model may trail the store head before `/readyz` says not ready.
@@ -71,15 +72,17 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// A config with the default read timeout, lag limit, and SPEC.md's limits.
+    /// `authenticator`: a [`StaticTokens`](crate::StaticTokens), a [`Chain`](crate::Chain), or
+    /// any `Arc<dyn Authenticator>`.
     pub fn new(
         listen: SocketAddr,
         store: Arc<dyn EventStore>,
-        authenticator: Authenticator,
+        authenticator: impl Into<Arc<dyn Authenticator>>,
     ) -> Self {
         Self {
             listen,
             store,
-            authenticator,
+            authenticator: authenticator.into(),
             read_timeout: DEFAULT_READ_TIMEOUT,
             lag_limit: LagLimit::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,

@@ -65,6 +65,10 @@ pub enum RequestError {
     /// A token that is not in the tokens file.
     #[error("unknown or malformed bearer token")]
     UnknownToken,
+    /// A recognised token that is refused (expired, not yet valid, bad signature, wrong issuer
+    /// or audience, …): the reason, never the token.
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
     /// The body is not valid JSON for this route.
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
@@ -128,7 +132,9 @@ pub enum RequestError {
 impl Classified for RequestError {
     fn kind(&self) -> ErrorKind {
         match self {
-            RequestError::MissingToken | RequestError::UnknownToken => ErrorKind::Unauthenticated,
+            RequestError::MissingToken
+            | RequestError::UnknownToken
+            | RequestError::InvalidToken(_) => ErrorKind::Unauthenticated,
             RequestError::MalformedJson(_)
             | RequestError::MalformedMessage(_)
             | RequestError::UnsupportedContentType(_)
@@ -150,6 +156,7 @@ impl Classified for RequestError {
         match self {
             RequestError::MissingToken => "AUTH-missing-token",
             RequestError::UnknownToken => "AUTH-unknown-token",
+            RequestError::InvalidToken(_) => "AUTH-invalid-token",
             RequestError::MalformedJson(_) => "HTTP-malformed-json",
             RequestError::MalformedMessage(_) => "GRPC-malformed-message",
             RequestError::UnsupportedContentType(_) => "HTTP-unsupported-content-type",
@@ -168,7 +175,9 @@ impl Classified for RequestError {
 
     fn message_key(&self) -> &'static str {
         match self {
-            RequestError::MissingToken | RequestError::UnknownToken => "Errors.Token.Invalid",
+            RequestError::MissingToken
+            | RequestError::UnknownToken
+            | RequestError::InvalidToken(_) => "Errors.Token.Invalid",
             RequestError::MalformedJson(_)
             | RequestError::MalformedMessage(_)
             | RequestError::BodyUnreadable(_)

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use userstate::{InstanceId, OrgId, Permission, Principal};
 
-use crate::auth::{generate_token, hash_token, Authenticator};
+use crate::auth::{generate_token, hash_token, StaticTokens};
 
 /// The default tokens file name inside the data directory.
 pub const TOKENS_FILE: &str = "tokens.toml";
@@ -136,8 +136,8 @@ impl TokensFile {
     }
 
     /// An authenticator for every token of the file.
-    pub fn authenticator(&self, path: &Path) -> Result<Authenticator, TokensError> {
-        Authenticator::new(
+    pub fn authenticator(&self, path: &Path) -> Result<StaticTokens, TokensError> {
+        StaticTokens::new(
             self.tokens
                 .iter()
                 .map(|t| (t.sha256.clone(), t.principal())),
@@ -164,7 +164,7 @@ impl TokensFile {
 #[derive(Debug)]
 pub struct TokensSetup {
     /// The authenticator to serve with.
-    pub authenticator: Authenticator,
+    pub authenticator: StaticTokens,
     /// The tokens file in use.
     pub tokens_path: PathBuf,
     /// When a first-start admin token was created: the file holding it (mode 0600).
@@ -329,7 +329,10 @@ mod tests {
         let again = load_or_bootstrap(&data, None).unwrap();
         assert!(again.created_admin_token.is_none());
         let header = format!("Bearer {}", token.trim());
-        assert!(again.authenticator.authenticate(Some(&header)).is_ok());
+        assert!(again
+            .authenticator
+            .authenticate_value(Some(&header))
+            .is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use userstate::{
 };
 use userstate_server::auth::hash_token;
 use userstate_server::http::LagLimit;
-use userstate_server::{Authenticator, Server, ServerConfig};
+use userstate_server::{Server, ServerConfig, StaticTokens};
 
 async fn status_and_body(http: &reqwest::Client, url: String) -> (u16, String) {
     let response = http.get(url).send().await.unwrap();
@@ -68,7 +68,7 @@ async fn readyz_reports_not_ready_beyond_the_lag_limit() {
     // store's feed; commands and the head are unaffected.
     let store = Arc::new(SpyStore::new(Arc::new(MemoryStore::new())));
     let principal = Principal::system("op", InstanceId::new("default").unwrap());
-    let auth = Authenticator::new([(hash_token("tok"), principal)]).unwrap();
+    let auth = StaticTokens::new([(hash_token("tok"), principal)]).unwrap();
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), store.clone(), auth);
     config.lag_limit = LagLimit {
         max_events: Some(3),

@@ -9,7 +9,7 @@ use serde_json::json;
 use userstate::testkit::{Fault, FaultInjector};
 use userstate::{EventStore, FileStore, InstanceId, Principal};
 use userstate_server::auth::hash_token;
-use userstate_server::{Authenticator, Server, ServerConfig};
+use userstate_server::{Server, ServerConfig, StaticTokens};
 
 async fn readyz(http: &reqwest::Client, base: &str) -> u16 {
     let response = http.get(format!("{base}/readyz")).send().await.unwrap();
@@ -47,7 +47,7 @@ async fn readyz_is_not_ready_while_the_file_store_cannot_write_and_ready_once_re
             .unwrap(),
     );
     let principal = Principal::system("op", InstanceId::new("default").unwrap());
-    let auth = Authenticator::new([(hash_token("tok"), principal)]).unwrap();
+    let auth = StaticTokens::new([(hash_token("tok"), principal)]).unwrap();
     let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), store.clone(), auth);
     let server = Server::bind(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

@@ -118,10 +118,10 @@ impl Connect {
             }
         }
         // Authenticated before the body is read or decoded, as in every protocol (SPEC.md); the
-        // gRPC service authenticates and authorises the call again from the same header.
-        if let Err(e) = authenticate(self.state.authenticator(), &parts.headers) {
-            return Err(connect_error(&status_of(&e)));
-        }
+        // gRPC service takes the principal found here (a request extension) and authorises.
+        let principal = authenticate(&self.state, &parts.headers, &parts.extensions)
+            .await
+            .map_err(|e| connect_error(&status_of(&e)))?;
         let body = read_body(body)
             .await
             .map_err(|e| connect_error(&status_of(&e)))?;
@@ -131,7 +131,10 @@ impl Connect {
                 .map_err(|e| connect_error(&e))?
                 .into(),
         };
-        let grpc_request = grpc_request(&parts.uri, &parts.headers, &message);
+        let mut grpc_request = grpc_request(&parts.uri, &parts.headers, &message);
+        grpc_request
+            .extensions_mut()
+            .insert(super::metadata::Authenticated(principal));
         let response = self
             .grpc
             .clone()

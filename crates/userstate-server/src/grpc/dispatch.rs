@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::connect::Connect;
 use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
-use crate::http::{assign_request_id, REQUEST_ID_HEADER};
+use crate::http::{assign_request_id, Who, REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
@@ -129,6 +129,7 @@ impl ByContentType {
             // As for HTTP: the client's id or a new one, seen by the service (the events'
             // correlation id), the log line and the client (echoed in the answer's headers).
             let request_id = assign_request_id(req.headers_mut());
+            let who = Who::of(&mut req);
             // As for HTTP (see `http::layers::track`): successful calls only at `debug`.
             let span = tracing::debug_span!("grpc", path = %route,
                 request_id = %request_id.to_str().unwrap_or("-"));
@@ -151,7 +152,7 @@ impl ByContentType {
                         .insert(REQUEST_ID_HEADER, request_id.clone());
                     let latency = start.elapsed();
                     tracing::debug!(code, "gRPC call answered");
-                    log_unsuccessful(code, route, &request_id, latency);
+                    log_unsuccessful(code, route, &request_id, latency, &who);
                     metrics.observe_request(route, "GRPC", code, latency);
                     Ok(response.map(Body::new))
                 }
@@ -162,6 +163,7 @@ impl ByContentType {
             let metrics = self.metrics.clone();
             let route = metrics_route(req.uri().path());
             let request_id = assign_request_id(req.headers_mut());
+            let who = Who::of(&mut req);
             let span = tracing::debug_span!("connect", path = %route,
                 request_id = %request_id.to_str().unwrap_or("-"));
             Box::pin(async move {
@@ -176,6 +178,7 @@ impl ByContentType {
                     route,
                     &request_id,
                     start.elapsed(),
+                    &who,
                 );
                 metrics.observe_request(
                     route,
@@ -191,9 +194,16 @@ impl ByContentType {
     }
 }
 
-/// Logs a call answered with a non-OK status at `info`, with its request id; never metadata
-/// or bodies (as HTTP does, see `http::layers::track`).
-fn log_unsuccessful(code: u16, route: &str, request_id: &HeaderValue, latency: Duration) {
+/// Logs a call answered with a non-OK status at `info`, with its request id, client address
+/// and subject (when known); never metadata, tokens or bodies (as HTTP does, see
+/// `http::layers::track`).
+fn log_unsuccessful(
+    code: u16,
+    route: &str,
+    request_id: &HeaderValue,
+    latency: Duration,
+    who: &Who,
+) {
     if code != 0 {
         let request_id = request_id.to_str().unwrap_or("-");
         let latency_us = latency.as_micros() as u64;
@@ -201,6 +211,8 @@ fn log_unsuccessful(code: u16, route: &str, request_id: &HeaderValue, latency: D
             code,
             route,
             request_id,
+            subject = who.subject(),
+            client = who.client(),
             latency_us,
             "gRPC call not successful"
         );

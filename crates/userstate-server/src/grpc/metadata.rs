@@ -2,7 +2,13 @@
 //! [`tonic::Status`] (the one place), and the generic methods every state command and read of
 //! both services go through.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::future::Future;
+use std::pin::Pin;
+use tonic::server::NamedService;
 
 use prost::Message;
 use tonic::metadata::MetadataValue;
@@ -59,54 +65,89 @@ pub fn status_of(error: &ApiError) -> Status {
 }
 
 /// The principal [`Authenticate`] found, kept in the request's extensions for the method.
+/// Connect puts it there too when it authenticated the call before transcoding it (a client
+/// cannot set an extension).
 #[derive(Clone)]
-struct Authenticated(Arc<Principal>);
+pub(crate) struct Authenticated(pub(crate) Arc<Principal>);
 
-/// Authenticates `authorization: Bearer …` before the message is decoded: a tonic interceptor
-/// runs on the request's metadata before the generated server decodes the body, so a missing or
-/// bad token is Unauthenticated (16) whatever the body holds, in every encoding (protobuf or
-/// JSON, gRPC or gRPC-web). Each method then authorises its operation as before.
+/// Authenticates a gRPC call from its headers (metadata) before the message is decoded: it
+/// wraps a generated service, so a missing or bad token is Unauthenticated (16) whatever the
+/// body holds, in every encoding (protobuf or JSON, gRPC or gRPC-web). The server's
+/// [`Authenticator`](crate::auth::Authenticator) may be asynchronous (a JWKS refresh, an
+/// embedder's remote check). Each method then authorises its operation as before.
 #[derive(Clone)]
-pub(crate) struct Authenticate {
+pub(crate) struct Authenticate<S> {
     state: AppState,
+    inner: S,
 }
 
-impl Authenticate {
-    /// The interceptor on the server's state.
-    pub(crate) fn new(state: AppState) -> Self {
-        Self { state }
+impl<S> Authenticate<S> {
+    /// `inner` behind authentication on the server's state.
+    pub(crate) fn new(state: AppState, inner: S) -> Self {
+        Self { state, inner }
     }
 }
 
-impl tonic::service::Interceptor for Authenticate {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = authenticate(self.state.authenticator(), request.metadata())
-            .map_err(|e| status_of(&e))?;
-        request.extensions_mut().insert(Authenticated(principal));
-        Ok(request)
+impl<S: NamedService> NamedService for Authenticate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for Authenticate<S>
+where
+    S: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        // The clone is ready (tower's usual swap): `self.inner` was polled ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            if request.extensions().get::<Authenticated>().is_none() {
+                match authenticate(&state, request.headers(), request.extensions()).await {
+                    Ok(principal) => {
+                        request.extensions_mut().insert(Authenticated(principal));
+                    }
+                    Err(e) => return Ok(status_of(&e).into_http()),
+                }
+            }
+            inner.call(request).await
+        })
     }
 }
 
 /// The caller of `request` ([`Caller::from_headers`] on its metadata): the principal
-/// [`Authenticate`] found (authenticated here when the interceptor did not run), and
-/// `x-request-id` as the correlation id (generated when absent).
-pub(crate) fn caller<T>(state: &AppState, request: &Request<T>) -> Result<Caller, ApiError> {
+/// [`Authenticate`] found (authenticated here when it did not run), and `x-request-id` as the
+/// correlation id (generated when absent).
+pub(crate) async fn caller<T>(state: &AppState, request: &Request<T>) -> Result<Caller, ApiError> {
     let metadata = request.metadata();
-    let principal = request
-        .extensions()
-        .get::<Authenticated>()
-        .map(|Authenticated(principal)| principal.clone());
+    let principal = match request.extensions().get::<Authenticated>() {
+        Some(Authenticated(principal)) => principal.clone(),
+        None => {
+            let headers = metadata.clone().into_headers();
+            authenticate(state, &headers, request.extensions()).await?
+        }
+    };
     let correlation_id = header_text(metadata, REQUEST_ID_HEADER)
         .ok()
         .flatten()
         .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    Caller::from_headers(
-        state.authenticator(),
-        metadata,
-        principal,
-        Some(correlation_id),
-    )
+    Caller::from_headers(metadata, principal, Some(correlation_id))
 }
 
 /// An answer with the position metadata.
@@ -204,7 +245,7 @@ where
     Res: DetailsAnswer<A::Details>,
 {
     let run = async {
-        let caller = caller(state, &request)?;
+        let caller = caller(state, &request).await?;
         let id = UserId::new(request.into_inner().into_user_id())?;
         command.run(state.service(), &caller, id).await
     };
@@ -220,7 +261,7 @@ pub(crate) async fn read_user<Req: UserIdRequest>(
     state: &AppState,
     request: Request<Req>,
 ) -> Result<UserView, ApiError> {
-    let caller = caller(state, &request)?;
+    let caller = caller(state, &request).await?;
     let id = UserId::new(request.into_inner().into_user_id())?;
     operations::get_user(state.service(), &caller, &id).await
 }

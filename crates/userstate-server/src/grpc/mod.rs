@@ -7,7 +7,7 @@
 //! drains, then `NOT_SERVING` ([`GrpcHealth`]).
 //!
 //! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),
-//! the same tokens as HTTP, checked by an interceptor before the message is decoded), message ->
+//! the same as HTTP, checked by a service wrapper before the message is decoded), message ->
 //! [`UserCommand`](userstate::UserCommand) -> [`UserService`](crate::UserService), and failures
 //! -> [`tonic::Status`] through [`ApiError`](crate::ApiError), whose code comes from
 //! [`ErrorKind::grpc_code`](userstate::ErrorKind::grpc_code).
@@ -24,7 +24,6 @@ mod v3alpha;
 use axum::Router;
 use metadata::Authenticate;
 use tonic::server::NamedService;
-use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
@@ -123,15 +122,15 @@ pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
     }
     // The HTTP body limit applies to messages too; tonic refuses larger ones with OutOfRange.
     // Authentication runs before a message is decoded (metadata::Authenticate).
-    let v2 = InterceptedService::new(
+    let v2 = Authenticate::new(
+        state.clone(),
         UserServiceServer::new(v2::UserServiceV2::new(state.clone()))
             .max_decoding_message_size(MAX_BODY_BYTES),
-        Authenticate::new(state.clone()),
     );
-    let v3 = InterceptedService::new(
-        UserServiceV3AlphaServer::new(v3alpha::UsersV3Alpha::new(state.clone()))
+    let v3 = Authenticate::new(
+        state.clone(),
+        UserServiceV3AlphaServer::new(v3alpha::UsersV3Alpha::new(state))
             .max_decoding_message_size(MAX_BODY_BYTES),
-        Authenticate::new(state),
     );
     let mut routes = Routes::new(v2).add_service(v3).add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()

@@ -32,7 +32,7 @@ impl UserServiceV2 {
         &self,
         request: Request<AddHumanUserRequest>,
     ) -> Result<Response<AddHumanUserResponse>, ApiError> {
-        let caller = caller(&self.state, &request)?;
+        let caller = caller(&self.state, &request).await?;
         let body = request.into_inner();
         let org = match body.organization.and_then(|o| o.org) {
             Some(Org::OrgId(id)) => OrgId::new(id)?,
@@ -86,7 +86,7 @@ impl UserServiceV2 {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, ApiError> {
-        let caller = caller(&self.state, &request)?;
+        let caller = caller(&self.state, &request).await?;
         let body = request.into_inner();
         let sorting_column = body.sorting_column;
         let list =

@@ -10,7 +10,7 @@ use userstate::UserId;
 
 use super::layers::RequestId;
 use super::AppState;
-use crate::caller::Caller;
+use crate::caller::{authenticate, Caller};
 use crate::status::{ApiError, RequestError};
 
 /// The largest request body accepted, in bytes; larger ones are ResourceExhausted (429).
@@ -24,7 +24,8 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let correlation_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        Caller::from_headers(state.authenticator(), &parts.headers, None, correlation_id)
+        let principal = authenticate(state, &parts.headers, &parts.extensions).await?;
+        Caller::from_headers(&parts.headers, principal, correlation_id)
     }
 }
 

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::extract::MAX_HEADER_VALUE_LEN;
 use super::AppState;
+use crate::caller::{ClientAddr, SubjectSlot};
 
 /// The request id header: taken from the client when it is sane, generated otherwise, echoed
 /// on the response and stored as the events' correlation id.
@@ -59,11 +60,12 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     let method = req.method().clone();
     let span = tracing::debug_span!("request", %method, route, request_id = %id);
     req.extensions_mut().insert(RequestId(id));
+    let who = Who::of(&mut req);
     let start = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency = start.elapsed();
-    span.in_scope(|| log_request(status, method.as_str(), route, &header, latency));
+    span.in_scope(|| log_request(status, method.as_str(), route, &header, latency, &who));
     response.headers_mut().insert(REQUEST_ID_HEADER, header);
     state
         .metrics()
@@ -71,15 +73,47 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     response
 }
 
-/// Logs a finished request: 4xx or 5xx at `info` with its request id, others at `debug`;
-/// never headers or bodies. (A 5xx also has an `error` line with its cause, written where the
-/// error becomes a response.)
+/// Who sent a request, for its log line: the client's address and the subject it
+/// authenticated as (noted by [`authenticate`](crate::caller::authenticate) in the slot).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Who {
+    client: Option<ClientAddr>,
+    subject: SubjectSlot,
+}
+
+impl Who {
+    /// Puts a fresh subject slot in `req`'s extensions and keeps a handle on it.
+    pub(crate) fn of<B>(req: &mut axum::http::Request<B>) -> Self {
+        let who = Self {
+            client: req.extensions().get::<ClientAddr>().copied(),
+            subject: SubjectSlot::default(),
+        };
+        req.extensions_mut().insert(who.subject.clone());
+        who
+    }
+
+    /// The client address as log text.
+    pub(crate) fn client(&self) -> Option<String> {
+        self.client.map(|c| c.0.to_string())
+    }
+
+    /// The subject, when the request was authenticated or claimed one.
+    pub(crate) fn subject(&self) -> Option<&str> {
+        self.subject.get()
+    }
+}
+
+/// Logs a finished request: 4xx or 5xx at `info` with its request id, client address and
+/// subject (when known: a 403's always is), others at `debug`; never headers, tokens or
+/// bodies. (A 5xx also has an `error` line with its cause, written where the error becomes a
+/// response.)
 pub(crate) fn log_request(
     status: u16,
     method: &str,
     route: &str,
     request_id: &HeaderValue,
     latency: Duration,
+    who: &Who,
 ) {
     let request_id = request_id.to_str().unwrap_or("-");
     let latency_us = latency.as_micros() as u64;
@@ -89,6 +123,8 @@ pub(crate) fn log_request(
             method,
             route,
             request_id,
+            subject = who.subject(),
+            client = who.client(),
             latency_us,
             "request not successful"
         );

@@ -25,7 +25,7 @@ pub use crate::caller::Caller;
 pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
 pub use lag::{Lag, LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 pub use layers::REQUEST_ID_HEADER;
-pub(crate) use layers::{assign_request_id, log_request};
+pub(crate) use layers::{assign_request_id, log_request, Who};
 pub use response::{MIN_POSITION_HEADER, POSITION_HEADER};
 
 /// What every handler shares.
@@ -36,28 +36,30 @@ pub struct AppState {
 
 struct Inner {
     service: UserService,
-    auth: Authenticator,
+    auth: Arc<dyn Authenticator>,
     metrics: Metrics,
     startup_head: u64,
     lag_limit: LagLimit,
 }
 
 impl AppState {
-    /// State for a server on `store`: starts the projection, wraps the store with metrics and
+    /// State for a server on `store` whose callers `auth` authenticates (any
+    /// [`Authenticator`]: userstate's, an embedder's own, a [`Chain`](crate::Chain)): starts
+    /// the projection, wraps the store with metrics and
     /// notes the head position readiness waits for. Readiness allows the default
     /// [`LagLimit`]; see [`with_lag_limit`](Self::with_lag_limit).
     pub async fn new(
         store: Arc<dyn EventStore>,
-        auth: Authenticator,
+        auth: impl Into<Arc<dyn Authenticator>>,
         read_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        Self::with_lag_limit(store, auth, read_timeout, LagLimit::default()).await
+        Self::with_lag_limit(store, auth.into(), read_timeout, LagLimit::default()).await
     }
 
     /// Like [`new`](Self::new), with the lag beyond which `/readyz` reports not ready.
     pub async fn with_lag_limit(
         store: Arc<dyn EventStore>,
-        auth: Authenticator,
+        auth: Arc<dyn Authenticator>,
         read_timeout: Duration,
         lag_limit: LagLimit,
     ) -> Result<Self, StoreError> {
@@ -82,8 +84,8 @@ impl AppState {
     }
 
     /// The authenticator.
-    pub fn authenticator(&self) -> &Authenticator {
-        &self.inner.auth
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        &*self.inner.auth
     }
 
     /// The metrics.

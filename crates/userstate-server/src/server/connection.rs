@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::caller::ClientAddr;
 use crate::grpc::ByContentType;
 
 /// How long HTTP/2 waits for the answer to its keep-alive ping before closing the connection
@@ -75,6 +76,7 @@ pub(crate) async fn serve(
     mut drain: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    let client = stream.peer_addr().ok().map(ClientAddr);
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
@@ -82,6 +84,7 @@ pub(crate) async fn serve(
     let service = ConnService {
         app,
         activity: activity.clone(),
+        client,
     };
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -307,6 +310,8 @@ impl AsyncWrite for Watched {
 struct ConnService {
     app: ByContentType,
     activity: Arc<Activity>,
+    /// The peer, for the log lines of refused requests.
+    client: Option<ClientAddr>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -319,8 +324,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             self.activity.http2.store(true, Ordering::Relaxed);
         }
         let busy = Busy::new(self.activity.clone());
+        let mut req = req.map(Body::new);
+        if let Some(client) = self.client {
+            req.extensions_mut().insert(client);
+        }
         TrackedFuture {
-            inner: self.app.dispatch(req.map(Body::new)),
+            inner: self.app.dispatch(req),
             busy: Some(busy),
         }
     }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use userstate::{EventStore, InstanceId, OrgId, Permission, Principal};
 use userstate_server::auth::hash_token;
-use userstate_server::{Authenticator, ServeError, Server, ServerConfig};
+use userstate_server::{ServeError, Server, ServerConfig, StaticTokens};
 
 /// Every permission on instance `i1`.
 pub const ADMIN: &str = "tok-admin";
@@ -30,7 +30,7 @@ pub const GLOBEX: &str = "tok-globex";
 /// Every permission on instance `i2`.
 pub const OTHER_INSTANCE: &str = "tok-i2";
 
-pub fn authenticator() -> Authenticator {
+pub fn authenticator() -> StaticTokens {
     let i1 = InstanceId::new("i1").unwrap();
     let org = |o: &str| OrgId::new(o).unwrap();
     let all = Permission::ALL;
@@ -67,7 +67,7 @@ pub fn authenticator() -> Authenticator {
             Principal::system("admin2", InstanceId::new("i2").unwrap()),
         ),
     ];
-    Authenticator::new(entries.map(|(t, p)| (hash_token(t), p))).unwrap()
+    StaticTokens::new(entries.map(|(t, p)| (hash_token(t), p))).unwrap()
 }
 
 pub struct TestServer {
