@@ -278,12 +278,12 @@ impl SortedIds {
         self.len
     }
 
-    /// Inserts `id`, ordered by `cmp`.
-    pub(super) fn insert(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) {
+    /// Inserts `id`, ordered by `cmp`; where it went (chunk, place in the chunk).
+    pub(super) fn insert(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) -> (usize, usize) {
         if self.chunks.is_empty() {
             self.chunks.push(vec![id]);
             self.len = 1;
-            return;
+            return (0, 0);
         }
         let c = self
             .chunks
@@ -293,14 +293,19 @@ impl SortedIds {
         let chunk = &mut self.chunks[c];
         let at = chunk.partition_point(|&x| cmp(x, id) == Ordering::Less);
         chunk.insert(at, id);
+        self.len += 1;
         if chunk.len() > CHUNK {
             // Appending (as creation dates mostly do) leaves the chunk full; else halves it.
             let appended = last && at == CHUNK;
-            let tail = chunk.split_off(if appended { CHUNK } else { CHUNK / 2 });
+            let split = if appended { CHUNK } else { CHUNK / 2 };
+            let tail = chunk.split_off(split);
             chunk.shrink_to(CHUNK);
             self.chunks.insert(c + 1, tail);
+            if at >= split {
+                return (c + 1, at - split);
+            }
         }
-        self.len += 1;
+        (c, at)
     }
 
     /// Removes `id`, found by `cmp` (which must order it where it was inserted). Whether it
@@ -469,12 +474,18 @@ pub(super) struct ListIndex {
     orgs: HashMap<u32, [Group; 4]>,
 }
 
-/// The user-name order of entries `a` and `b` (then by stream name, i.e. user id).
-fn by_name(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+/// The user-name order of entries `a` and `b` (then by stream name, i.e. user id), by their
+/// strings: how an entry finds its place in the instance's user-name list.
+fn by_name_text(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
     move |a, b| {
         let (x, y) = (&entries[a as usize], &entries[b as usize]);
         name_cmp(x.username(), y.username()).then_with(|| x.key().cmp(y.key()))
     }
+}
+
+/// The same order by the entries' name labels (of live entries of one instance).
+fn by_name(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+    move |a, b| entries[a as usize].name_label.cmp(&entries[b as usize].name_label)
 }
 
 /// The creation order of entries `a` and `b` (then by stream name, i.e. user id).
@@ -487,12 +498,13 @@ fn by_creation(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
     }
 }
 
-/// The ascending order of `sort` on entries (as [`SortColumn::cmp`] on views).
+/// The ascending order of `sort` on the live entries of one instance (as [`SortColumn::cmp`]
+/// on views; the user-name order by the name labels).
 fn order(entries: &[Entry], sort: SortColumn) -> impl Fn(u32, u32) -> Ordering + '_ {
     move |a, b| {
         let (x, y) = (&entries[a as usize], &entries[b as usize]);
         let by = match sort {
-            SortColumn::UserName => name_cmp(x.username(), y.username()),
+            SortColumn::UserName => return x.name_label.cmp(&y.name_label),
             SortColumn::CreationDate => x.creation_date.cmp(&y.creation_date),
             SortColumn::State => x
                 .state
@@ -504,32 +516,97 @@ fn order(entries: &[Entry], sort: SortColumn) -> impl Fn(u32, u32) -> Ordering +
     }
 }
 
-/// Adds entry `i` to the list indexes, if it is live.
-pub(super) fn index(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+/// The room left between name labels when there is room: up to 2^32 users can be appended (in
+/// user-name order) or ~32 inserted at one place before labels are reassigned. Small in tests,
+/// so that the property tests reassign them often.
+const GAP: u64 = if cfg!(test) { 4 } else { 1 << 32 };
+
+/// Gives the entry just inserted at `at` of the instance's user-name list `list` a name label
+/// between its neighbours' (order-maintenance labelling: every live entry of an instance has
+/// a label, strictly increasing along the list, so the label order is the user-name order).
+/// When no label is free between the neighbours, reassigns the labels of a window of chunks
+/// around it, evenly spaced, widened until they are at least `GAP >> level` apart (the whole
+/// list always is, for fewer than 2^32 users).
+fn label(list: &SortedIds, entries: &mut [Entry], (c, at): (usize, usize)) {
+    let chunks = &list.chunks;
+    let prev = match at {
+        0 => c.checked_sub(1).map(|p| chunks[p][chunks[p].len() - 1]),
+        _ => Some(chunks[c][at - 1]),
+    };
+    let next = match chunks[c].get(at + 1) {
+        Some(&n) => Some(n),
+        None => chunks.get(c + 1).map(|n| n[0]),
+    };
+    let lo = prev.map_or(0, |p| entries[p as usize].name_label);
+    let hi = next.map_or(u64::MAX, |n| entries[n as usize].name_label);
+    let id = chunks[c][at] as usize;
+    if hi - lo >= 2 {
+        let room = GAP.min((hi - lo) / 2);
+        entries[id].name_label = match (prev, next) {
+            (_, None) => lo + room,
+            (None, Some(_)) => hi - room,
+            (Some(_), Some(_)) => lo + (hi - lo) / 2,
+        };
+        return;
+    }
+    let (mut first, mut last, mut level) = (c, c, 0u32);
+    loop {
+        let lo = first
+            .checked_sub(1)
+            .map_or(0, |p| entries[chunks[p][chunks[p].len() - 1] as usize].name_label);
+        let hi = chunks
+            .get(last + 1)
+            .map_or(u64::MAX, |n| entries[n[0] as usize].name_label);
+        let count: u64 = chunks[first..=last].iter().map(|ch| ch.len() as u64).sum();
+        let spacing = GAP.min((hi - lo) / (count + 1));
+        let whole = first == 0 && last + 1 == chunks.len();
+        if spacing >= (GAP >> level).max(2) || (whole && spacing >= 1) {
+            let ids = chunks[first..=last].iter().flatten();
+            for (j, &i) in (1u64..).zip(ids) {
+                entries[i as usize].name_label = lo + spacing * j;
+            }
+            return;
+        }
+        let width = 1usize << level;
+        first = first.saturating_sub(width);
+        last = (last + width).min(chunks.len() - 1);
+        level += 1;
+    }
+}
+
+/// Adds entry `i` to the list indexes, if it is live (and gives it its name label).
+pub(super) fn index(lists: &mut HashMap<Box<str>, ListIndex>, entries: &mut [Entry], i: u32) {
     let entry = &entries[i as usize];
     let Some(k) = slot(entry.state) else {
         return;
     };
+    let org = entry.org;
     let (instance, _) = entry.ids();
     let lists = match lists.get_mut(instance) {
         Some(lists) => lists,
         None => lists.entry(instance.into()).or_default(),
     };
-    lists.by_name.insert(i, by_name(entries));
+    let at = lists.by_name.insert(i, by_name_text(entries));
+    label(&lists.by_name, entries, at);
+    let entries = &*entries;
     let group = &mut lists.states[k];
     group.by_name.insert(i, by_name(entries));
     group.by_creation.insert(i, by_creation(entries));
-    let group = &mut lists.orgs.entry(entry.org).or_default()[k];
+    let group = &mut lists.orgs.entry(org).or_default()[k];
     group.by_name.insert(i, by_name(entries));
     group.by_creation.insert(i, by_creation(entries));
 }
 
 /// Removes entry `i` from the list indexes (before its state or data changes).
 pub(super) fn unindex(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+    if let Some(k) = slot(entries[i as usize].state) {
+        remove(lists, entries, i, k);
+    }
+}
+
+/// Removes entry `i` from the list indexes, where group `k` holds it.
+fn remove(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32, k: usize) {
     let entry = &entries[i as usize];
-    let Some(k) = slot(entry.state) else {
-        return;
-    };
     let (instance, _) = entry.ids();
     let Some(lists) = lists.get_mut(instance) else {
         return;
@@ -541,6 +618,44 @@ pub(super) fn unindex(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry
         groups[k].by_name.remove(i, by_name(entries));
         groups[k].by_creation.remove(i, by_creation(entries));
     }
+}
+
+/// Keeps the list indexes in step with entry `i`'s change of state from `old` (its state is
+/// already the new one). Between live states only its state groups change: the instance's
+/// user-name list and its name label stay.
+pub(super) fn restate(
+    lists: &mut HashMap<Box<str>, ListIndex>,
+    entries: &mut [Entry],
+    i: u32,
+    old: UserState,
+) {
+    let entry = &entries[i as usize];
+    match (slot(old), slot(entry.state)) {
+        (Some(from), Some(to)) if from != to => {
+            let (instance, _) = entry.ids();
+            let Some(lists) = lists.get_mut(instance) else {
+                return;
+            };
+            let entries = &*entries;
+            let [a, b] = lists.states.get_disjoint_mut([from, to]).expect("two states");
+            move_between(a, b, i, entries);
+            if let Some(groups) = lists.orgs.get_mut(&entry.org) {
+                let [a, b] = groups.get_disjoint_mut([from, to]).expect("two states");
+                move_between(a, b, i, entries);
+            }
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (Some(from), None) => remove(lists, entries, i, from),
+        (None, Some(_)) => index(lists, entries, i),
+    }
+}
+
+/// Moves entry `i` from group `from` to group `to`.
+fn move_between(from: &mut Group, to: &mut Group, i: u32, entries: &[Entry]) {
+    from.by_name.remove(i, by_name(entries));
+    from.by_creation.remove(i, by_creation(entries));
+    to.by_name.insert(i, by_name(entries));
+    to.by_creation.insert(i, by_creation(entries));
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub struct ReadModel {
 }
 
 /// One user in the read model; [`UserView`] is its public, owned form.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(super) struct Entry {
     /// The stream name (`user:{instance}:{user}`) followed by the username.
     text: Box<str>,
@@ -98,7 +98,27 @@ pub(super) struct Entry {
     /// 200 bytes, checked before an entry is made).
     key_len: u16,
     pub(super) state: UserState,
+    /// The entry's place in its instance's user-name order while it is live (given and kept by
+    /// the list indexes, [`list`](super::list); not part of what the entry says).
+    pub(super) name_label: u64,
 }
+
+/// Equal when they say the same (the name labels depend on the order users were added in).
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+            && self.extra == other.extra
+            && self.change_date == other.change_date
+            && self.creation_date == other.creation_date
+            && self.sequence == other.sequence
+            && self.position == other.position
+            && self.org == other.org
+            && self.key_len == other.key_len
+            && self.state == other.state
+    }
+}
+
+impl Eq for Entry {}
 
 impl Entry {
     fn text(key: &str, username: &str) -> (Box<str>, u16) {
@@ -367,6 +387,7 @@ impl ReadModel {
                 org,
                 key_len,
                 state,
+                name_label: 0,
             });
             return;
         }
@@ -374,17 +395,14 @@ impl ReadModel {
             warn!(stream = name, "event for a user never added; skipped");
             return;
         };
-        let changed = self.entries[i as usize].state != state;
-        if changed {
-            list::unindex(&mut self.lists, &self.entries, i);
-        }
         let entry = &mut self.entries[i as usize];
+        let old = entry.state;
         entry.state = state;
         entry.sequence = event.sequence;
         entry.position = event.position;
         entry.change_date = event.created_at;
-        if changed {
-            list::index(&mut self.lists, &self.entries, i);
+        if old != state {
+            list::restate(&mut self.lists, &mut self.entries, i, old);
         }
     }
 }
