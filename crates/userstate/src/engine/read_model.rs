@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
 use tracing::{error, warn};
 
-use super::list::{self, ListIndex};
+use super::list;
 use super::{decode_ref, Details, Error};
 use crate::domain::{
     Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId, UserState,
@@ -77,7 +77,7 @@ pub struct ReadModel {
     pub(super) orgs: Vec<OrgId>,
     pub(super) org_index: HashMap<OrgId, u32>,
     /// The list indexes of each instance, by instance id.
-    pub(super) lists: HashMap<Box<str>, ListIndex>,
+    pub(super) lists: list::Lists,
     position: u64,
     /// `createdAt` of the last event applied.
     last_created_at: Option<DateTime<Utc>>,
@@ -101,6 +101,9 @@ pub(super) struct Entry {
     /// The entry's place in its instance's user-name order while it is live (given and kept by
     /// the list indexes, [`list`](super::list); not part of what the entry says).
     pub(super) name_label: u64,
+    /// Which lists of its state groups hold the entry (bit `k` across organisations, bit
+    /// `4 + k` of its organisation, `k` a live state's group; kept by the list indexes).
+    pub(super) grouped: u8,
 }
 
 /// Equal when they say the same (the name labels depend on the order users were added in).
@@ -388,6 +391,7 @@ impl ReadModel {
                 key_len,
                 state,
                 name_label: 0,
+                grouped: 0,
             });
             return;
         }

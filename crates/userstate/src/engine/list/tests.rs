@@ -471,11 +471,17 @@ fn name_labels_follow_the_user_name_order_where_no_label_is_free() {
         position += 1;
         let payload = match event_type {
             "user.human.added" => serde_json::json!({
-                "username": name, "resourceOwner": ORGS[user % 3], "initial": user % 5 == 0
+                "username": name, "resourceOwner": ORGS[user % 3], "initial": user.is_multiple_of(5)
             }),
             _ => serde_json::Value::Null,
         };
-        let e = event(position, &format!("user:i1:u{user}"), 0, event_type, payload);
+        let e = event(
+            position,
+            &format!("user:i1:u{user}"),
+            0,
+            event_type,
+            payload,
+        );
         model.apply(&e);
     };
     let mut user = 0;
@@ -489,7 +495,12 @@ fn name_labels_follow_the_user_name_order_where_no_label_is_free() {
         user += 1;
     }
     for n in 0..3000 {
-        apply(&mut model, user, "user.human.added", &format!("{:05}", (n * 7919) % 3000));
+        apply(
+            &mut model,
+            user,
+            "user.human.added",
+            &format!("{:05}", (n * 7919) % 3000),
+        );
         user += 1;
     }
     for u in (0..user).step_by(7) {
@@ -516,7 +527,11 @@ fn name_labels_follow_the_user_name_order_where_no_label_is_free() {
         }
     };
     check(&lists.by_name);
-    let live = model.entries.iter().filter(|e| slot(e.state).is_some()).count();
+    let live = model
+        .entries
+        .iter()
+        .filter(|e| slot(e.state).is_some())
+        .count();
     assert_eq!(lists.by_name.len(), live);
     for group in lists.states.iter().chain(lists.orgs.values().flatten()) {
         check(&group.by_name);
