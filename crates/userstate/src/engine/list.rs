@@ -13,7 +13,7 @@
 //!
 //! A list merges the groups its top-level state and organisation queries (and the caller's
 //! grants) select, in the requested order, and stops after the page; when those queries are
-//! all it has, the total is the sum of the groups' sizes. Other queries are checked on each
+//! all it has, the total is the sum of the groups' live users. Other queries are checked on each
 //! candidate (and then the total needs every candidate counted). Not here: who may list (the
 //! projection passes the organisations a principal may read) and the wire forms.
 
