@@ -13,18 +13,22 @@
 //!
 //! A list merges the groups its top-level state and organisation queries (and the caller's
 //! grants) select, in the requested order, and stops after the page; when those queries are
-//! all it has, the total is the sum of the groups' sizes. Other queries are checked on each
+//! all it has, the total is the sum of the groups' live users. Other queries are checked on each
 //! candidate (and then the total needs every candidate counted). Not here: who may list (the
 //! projection passes the organisations a principal may read) and the wire forms.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
 use super::read_model::{Entry, ReadModel, UserView};
 use super::{Error, Permission, Principal};
 use crate::domain::{OrgId, UserState};
+use crate::hash::FastMap;
+
+/// The list indexes of each instance, by instance id (hashed on every state change).
+pub(super) type Lists = FastMap<Box<str>, ListIndex>;
 
 /// The page size when a request asks for none (`limit: 0`).
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -278,12 +282,12 @@ impl SortedIds {
         self.len
     }
 
-    /// Inserts `id`, ordered by `cmp`.
-    pub(super) fn insert(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) {
+    /// Inserts `id`, ordered by `cmp`; where it went (chunk, place in the chunk).
+    pub(super) fn insert(&mut self, id: u32, cmp: impl Fn(u32, u32) -> Ordering) -> (usize, usize) {
         if self.chunks.is_empty() {
             self.chunks.push(vec![id]);
             self.len = 1;
-            return;
+            return (0, 0);
         }
         let c = self
             .chunks
@@ -293,14 +297,19 @@ impl SortedIds {
         let chunk = &mut self.chunks[c];
         let at = chunk.partition_point(|&x| cmp(x, id) == Ordering::Less);
         chunk.insert(at, id);
+        self.len += 1;
         if chunk.len() > CHUNK {
             // Appending (as creation dates mostly do) leaves the chunk full; else halves it.
             let appended = last && at == CHUNK;
-            let tail = chunk.split_off(if appended { CHUNK } else { CHUNK / 2 });
+            let split = if appended { CHUNK } else { CHUNK / 2 };
+            let tail = chunk.split_off(split);
             chunk.shrink_to(CHUNK);
             self.chunks.insert(c + 1, tail);
+            if at >= split {
+                return (c + 1, at - split);
+            }
         }
-        self.len += 1;
+        (c, at)
     }
 
     /// Removes `id`, found by `cmp` (which must order it where it was inserted). Whether it
@@ -322,6 +331,13 @@ impl SortedIds {
         }
         self.len -= 1;
         true
+    }
+
+    /// Keeps the indices for which `keep` holds.
+    pub(super) fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        let kept: Vec<u32> = self.range(0, self.len).filter(|&i| keep(i)).collect();
+        self.len = kept.len();
+        self.chunks = kept.chunks(CHUNK).map(<[u32]>::to_vec).collect();
     }
 
     /// How many indices come before the first for which `before` is false (`before` must be
@@ -451,11 +467,73 @@ fn slot(state: UserState) -> Option<usize> {
     LIVE.iter().position(|&s| s == state)
 }
 
-/// The users of one (instance, organisation, state).
+/// The users of one (instance, organisation, state). A user who changes to another live state
+/// stays in its old groups' lists (it is skipped there, its state says it left) until it comes
+/// back or the lists are compacted: a lock and an unlock then cost the command path no list
+/// work when the user was in both states before (docs/PERFORMANCE.md, "The cost on the command
+/// path"). [`Entry::grouped`] says which lists hold an entry.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Group {
     by_name: SortedIds,
     by_creation: SortedIds,
+    /// How many of the users held are in the group's state.
+    live: usize,
+}
+
+/// How many more users than twice its live ones a group's lists may hold before they are
+/// compacted (none in tests, so that the property tests compact often).
+const STALE: usize = if cfg!(test) { 0 } else { 64 };
+
+impl Group {
+    /// Counts entry `i` (now in this group's state) in, adding it to the lists unless they
+    /// hold it (`bit` of [`Entry::grouped`]).
+    fn enter(&mut self, entries: &mut [Entry], i: u32, bit: u8) {
+        self.live += 1;
+        if entries[i as usize].grouped & bit == 0 {
+            self.by_name.insert(i, by_name(entries));
+            self.by_creation.insert(i, by_creation(entries));
+            entries[i as usize].grouped |= bit;
+        }
+    }
+
+    /// Counts a user (now in another state) out of group `k`, left in the lists; compacts
+    /// them when they hold more than twice the live users (plus [`STALE`]).
+    fn leave(&mut self, entries: &mut [Entry], k: usize, bit: u8) {
+        self.live -= 1;
+        if self.by_name.len() <= 2 * self.live + STALE {
+            return;
+        }
+        let state = LIVE[k];
+        for i in self.by_name.range(0, self.by_name.len()) {
+            let e = &mut entries[i as usize];
+            if e.state != state {
+                e.grouped &= !bit;
+            }
+        }
+        let entries = &*entries;
+        let held = |i: u32| entries[i as usize].state == state;
+        self.by_name.retain(held);
+        self.by_creation.retain(held);
+    }
+
+    /// Takes entry `i` out of the lists, if they hold it.
+    fn purge(&mut self, entries: &mut [Entry], i: u32, bit: u8) {
+        if entries[i as usize].grouped & bit != 0 {
+            self.by_name.remove(i, by_name(entries));
+            self.by_creation.remove(i, by_creation(entries));
+            entries[i as usize].grouped &= !bit;
+        }
+    }
+}
+
+/// The bit of [`Entry::grouped`] of the lists of group `k` across organisations.
+fn across(k: usize) -> u8 {
+    1 << k
+}
+
+/// The bit of [`Entry::grouped`] of the lists of group `k` of its organisation.
+fn of_org(k: usize) -> u8 {
+    1 << (4 + k)
 }
 
 /// The list indexes of one instance.
@@ -466,14 +544,24 @@ pub(super) struct ListIndex {
     /// By live state ([`LIVE`]), across organisations.
     states: [Group; 4],
     /// By organisation (interned), then by live state ([`LIVE`]).
-    orgs: HashMap<u32, [Group; 4]>,
+    orgs: FastMap<u32, [Group; 4]>,
 }
 
-/// The user-name order of entries `a` and `b` (then by stream name, i.e. user id).
-fn by_name(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+/// The user-name order of entries `a` and `b` (then by stream name, i.e. user id), by their
+/// strings: how an entry finds its place in the instance's user-name list.
+fn by_name_text(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
     move |a, b| {
         let (x, y) = (&entries[a as usize], &entries[b as usize]);
         name_cmp(x.username(), y.username()).then_with(|| x.key().cmp(y.key()))
+    }
+}
+
+/// The same order by the entries' name labels (of live entries of one instance).
+fn by_name(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+    move |a, b| {
+        entries[a as usize]
+            .name_label
+            .cmp(&entries[b as usize].name_label)
     }
 }
 
@@ -487,12 +575,13 @@ fn by_creation(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
     }
 }
 
-/// The ascending order of `sort` on entries (as [`SortColumn::cmp`] on views).
+/// The ascending order of `sort` on the live entries of one instance (as [`SortColumn::cmp`]
+/// on views; the user-name order by the name labels).
 fn order(entries: &[Entry], sort: SortColumn) -> impl Fn(u32, u32) -> Ordering + '_ {
     move |a, b| {
         let (x, y) = (&entries[a as usize], &entries[b as usize]);
         let by = match sort {
-            SortColumn::UserName => name_cmp(x.username(), y.username()),
+            SortColumn::UserName => return x.name_label.cmp(&y.name_label),
             SortColumn::CreationDate => x.creation_date.cmp(&y.creation_date),
             SortColumn::State => x
                 .state
@@ -504,42 +593,139 @@ fn order(entries: &[Entry], sort: SortColumn) -> impl Fn(u32, u32) -> Ordering +
     }
 }
 
-/// Adds entry `i` to the list indexes, if it is live.
-pub(super) fn index(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+/// The room left between name labels when there is room: up to 2^32 users can be appended (in
+/// user-name order) or ~32 inserted at one place before labels are reassigned. Small in tests,
+/// so that the property tests reassign them often.
+const GAP: u64 = if cfg!(test) { 4 } else { 1 << 32 };
+
+/// Gives the entry just inserted at `at` of the instance's user-name list `list` a name label
+/// between its neighbours' (order-maintenance labelling: every live entry of an instance has
+/// a label, strictly increasing along the list, so the label order is the user-name order).
+/// When no label is free between the neighbours, reassigns the labels of a window of chunks
+/// around it, evenly spaced, widened until they are at least `GAP >> level` apart (the whole
+/// list always is, for fewer than 2^32 users).
+fn label(list: &SortedIds, entries: &mut [Entry], (c, at): (usize, usize)) {
+    let chunks = &list.chunks;
+    let prev = match at {
+        0 => c.checked_sub(1).map(|p| chunks[p][chunks[p].len() - 1]),
+        _ => Some(chunks[c][at - 1]),
+    };
+    let next = match chunks[c].get(at + 1) {
+        Some(&n) => Some(n),
+        None => chunks.get(c + 1).map(|n| n[0]),
+    };
+    let lo = prev.map_or(0, |p| entries[p as usize].name_label);
+    let hi = next.map_or(u64::MAX, |n| entries[n as usize].name_label);
+    let id = chunks[c][at] as usize;
+    if hi - lo >= 2 {
+        let room = GAP.min((hi - lo) / 2);
+        entries[id].name_label = match (prev, next) {
+            (_, None) => lo + room,
+            (None, Some(_)) => hi - room,
+            (Some(_), Some(_)) => lo + (hi - lo) / 2,
+        };
+        return;
+    }
+    let (mut first, mut last, mut level) = (c, c, 0u32);
+    loop {
+        let lo = first.checked_sub(1).map_or(0, |p| {
+            entries[chunks[p][chunks[p].len() - 1] as usize].name_label
+        });
+        let hi = chunks
+            .get(last + 1)
+            .map_or(u64::MAX, |n| entries[n[0] as usize].name_label);
+        let count: u64 = chunks[first..=last].iter().map(|ch| ch.len() as u64).sum();
+        let spacing = GAP.min((hi - lo) / (count + 1));
+        let whole = first == 0 && last + 1 == chunks.len();
+        if spacing >= (GAP >> level).max(2) || (whole && spacing >= 1) {
+            let ids = chunks[first..=last].iter().flatten();
+            for (j, &i) in (1u64..).zip(ids) {
+                entries[i as usize].name_label = lo + spacing * j;
+            }
+            return;
+        }
+        let width = 1usize << level;
+        first = first.saturating_sub(width);
+        last = (last + width).min(chunks.len() - 1);
+        level += 1;
+    }
+}
+
+/// Adds entry `i` to the list indexes, if it is live (and gives it its name label).
+pub(super) fn index(lists: &mut Lists, entries: &mut [Entry], i: u32) {
     let entry = &entries[i as usize];
     let Some(k) = slot(entry.state) else {
         return;
     };
+    let org = entry.org;
     let (instance, _) = entry.ids();
     let lists = match lists.get_mut(instance) {
         Some(lists) => lists,
         None => lists.entry(instance.into()).or_default(),
     };
-    lists.by_name.insert(i, by_name(entries));
-    let group = &mut lists.states[k];
-    group.by_name.insert(i, by_name(entries));
-    group.by_creation.insert(i, by_creation(entries));
-    let group = &mut lists.orgs.entry(entry.org).or_default()[k];
-    group.by_name.insert(i, by_name(entries));
-    group.by_creation.insert(i, by_creation(entries));
+    // Lists that still hold it are ordered by its old label.
+    let groups = lists.orgs.entry(org).or_default();
+    for (j, (wide, of)) in lists.states.iter_mut().zip(groups.iter_mut()).enumerate() {
+        wide.purge(entries, i, across(j));
+        of.purge(entries, i, of_org(j));
+    }
+    let at = lists.by_name.insert(i, by_name_text(entries));
+    label(&lists.by_name, entries, at);
+    lists.states[k].enter(entries, i, across(k));
+    groups[k].enter(entries, i, of_org(k));
 }
 
 /// Removes entry `i` from the list indexes (before its state or data changes).
-pub(super) fn unindex(lists: &mut HashMap<Box<str>, ListIndex>, entries: &[Entry], i: u32) {
+pub(super) fn unindex(lists: &mut Lists, entries: &mut [Entry], i: u32) {
+    remove(lists, entries, i, slot(entries[i as usize].state));
+}
+
+/// Removes entry `i` from the list indexes, where `k` is its live state's group, if any.
+fn remove(lists: &mut Lists, entries: &mut [Entry], i: u32, k: Option<usize>) {
     let entry = &entries[i as usize];
-    let Some(k) = slot(entry.state) else {
-        return;
-    };
+    let org = entry.org;
     let (instance, _) = entry.ids();
     let Some(lists) = lists.get_mut(instance) else {
         return;
     };
-    lists.by_name.remove(i, by_name(entries));
-    lists.states[k].by_name.remove(i, by_name(entries));
-    lists.states[k].by_creation.remove(i, by_creation(entries));
-    if let Some(groups) = lists.orgs.get_mut(&entry.org) {
-        groups[k].by_name.remove(i, by_name(entries));
-        groups[k].by_creation.remove(i, by_creation(entries));
+    if k.is_some() {
+        lists.by_name.remove(i, by_name(entries));
+    }
+    for j in 0..4 {
+        lists.states[j].live -= usize::from(Some(j) == k);
+        lists.states[j].purge(entries, i, across(j));
+    }
+    if let Some(groups) = lists.orgs.get_mut(&org) {
+        for (j, group) in groups.iter_mut().enumerate() {
+            group.live -= usize::from(Some(j) == k);
+            group.purge(entries, i, of_org(j));
+        }
+    }
+}
+
+/// Keeps the list indexes in step with entry `i`'s change of state from `old` (its state is
+/// already the new one). Between live states only its state groups change: the instance's
+/// user-name list and its name label stay, and it stays in the lists of the old state (see
+/// [`Group`]).
+pub(super) fn restate(lists: &mut Lists, entries: &mut [Entry], i: u32, old: UserState) {
+    let entry = &entries[i as usize];
+    match (slot(old), slot(entry.state)) {
+        (Some(from), Some(to)) if from != to => {
+            let org = entry.org;
+            let (instance, _) = entry.ids();
+            let Some(lists) = lists.get_mut(instance) else {
+                return;
+            };
+            lists.states[from].leave(entries, from, across(from));
+            lists.states[to].enter(entries, i, across(to));
+            if let Some(groups) = lists.orgs.get_mut(&org) {
+                groups[from].leave(entries, from, of_org(from));
+                groups[to].enter(entries, i, of_org(to));
+            }
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (Some(from), None) => remove(lists, entries, i, Some(from)),
+        (None, Some(_)) => index(lists, entries, i),
     }
 }
 
@@ -623,22 +809,22 @@ impl ReadModel {
         // (`orgs` holds each at most once): then the groups across organisations hold the
         // same users as the per-organisation ones, in one stream per state.
         let every_org = orgs.len() == lists.orgs.len();
-        let groups: Vec<&Group> = match every_org {
+        let groups: Vec<(usize, &Group)> = match every_org {
             true => (0..4)
                 .filter(|&k| states[k])
-                .map(|k| &lists.states[k])
+                .map(|k| (k, &lists.states[k]))
                 .collect(),
             false => {
                 orgs.sort_unstable();
                 orgs.iter()
                     .flat_map(|o| {
                         let groups = &lists.orgs[o];
-                        (0..4).filter(|&k| states[k]).map(move |k| &groups[k])
+                        (0..4).filter(|&k| states[k]).map(move |k| (k, &groups[k]))
                     })
                     .collect()
             }
         };
-        let group_total: usize = groups.iter().map(|g| g.by_name.len()).sum();
+        let group_total: usize = groups.iter().map(|(_, g)| g.live).sum();
         let source = match (ids, name) {
             (Some(ids), _) => Source::Ids(ids),
             (None, Some((text, method))) => {
@@ -724,14 +910,17 @@ impl ReadModel {
                     n[usize::from(!every_org)] += 1;
                     m.set(n);
                 });
-                let streams = groups.iter().map(|g| {
+                let entries = &self.entries;
+                let streams = groups.iter().map(|&(k, g)| {
                     let list = match request.sort {
                         SortColumn::UserName => &g.by_name,
                         SortColumn::CreationDate | SortColumn::State => &g.by_creation,
                     };
+                    // Users who left the group's state stay in its lists for a while.
+                    let held = move |&i: &u32| entries[i as usize].state == LIVE[k];
                     let it: Box<dyn Iterator<Item = u32>> = match request.asc {
-                        true => Box::new(list.range(0, list.len())),
-                        false => Box::new(list.range(0, list.len()).rev()),
+                        true => Box::new(list.range(0, list.len()).filter(held)),
+                        false => Box::new(list.range(0, list.len()).rev().filter(held)),
                     };
                     it
                 });

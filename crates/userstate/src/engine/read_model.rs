@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::hash_table::{self, HashTable};
 use tracing::{error, warn};
 
-use super::list::{self, ListIndex};
+use super::list;
 use super::{decode_ref, Details, Error};
 use crate::domain::{
     AuthMethod, Email, InstanceId, OrgId, Profile, StreamKind, StreamName, UserEvent, UserId,
@@ -90,7 +90,7 @@ pub struct ReadModel {
     pub(super) orgs: Vec<OrgId>,
     pub(super) org_index: HashMap<OrgId, u32>,
     /// The list indexes of each instance, by instance id.
-    pub(super) lists: HashMap<Box<str>, ListIndex>,
+    pub(super) lists: list::Lists,
     position: u64,
     /// `createdAt` of the last event applied.
     last_created_at: Option<DateTime<Utc>>,
@@ -99,7 +99,7 @@ pub struct ReadModel {
 }
 
 /// One user in the read model; [`UserView`] is its public, owned form.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(super) struct Entry {
     /// The stream name (`user:{instance}:{user}`) followed by the username.
     text: Box<str>,
@@ -117,7 +117,30 @@ pub(super) struct Entry {
     /// 200 bytes, checked before an entry is made).
     key_len: u16,
     pub(super) state: UserState,
+    /// The entry's place in its instance's user-name order while it is live (given and kept by
+    /// the list indexes, [`list`](super::list); not part of what the entry says).
+    pub(super) name_label: u64,
+    /// Which lists of its state groups hold the entry (bit `k` across organisations, bit
+    /// `4 + k` of its organisation, `k` a live state's group; kept by the list indexes).
+    pub(super) grouped: u8,
 }
+
+/// Equal when they say the same (the name labels depend on the order users were added in).
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+            && self.extra == other.extra
+            && self.change_date == other.change_date
+            && self.creation_date == other.creation_date
+            && self.sequence == other.sequence
+            && self.position == other.position
+            && self.org == other.org
+            && self.key_len == other.key_len
+            && self.state == other.state
+    }
+}
+
+impl Eq for Entry {}
 
 impl Entry {
     fn text(key: &str, username: &str) -> (Box<str>, u16) {
@@ -427,6 +450,8 @@ impl ReadModel {
                 failed: [0; 2],
                 key_len,
                 state: state.unwrap_or(UserState::Active),
+                name_label: 0,
+                grouped: 0,
             });
             return;
         }
@@ -435,11 +460,8 @@ impl ReadModel {
             return;
         };
         let state = state.unwrap_or(self.entries[i as usize].state);
-        let changed = self.entries[i as usize].state != state;
-        if changed {
-            list::unindex(&mut self.lists, &self.entries, i);
-        }
         let entry = &mut self.entries[i as usize];
+        let old = entry.state;
         let slot = |method| match method {
             AuthMethod::Password => 0,
             AuthMethod::Otp => 1,
@@ -466,16 +488,16 @@ impl ReadModel {
         entry.position = event.position;
         entry.change_date = event.created_at;
         if until != entry.locked_until {
-            if let Some(old) = entry.locked_until {
-                self.timed_locks.remove(&(old, i));
+            if let Some(previous) = entry.locked_until {
+                self.timed_locks.remove(&(previous, i));
             }
             if let Some(new) = until {
                 self.timed_locks.insert((new, i));
             }
             entry.locked_until = until;
         }
-        if changed {
-            list::index(&mut self.lists, &self.entries, i);
+        if old != state {
+            list::restate(&mut self.lists, &mut self.entries, i, old);
         }
     }
 }

@@ -458,3 +458,82 @@ fn appending_fills_the_chunks() {
         (0..5 * CHUNK as u32).collect::<Vec<_>>()
     );
 }
+
+/// Name labels stay strictly increasing along every user-name list when users are added where
+/// no label is free (always first, always at one place in the middle, spread over many
+/// chunks), removed and locked: the labels are reassigned over one chunk, wider windows and the
+/// whole list (`GAP` is small in tests).
+#[test]
+fn name_labels_follow_the_user_name_order_where_no_label_is_free() {
+    let mut model = ReadModel::default();
+    let mut position = 0;
+    let mut apply = |model: &mut ReadModel, user: usize, event_type: &str, name: &str| {
+        position += 1;
+        let payload = match event_type {
+            "user.human.added" => serde_json::json!({
+                "username": name, "resourceOwner": ORGS[user % 3], "initial": user.is_multiple_of(5)
+            }),
+            _ => serde_json::Value::Null,
+        };
+        let e = event(
+            position,
+            &format!("user:i1:u{user}"),
+            0,
+            event_type,
+            payload,
+        );
+        model.apply(&e);
+    };
+    let mut user = 0;
+    // Always first, then always just after "m", then spread.
+    for n in (0..1500).rev() {
+        apply(&mut model, user, "user.human.added", &format!("b{n:05}"));
+        user += 1;
+    }
+    for n in (0..1500).rev() {
+        apply(&mut model, user, "user.human.added", &format!("m{n:05}"));
+        user += 1;
+    }
+    for n in 0..3000 {
+        apply(
+            &mut model,
+            user,
+            "user.human.added",
+            &format!("{:05}", (n * 7919) % 3000),
+        );
+        user += 1;
+    }
+    for u in (0..user).step_by(7) {
+        apply(&mut model, u, "user.locked", "");
+    }
+    for u in (0..user).step_by(11) {
+        apply(&mut model, u, "user.removed", "");
+    }
+    for n in (0..1000).rev() {
+        apply(&mut model, user, "user.human.added", &format!("m{n:05}"));
+        user += 1;
+    }
+    let lists = &model.lists["i1"];
+    assert!(lists.by_name.chunks.len() > 8);
+    let check = |list: &SortedIds| {
+        let ids: Vec<u32> = list.range(0, list.len()).collect();
+        for w in ids.windows(2) {
+            let (a, b) = (&model.entries[w[0] as usize], &model.entries[w[1] as usize]);
+            assert!(a.name_label < b.name_label, "{a:?} {b:?}");
+            assert_eq!(
+                name_cmp(a.username(), b.username()).then_with(|| a.key().cmp(b.key())),
+                Ordering::Less
+            );
+        }
+    };
+    check(&lists.by_name);
+    let live = model
+        .entries
+        .iter()
+        .filter(|e| slot(e.state).is_some())
+        .count();
+    assert_eq!(lists.by_name.len(), live);
+    for group in lists.states.iter().chain(lists.orgs.values().flatten()) {
+        check(&group.by_name);
+    }
+}
