@@ -2,7 +2,9 @@
 //! round-robin over three nodes; concurrent unlocks of one user over all nodes succeed exactly
 //! once; a read on node B with the consistency token of a write on node A sees the write; a read
 //! without it may be older, never newer; a node killed with SIGKILL mid-load loses no
-//! acknowledged command and, restarted, catches up and becomes ready.
+//! acknowledged command and, restarted, catches up and becomes ready; users locked by the
+//! lockout policy over REST on all nodes are unlocked when the lock ends exactly once each, by
+//! one of the three nodes' schedulers (issue 24).
 
 mod cluster;
 
@@ -133,4 +135,93 @@ async fn a_killed_node_loses_no_acknowledged_command_and_catches_up() {
         acked.len() - at_kill,
         failed.load(Ordering::Relaxed)
     );
+}
+
+/// Issue 24 with real servers: the lockout policy set on one node, two failed password checks
+/// reported over REST on two different nodes lock each user for 2 s; the three nodes' `LockExpiry`
+/// schedulers race for every ended lock and each user gets exactly one `lock-expired` unlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_unlock_each_policy_lock_exactly_once() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let Some(db) = Database::create("lockout").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(&db, dir.path(), &[]);
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let client = Client::new();
+    for base in &bases {
+        client.wait_ready(base, Duration::from_secs(20)).await;
+    }
+    let policy = json!({"maxPasswordAttempts": 2, "lockDuration": "2s"});
+    let set = client
+        .json(&bases[0], Method::PUT, "/v2/policies/lockout", &policy)
+        .await
+        .unwrap();
+    assert_eq!(set.status, 200, "{}", set.body);
+
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let id = scenario::add_user(&client, &bases[i % 3], &format!("lo{i}")).await;
+        for node in [(i + 1) % 3, (i + 2) % 3] {
+            let path = format!("/v2/users/{id}/authentication/failed");
+            let failed = client
+                .json(
+                    &bases[node],
+                    Method::POST,
+                    &path,
+                    &json!({"method": "password"}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(failed.status, 200, "{}", failed.body);
+        }
+        let history = client
+            .get_path(&bases[i % 3], &format!("/v2/users/{id}/history"))
+            .await
+            .unwrap();
+        let types: Vec<&str> = history.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert!(types.contains(&"user.locked"), "{id}: {types:?}");
+        ids.push(id);
+    }
+
+    // Every lock ends within seconds, unlocked by some node's scheduler.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let got = client.get(&bases[0], id, None).await.unwrap();
+            if got.body["user"]["state"] == scenario::ACTIVE {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} still {}", got.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A few more scheduler rounds on every node: still exactly one unlock each.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let history = client
+            .get_path(&bases[1], &format!("/v2/users/{id}/history"))
+            .await
+            .unwrap();
+        let unlocks: Vec<(&str, &serde_json::Value)> = history.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "user.unlocked")
+            .map(|e| (e["creator"].as_str().unwrap(), &e["payload"]))
+            .collect();
+        assert_eq!(
+            unlocks,
+            [("system", &json!({"reason": "lock-expired"}))],
+            "{id}"
+        );
+    }
 }

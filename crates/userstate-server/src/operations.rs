@@ -251,10 +251,10 @@ pub enum Kind {
     StateAsOf,
     /// One of the state commands.
     State(StateCommand),
-    /// The identity backend reports a failed check (ours, REST only; SPEC.md "Lockout policy
-    /// and timed locks").
+    /// The identity backend reports a failed check (ours: REST and [`LOCKOUT_SERVICE`]; SPEC.md
+    /// "Lockout policy and timed locks").
     AuthFailed,
-    /// The identity backend reports a successful check (ours, REST only).
+    /// The identity backend reports a successful check (ours: REST and [`LOCKOUT_SERVICE`]).
     AuthSucceeded,
     /// Read the lockout policy in force (ours, REST only).
     GetLockoutPolicy,
@@ -298,13 +298,32 @@ pub struct Operation {
     /// The RPC name, the same in every version's service (also the Connect path's last
     /// segment); `None` for an operation offered over REST only.
     pub rpc: Option<&'static str>,
+    /// The userstate-own gRPC service that offers `rpc` (e.g. [`LOCKOUT_SERVICE`]) when it is
+    /// not each version's ZITADEL user service; `None` for ZITADEL's RPCs.
+    pub rpc_service: Option<&'static str>,
     /// The v2 REST routes, or `None` when v2 does not offer it.
     pub v2: Option<&'static [Route]>,
     /// The v3alpha REST routes, or `None` when v3alpha does not offer it.
     pub v3alpha: Option<&'static [Route]>,
 }
 
+/// userstate's own gRPC service of the authentication reports (ZITADEL has none; its messages
+/// are left as they are): `proto/userstate/lockout/v1/lockout_service.proto`.
+pub const LOCKOUT_SERVICE: &str = "userstate.lockout.v1.LockoutService";
+
 impl Operation {
+    /// The gRPC (and Connect) request paths of the operation: `rpc` in each version's user
+    /// service, or once in its own [`rpc_service`](Self::rpc_service); none over REST only.
+    pub fn rpc_paths(&self) -> Vec<String> {
+        let Some(rpc) = self.rpc else {
+            return Vec::new();
+        };
+        match self.rpc_service {
+            Some(service) => vec![format!("/{service}/{rpc}")],
+            None => self.bindings().map(|(api, _)| api.rpc_path(rpc)).collect(),
+        }
+    }
+
     /// The versions that offer the operation, with their REST routes.
     pub fn bindings(&self) -> impl Iterator<Item = (Api, &'static [Route])> {
         [(Api::V2, self.v2), (Api::V3Alpha, self.v3alpha)]
@@ -335,6 +354,7 @@ const fn state(
         name,
         permission,
         rpc: Some(rpc),
+        rpc_service: None,
         v2: Some(v2),
         v3alpha: Some(v3alpha),
     }
@@ -347,6 +367,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "add",
         permission: "user.write",
         rpc: Some("AddHumanUser"),
+        rpc_service: None,
         v2: Some(&[post("/v2/users/human")]),
         v3alpha: None,
     },
@@ -355,6 +376,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "get",
         permission: "user.read",
         rpc: Some("GetUserByID"),
+        rpc_service: None,
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/users/{userId}",
@@ -371,6 +393,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "list",
         permission: "user.read",
         rpc: Some("ListUsers"),
+        rpc_service: None,
         v2: Some(&[post("/v2/users")]),
         v3alpha: None,
     },
@@ -379,6 +402,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "history",
         permission: "user.read",
         rpc: None,
+        rpc_service: None,
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/users/{userId}/history",
@@ -391,6 +415,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "state",
         permission: "user.read",
         rpc: None,
+        rpc_service: None,
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/users/{userId}/state",
@@ -402,7 +427,8 @@ pub const OPERATIONS: &[Operation] = &[
         kind: Kind::AuthFailed,
         name: "authentication failed",
         permission: "user.write",
-        rpc: None,
+        rpc: Some("ReportAuthenticationFailed"),
+        rpc_service: Some(LOCKOUT_SERVICE),
         v2: Some(&[post("/v2/users/{userId}/authentication/failed")]),
         v3alpha: None,
     },
@@ -410,7 +436,8 @@ pub const OPERATIONS: &[Operation] = &[
         kind: Kind::AuthSucceeded,
         name: "authentication succeeded",
         permission: "user.write",
-        rpc: None,
+        rpc: Some("ReportAuthenticationSucceeded"),
+        rpc_service: Some(LOCKOUT_SERVICE),
         v2: Some(&[post("/v2/users/{userId}/authentication/succeeded")]),
         v3alpha: None,
     },
@@ -419,6 +446,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "get lockout policy",
         permission: "user.read",
         rpc: None,
+        rpc_service: None,
         v2: Some(&[Route {
             verb: Verb::Get,
             path: "/v2/policies/lockout",
@@ -431,6 +459,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "set lockout policy",
         permission: "user.write",
         rpc: None,
+        rpc_service: None,
         v2: Some(&[Route {
             verb: Verb::Put,
             path: "/v2/policies/lockout",

@@ -216,6 +216,23 @@ impl Client {
         self.send(request).await
     }
 
+    /// `method` `path` (`/v2/…`) on `node` with a JSON body.
+    pub async fn json(
+        &self,
+        node: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Answer, reqwest::Error> {
+        let url = format!("{node}{path}");
+        self.send(self.http.request(method, url).json(body)).await
+    }
+
+    /// `GET path` (`/v2/…`) on `node`.
+    pub async fn get_path(&self, node: &str, path: &str) -> Result<Answer, reqwest::Error> {
+        self.send(self.http.get(format!("{node}{path}"))).await
+    }
+
     /// `GET /readyz` status.
     pub async fn ready(&self, node: &str) -> Result<u16, reqwest::Error> {
         Ok(self

@@ -77,9 +77,10 @@ impl Connect {
 
     /// The method a request path names (`/zitadel.user.v2.UserService/LockUser`), if served.
     /// Every non-gRPC request asks, so the REST routes (`/v2/…`, `/healthz`, …) are told apart
-    /// by a prefix check before any descriptor lookup: all our services are `zitadel.*`.
+    /// by a prefix check before any descriptor lookup: all our services are `zitadel.*` or
+    /// userstate's own `userstate.*` (no REST route starts with either).
     pub fn method(&self, path: &str) -> Option<MethodDescriptor> {
-        if !path.starts_with("/zitadel.") {
+        if !is_service_path(path) {
             return None;
         }
         json::method_at(path)
@@ -178,6 +179,12 @@ impl Connect {
             .insert(CONTENT_TYPE, encoding.content_type());
         Ok(response)
     }
+}
+
+/// Whether `path` can name a method of our services (`/zitadel.…` or `/userstate.…`): the
+/// cheap check before the descriptor lookup.
+fn is_service_path(path: &str) -> bool {
+    path.starts_with("/zitadel.") || path.starts_with("/userstate.")
 }
 
 /// The body, at most [`MAX_BODY_BYTES`].
@@ -316,6 +323,23 @@ mod tests {
         );
         assert_eq!(http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
         assert_eq!(http_status(Code::AlreadyExists), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn service_paths_are_told_from_rest_routes() {
+        assert!(is_service_path("/zitadel.user.v2.UserService/LockUser"));
+        assert!(is_service_path(
+            "/userstate.lockout.v1.LockoutService/ReportAuthenticationFailed"
+        ));
+        for rest in [
+            "/v2/users/u1",
+            "/healthz",
+            "/userstate",
+            "/v2/policies/lockout",
+            "/",
+        ] {
+            assert!(!is_service_path(rest), "{rest}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.user.v3alpha.UserService`
 //! (generated from `proto/` at build time; every message, field number and enum value is
-//! ZITADEL's own), the gRPC health service and server reflection, on the same port as the HTTP
+//! ZITADEL's own), userstate's own `userstate.lockout.v1.LockoutService` (the authentication
+//! reports, which ZITADEL does not have; its own package), the gRPC health service and server reflection, on the same port as the HTTP
 //! API. Requests whose `content-type` starts with `application/grpc` (gRPC over HTTP/2, gRPC-web
 //! over HTTP/1.1 or HTTP/2; protobuf or JSON messages, see [`json`]) go to tonic; every other
 //! request goes to the axum router ([`with_grpc`]). Health reports `SERVING` until the server
@@ -17,6 +18,7 @@ mod connect;
 pub(crate) mod convert;
 mod dispatch;
 pub mod json;
+mod lockout;
 mod metadata;
 mod v2;
 mod v3alpha;
@@ -40,6 +42,16 @@ pub mod pb {
         /// `google.rpc`.
         pub mod rpc {
             tonic::include_proto!("google.rpc");
+        }
+    }
+    /// `userstate.*` (userstate's own services).
+    pub mod userstate {
+        /// `userstate.lockout`.
+        pub mod lockout {
+            /// `userstate.lockout.v1`.
+            pub mod v1 {
+                tonic::include_proto!("userstate.lockout.v1");
+            }
         }
     }
     /// `zitadel.*`.
@@ -77,15 +89,17 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/userstate_descriptor.bin"));
 
+use pb::userstate::lockout::v1::lockout_service_server::LockoutServiceServer;
 use pb::zitadel::user::v2::user_service_server::UserServiceServer;
 use pb::zitadel::user::v3alpha::user_service_server::UserServiceServer as UserServiceV3AlphaServer;
 
 /// The services `grpc.health.v1.Health` reports on: the server as a whole (`""`) and each user
-/// service.
-const HEALTH_SERVICES: [&str; 3] = [
+/// service and the lockout service.
+const HEALTH_SERVICES: [&str; 4] = [
     "",
     <UserServiceServer<v2::UserServiceV2> as NamedService>::NAME,
     <UserServiceV3AlphaServer<v3alpha::UsersV3Alpha> as NamedService>::NAME,
+    <LockoutServiceServer<lockout::Lockout> as NamedService>::NAME,
 ];
 
 /// The statuses `grpc.health.v1.Health` answers: `SERVING` from the start, `NOT_SERVING` once
@@ -111,7 +125,8 @@ impl GrpcHealth {
     }
 }
 
-/// The tonic services (user v2, user v3alpha, health, reflection v1 and v1alpha) as one axum
+/// The tonic services (user v2, user v3alpha, userstate's lockout, health, reflection v1 and
+/// v1alpha) as one axum
 /// router (without gRPC-web; [`with_grpc`] adds it), and the health statuses.
 pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -129,10 +144,18 @@ pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
     );
     let v3 = Authenticate::new(
         state.clone(),
-        UserServiceV3AlphaServer::new(v3alpha::UsersV3Alpha::new(state))
+        UserServiceV3AlphaServer::new(v3alpha::UsersV3Alpha::new(state.clone()))
             .max_decoding_message_size(MAX_BODY_BYTES),
     );
-    let mut routes = Routes::new(v2).add_service(v3).add_service(health_service);
+    let lockout = Authenticate::new(
+        state.clone(),
+        LockoutServiceServer::new(lockout::Lockout::new(state))
+            .max_decoding_message_size(MAX_BODY_BYTES),
+    );
+    let mut routes = Routes::new(v2)
+        .add_service(v3)
+        .add_service(lockout)
+        .add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
