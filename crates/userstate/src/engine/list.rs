@@ -286,12 +286,20 @@ fn slot(state: UserState) -> Option<usize> {
 /// back or the lists are compacted: a lock and an unlock then cost the command path no list
 /// work when the user was in both states before (docs/PERFORMANCE.md, "The cost on the command
 /// path"). [`Entry::grouped`] says which lists hold an entry.
+///
+/// The command path never compacts: a group that came to hold more than twice its live users
+/// (plus [`STALE`]) is queued, and [`compact`] (the projection's follower, about once a second)
+/// compacts the queued groups still in that state. A wave of locks and unlocks over many users
+/// (BENCH.md's `lock-unlock`) then leaves the users in both groups instead of taking each out
+/// and putting it back once per wave.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Group {
     by_name: SortedIds,
     by_creation: SortedIds,
     /// How many of the users held are in the group's state.
     live: usize,
+    /// Whether the group is in its instance's [`ListIndex::queued`].
+    queued: bool,
 }
 
 /// How many more users than twice its live ones a group's lists may hold before they are
@@ -310,11 +318,25 @@ impl Group {
         }
     }
 
-    /// Counts a user (now in another state) out of group `k`, left in the lists; compacts
-    /// them when they hold more than twice the live users (plus [`STALE`]).
-    fn leave(&mut self, entries: &mut [Entry], k: usize, bit: u8) {
+    /// Counts a user (now in another state) out, left in the lists. Whether the group should
+    /// now be queued for [`compact`] (it holds too many stale users and is not queued yet).
+    #[must_use]
+    fn leave(&mut self) -> bool {
         self.live -= 1;
-        if self.by_name.len() <= 2 * self.live + STALE {
+        let queue = !self.queued && self.stale();
+        self.queued |= queue;
+        queue
+    }
+
+    /// Whether the lists hold more than twice the live users (plus [`STALE`]).
+    fn stale(&self) -> bool {
+        self.by_name.len() > 2 * self.live + STALE
+    }
+
+    /// Takes the users no longer in state `k` out of the lists (`bit` of [`Entry::grouped`]).
+    fn compact(&mut self, entries: &mut [Entry], k: usize, bit: u8) {
+        self.queued = false;
+        if !self.stale() {
             return;
         }
         let state = LIVE[k];
@@ -359,6 +381,26 @@ pub(super) struct ListIndex {
     states: [Group; 4],
     /// By organisation (interned), then by live state ([`LIVE`]).
     orgs: FastMap<u32, [Group; 4]>,
+    /// The groups waiting for [`compact`]: (organisation, or `None` across them; live state).
+    queued: Vec<(Option<u32>, usize)>,
+}
+
+/// Compacts the groups queued since the last call (see [`Group`]): off the command path, by
+/// the projection's follower about once a second and after a rebuild. Costs a pass over each
+/// queued group's lists.
+pub(super) fn compact(lists: &mut Lists, entries: &mut [Entry]) {
+    for index in lists.values_mut() {
+        for (org, k) in std::mem::take(&mut index.queued) {
+            let (group, bit) = match org {
+                None => (&mut index.states[k], across(k)),
+                Some(org) => match index.orgs.get_mut(&org) {
+                    Some(groups) => (&mut groups[k], of_org(k)),
+                    None => continue,
+                },
+            };
+            group.compact(entries, k, bit);
+        }
+    }
 }
 
 /// The user-name order of entries `a` and `b` (then by stream name, i.e. user id), by their
@@ -530,10 +572,14 @@ pub(super) fn restate(lists: &mut Lists, entries: &mut [Entry], i: u32, old: Use
             let Some(lists) = lists.get_mut(instance) else {
                 return;
             };
-            lists.states[from].leave(entries, from, across(from));
+            if lists.states[from].leave() {
+                lists.queued.push((None, from));
+            }
             lists.states[to].enter(entries, i, across(to));
             if let Some(groups) = lists.orgs.get_mut(&org) {
-                groups[from].leave(entries, from, of_org(from));
+                if groups[from].leave() {
+                    lists.queued.push((Some(org), from));
+                }
                 groups[to].enter(entries, i, of_org(to));
             }
         }

@@ -28,6 +28,8 @@ const POLL: Duration = Duration::from_millis(500);
 const HISTORY: usize = 65_536;
 /// At most this many told events wait for an earlier position; past it the follower reads them.
 const MAX_PENDING: usize = 65_536;
+/// How often the follower compacts the read model's list indexes ([`ReadModel::compact_lists`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Shared {
@@ -300,7 +302,12 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
     // Whether the last wait ended by the poll timer rather than a head change.
     let mut polled = false;
+    let mut compacted = Instant::now();
     loop {
+        if compacted.elapsed() >= COMPACT_EVERY {
+            shared.write().read.compact_lists();
+            compacted = Instant::now();
+        }
         // Note the head before reading, so a commit after the read wakes us.
         let seen = head.get();
         // Read from where the model is, past what told appends applied meanwhile.

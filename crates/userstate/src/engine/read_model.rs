@@ -240,6 +240,7 @@ impl ReadModel {
                 .visit_all(model.position + 1, PAGE, &mut |e| model.apply_ref(e))
                 .await?;
             if visited == 0 {
+                model.compact_lists();
                 return Ok(model);
             }
             progress(model.position);
@@ -259,6 +260,15 @@ impl ReadModel {
             .into_iter()
             .map(|s| (s, self.entries.iter().filter(|e| e.state == s).count()))
             .collect()
+    }
+
+    /// Takes the users who left a state out of that state's list indexes where they have
+    /// come to outnumber the users in it. [`apply`](Self::apply) leaves them in (it skips them
+    /// in lists, and they cost nothing when they come back); the projection's follower calls
+    /// this about once a second, off the command path, and [`rebuild`](Self::rebuild) once
+    /// at its end. Answers never depend on it, only the cost of listing a state's users.
+    pub fn compact_lists(&mut self) {
+        list::compact(&mut self.lists, &mut self.entries);
     }
 
     /// The position of the last event applied.
