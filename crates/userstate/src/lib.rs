@@ -29,6 +29,7 @@
 
 #![deny(missing_docs)]
 
+pub mod chain;
 pub mod domain;
 pub mod engine;
 mod error;

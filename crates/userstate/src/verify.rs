@@ -4,12 +4,20 @@
 //! whose holder is a live user with that name (an orphan is reported; the next add of the name
 //! reclaims it).
 //!
+//! It also checks the hash chain ([`crate::chain`]): every event's stored hash must be the
+//! hash of its content chained to the stored hash of the event read before it, so a changed,
+//! removed, inserted or reordered event is reported at its position (a removed one at the
+//! event that follows the gap, which no longer chains to the one before it). With a signed
+//! [`Checkpoint`], the hash at its position must be the signed one: that proves the log up to
+//! it is the one that was signed, even against someone who rewrote the chain.
+//!
 //! Framing and checksums are the file store's own business: `FileStore::open` refuses a damaged
 //! log with the file and offset, and the `userstate verify` command reports that as a finding.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::chain::{Checkpoint, EventHash};
 use crate::domain::{InstanceId, StreamKind, StreamName, User, UserCommand, UserEvent, UserId};
 use crate::engine::{username_holder, username_holds, Error};
 use crate::store::{EventStore, RecordedEvent, StreamId};
@@ -56,6 +64,14 @@ pub struct Report {
     pub users: u64,
     /// Everything found wrong, in log order.
     pub findings: Vec<Finding>,
+    /// How many of the findings are breaks of the hash chain (or of the checkpoint).
+    pub chain_breaks: u64,
+    /// The position of the last event scanned (0: none).
+    pub head_position: u64,
+    /// The stored chain hash of the last event scanned ([`EventHash::ZERO`]: none).
+    pub head_hash: EventHash,
+    /// Whether the checkpoint given to [`verify_store_against`] was proven.
+    pub checkpoint_proven: bool,
     /// Username reservations held by no live user with that name, in log order: what an add
     /// leaves when it crashes between its two writes (or, on a store in use, an add between
     /// them). Not a broken invariant — the next add of the name reclaims it — so not a finding.
@@ -78,9 +94,25 @@ struct StreamCheck {
 /// the number of events scanned so far.
 pub async fn verify_store(
     store: &dyn EventStore,
+    progress: impl FnMut(u64),
+) -> Result<Report, Error> {
+    verify_store_against(store, None, progress).await
+}
+
+/// Like [`verify_store`], and when `checkpoint` is given (already checked against its public
+/// key by the caller, see [`Checkpoint::check_signature`]), also proves the log up to the
+/// checkpoint's position is the one that was signed: [`Report::checkpoint_proven`], or a
+/// finding saying why not.
+pub async fn verify_store_against(
+    store: &dyn EventStore,
+    checkpoint: Option<&Checkpoint>,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, Error> {
     let mut report = Report::default();
+    let mut previous_hash = EventHash::ZERO;
+    let mut previous_position = 0u64;
+    // Some(true): the checkpoint's event was found with the signed hash.
+    let mut checkpoint_matched = checkpoint.map(|c| c.position == 0 && c.hash == EventHash::ZERO);
     let mut streams: HashMap<StreamId, StreamCheck> = HashMap::new();
     let mut last_position = 0;
     // The last event of every username reservation stream.
@@ -99,6 +131,39 @@ pub async fn verify_store(
                 ));
             }
             last_position = last_position.max(event.position);
+            if event.hash != event.chain_hash(&previous_hash) {
+                report.chain_breaks += 1;
+                let problem = if previous_position == 0 {
+                    "hash chain broken: the event does not match its hash as the log's first \
+                     event (changed, or events before it were removed)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "hash chain broken: the event does not match its hash chained to the \
+                         event before it (position {previous_position}): it was changed, \
+                         inserted or moved, or an event between them was removed"
+                    )
+                };
+                report.findings.push(finding(event, problem));
+            }
+            if let Some(cp) = checkpoint {
+                if event.position == cp.position {
+                    checkpoint_matched = Some(event.hash == cp.hash);
+                    if event.hash != cp.hash {
+                        report.chain_breaks += 1;
+                        report.findings.push(finding(
+                            event,
+                            format!(
+                                "the event's hash {} is not the signed checkpoint's {}: the log \
+                                 up to here is not the one that was signed",
+                                event.hash, cp.hash
+                            ),
+                        ));
+                    }
+                }
+            }
+            previous_hash = event.hash;
+            previous_position = event.position;
             let check = streams
                 .entry(event.stream.clone())
                 .or_insert_with(|| StreamCheck {
@@ -123,6 +188,42 @@ pub async fn verify_store(
             }
         }
         progress(report.events);
+    }
+    report.head_position = previous_position;
+    report.head_hash = previous_hash;
+    if let Some(cp) = checkpoint {
+        let breaks_before = report
+            .findings
+            .iter()
+            .any(|f| f.position.is_some_and(|p| p <= cp.position) && f.problem.contains("hash"));
+        match checkpoint_matched {
+            Some(true) if !breaks_before => report.checkpoint_proven = true,
+            Some(true) => {
+                report.findings.push(Finding {
+                    stream: None,
+                    sequence: None,
+                    position: Some(cp.position),
+                    problem: "the checkpoint's hash is found, but the chain before it is \
+                              broken: the log up to the checkpoint is not the one signed"
+                        .into(),
+                });
+                report.chain_breaks += 1;
+            }
+            Some(false) => {}
+            None => {
+                report.chain_breaks += 1;
+                report.findings.push(Finding {
+                    stream: None,
+                    sequence: None,
+                    position: Some(cp.position),
+                    problem: format!(
+                        "the signed checkpoint's position {} is not in the log (its last \
+                         position is {previous_position}): events were removed",
+                        cp.position
+                    ),
+                });
+            }
+        }
     }
     report.orphans = orphans(&reservations, &streams);
     report.streams = streams.len() as u64;

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::chain::{self, EventHash};
 use crate::hash::{FastMap, FastState};
 
 use super::{
@@ -51,6 +52,8 @@ struct Log {
     /// The first event types seen, each stored once (a store holds a handful) and named by
     /// index: no reference count for the two cores to pass back and forth on every append.
     types: Vec<Box<str>>,
+    /// The hash of the last event (what the next one chains from).
+    last_hash: EventHash,
 }
 
 /// At most this many distinct event types are shared; further types are kept per event.
@@ -94,6 +97,7 @@ struct Kept {
     revision: u16,
     payload: serde_json::Value,
     metadata: Arc<EventMetadata>,
+    hash: EventHash,
 }
 
 impl Kept {
@@ -108,6 +112,7 @@ impl Kept {
             revision: self.revision,
             payload: self.payload.clone(),
             metadata: EventMetadata::clone(&self.metadata),
+            hash: self.hash,
         }
     }
 }
@@ -197,6 +202,11 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         super::ensure_events(&events)?;
+        // The content part of the chain hash, on the caller's thread and outside every lock.
+        let contents: Vec<EventHash> = events
+            .iter()
+            .map(|e| chain::content_digest(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
+            .collect();
         let recorded = {
             // The shard stays locked until the stream's indexes are in: the version check and
             // the sequences taken from it cannot interleave with another append to the stream.
@@ -231,22 +241,38 @@ impl EventStore for MemoryStore {
                     }
                 })
                 .collect();
+            let mut hashes = Vec::with_capacity(events.len());
             let (start, now) = {
                 let mut log = lock(&self.log);
                 // Taken under the log's lock, so commit times follow positions.
                 let now = Utc::now();
                 let start = log.events.len();
-                for (i, (e, metadata)) in events.iter().zip(metadata).enumerate() {
+                for (i, ((e, metadata), content)) in
+                    events.iter().zip(metadata).zip(&contents).enumerate()
+                {
                     let event_type = log.event_type(&e.event_type);
+                    let sequence = actual + 1 + i as u64;
+                    let created_at = e.created_at.unwrap_or(now);
+                    let at = chain::Coordinates {
+                        position: (start + i + 1) as u64,
+                        sequence,
+                        created_at_micros: created_at.timestamp_micros(),
+                        event_id: e.event_id,
+                        revision: e.revision,
+                    };
+                    let hash = chain::link(&log.last_hash, &at, content);
+                    log.last_hash = hash;
+                    hashes.push(hash);
                     log.events.push(Kept {
                         event_id: e.event_id,
                         stream: entry.name.clone(),
-                        sequence: actual + 1 + i as u64,
-                        created_at: e.created_at.unwrap_or(now),
+                        sequence,
+                        created_at,
                         event_type,
                         revision: e.revision,
                         payload: e.payload.clone(),
                         metadata,
+                        hash,
                     });
                 }
                 (start, now)
@@ -255,14 +281,17 @@ impl EventStore for MemoryStore {
             events
                 .into_iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    RecordedEvent::record(
+                .zip(hashes)
+                .map(|((i, e), hash)| {
+                    let mut recorded = RecordedEvent::record(
                         stream.clone(),
                         actual + 1 + i as u64,
                         (start + i + 1) as u64,
                         now,
                         e,
-                    )
+                    );
+                    recorded.hash = hash;
+                    recorded
                 })
                 .collect::<Vec<_>>()
         };

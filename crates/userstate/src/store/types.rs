@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::chain::EventHash;
 use crate::domain::{canonical_username, DomainError, InstanceId, StreamName, UserId};
 
 /// The longest stream name accepted, in bytes.
@@ -202,10 +203,16 @@ pub struct RecordedEvent {
     pub payload: serde_json::Value,
     /// Who and what caused it.
     pub metadata: EventMetadata,
+    /// The hash chaining this event to the one before it in position order
+    /// ([`crate::chain`]). [`EventHash::ZERO`] until a store sets it; absent from an export
+    /// written before the chain.
+    #[serde(default)]
+    pub hash: EventHash,
 }
 
 impl RecordedEvent {
-    /// Records `event` at the given coordinates (for store implementations). `created_at` is
+    /// Records `event` at the given coordinates (for store implementations); the store then
+    /// sets [`hash`](Self::hash) where it orders the event. `created_at` is
     /// the commit's time; an event that carries its own time (an import) keeps that instead.
     pub fn record(
         stream: StreamId,
@@ -224,6 +231,7 @@ impl RecordedEvent {
             revision: event.revision,
             payload: event.payload,
             metadata: event.metadata,
+            hash: EventHash::ZERO,
         }
     }
 }

@@ -41,6 +41,7 @@ use self::writer::{Queue, Syncer};
 use super::{
     EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
 };
+use crate::chain::EventHash;
 
 /// The default segment size: 128 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
@@ -103,14 +104,16 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(index: Index, head: u64) -> Self {
-        Self {
+    fn new(index: Index) -> Result<Self, StoreError> {
+        let head = index.head();
+        let last_hash = head_hash(&index)?;
+        Ok(Self {
             index: RwLock::new(index),
             head: Arc::new(Watermark::new(head)),
-            queue: Mutex::new(Queue::new(head + 1)),
+            queue: Mutex::new(Queue::new(head + 1, last_hash)),
             ready: Condvar::new(),
             publishing: AtomicUsize::new(0),
-        }
+        })
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -126,6 +129,17 @@ impl Shared {
     fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The chain hash of the log's last durable event, read back from its record
+/// ([`EventHash::ZERO`] for an empty log): what the next append chains from.
+fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
+    let head = index.head();
+    if head == 0 {
+        return Ok(EventHash::ZERO);
+    }
+    let events = read::read_spans(&index.spans(&[head]))?;
+    Ok(events.last().map_or(EventHash::ZERO, |e| e.hash))
 }
 
 /// The embedded durable file store: an append-only, segmented log in one directory, written by
@@ -260,10 +274,9 @@ impl FileStore {
         }
         let lock = DirLock::shared(dir)?;
         let recovered = recovery::recover(dir, None)?;
-        let head = recovered.index.head();
         Ok(FileStore {
             dir: dir.to_path_buf(),
-            shared: Arc::new(Shared::new(recovered.index, head)),
+            shared: Arc::new(Shared::new(recovered.index)?),
             syncer: None,
             publisher: None,
             read_only: true,
@@ -286,8 +299,7 @@ impl FileStore {
             .create(dir)?;
         let lock = DirLock::acquire(dir)?;
         let recovered = recovery::recover(dir, Some(&*options.io))?;
-        let head = recovered.index.head();
-        let shared = Arc::new(Shared::new(recovered.index, head));
+        let shared = Arc::new(Shared::new(recovered.index)?);
         let last = recovered
             .last
             .expect("a writable open always leaves a segment to write");

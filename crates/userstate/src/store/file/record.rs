@@ -6,8 +6,14 @@
 //! [body_len u32 LE][header_crc u32 LE = crc32c(body_len bytes)][body_crc u32 LE = crc32c(body)]
 //! [body: position u64][sequence u64][created_at µs i64][event_id 16][revision u16][flags u8]
 //!       [stream_len u16][stream][type_len u16][type][metadata_len u32][metadata JSON]
-//!       [payload_len u32][payload JSON]
+//!       [payload_len u32][payload JSON][hash 32]
 //! ```
+//!
+//! Format 2 (flag bit 2 set, every record written since the hash chain, ADR 0016) ends the
+//! body with the event's chain hash; the bytes from `stream_len` through the payload are the
+//! chain's `content` encoding ([`crate::chain`]). A format 1 record (no flag bit 2, no hash)
+//! still decodes, with [`RawRecord::hash`] `None`, and the store's open refuses it with a
+//! clear message: such a log is migrated by `export` with the previous release and `import`.
 //!
 //! The header has its own checksum so a damaged length is never trusted: a frame whose header
 //! checks out but whose body runs past the end of the file was cut short (a torn tail); a frame
@@ -22,6 +28,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::chain::EventHash;
 use crate::store::{EventMetadata, EventRef, PayloadRef, RecordedEvent, StreamId};
 
 /// Bytes in a frame header.
@@ -32,6 +39,10 @@ pub const MAX_BODY_LEN: usize = 64 << 20;
 const FLAG_ENDS_APPEND: u8 = 1;
 /// Flag: this record is the first of a writer batch.
 const FLAG_STARTS_BATCH: u8 = 2;
+/// Flag: the record is format 2: its body ends with the chain hash.
+const FLAG_CHAINED: u8 = 4;
+/// Bytes of the chain hash at the end of a format 2 body.
+const HASH_LEN: usize = 32;
 /// Fixed-size part of the body before the variable fields.
 const FIXED_LEN: usize = 8 + 8 + 8 + 16 + 2 + 1;
 
@@ -61,6 +72,10 @@ pub struct RawRecord<'a> {
     pub metadata: &'a [u8],
     /// Payload as JSON bytes.
     pub payload: &'a [u8],
+    /// The body from the stream name through the payload: the chain's `content` encoding.
+    pub tail: &'a [u8],
+    /// The chain hash (format 2); `None` for a format 1 record.
+    pub hash: Option<EventHash>,
 }
 
 /// What [`decode`] found at the start of its input.
@@ -163,12 +178,20 @@ fn parse_body(body: &[u8]) -> Option<RawRecord<'_>> {
     let event_id = Uuid::from_bytes(c.array()?);
     let revision = c.u16()?;
     let [flags] = c.array()?;
+    let chained = flags & FLAG_CHAINED != 0;
+    let variable = c.0;
     let stream = c.str16()?;
     let event_type = c.str16()?;
     let metadata = c.bytes32()?;
     let payload = c.bytes32()?;
+    let tail = &variable[..variable.len() - c.0.len()];
+    let hash = if chained {
+        Some(EventHash(c.array()?))
+    } else {
+        None
+    };
     if !c.0.is_empty()
-        || flags & !(FLAG_ENDS_APPEND | FLAG_STARTS_BATCH) != 0
+        || flags & !(FLAG_ENDS_APPEND | FLAG_STARTS_BATCH | FLAG_CHAINED) != 0
         || position == 0
         || sequence == 0
     {
@@ -186,6 +209,8 @@ fn parse_body(body: &[u8]) -> Option<RawRecord<'_>> {
         event_type,
         metadata,
         payload,
+        tail,
+        hash,
     })
 }
 
@@ -209,6 +234,7 @@ impl<'a> RawRecord<'a> {
             revision: self.revision,
             payload,
             metadata,
+            hash: self.hash.unwrap_or_default(),
         })
     }
 
@@ -242,7 +268,7 @@ pub struct Marks {
 
 impl Marks {
     fn flags(self) -> u8 {
-        let mut flags = 0;
+        let mut flags = FLAG_CHAINED;
         if self.ends_append {
             flags |= FLAG_ENDS_APPEND;
         }
@@ -273,7 +299,7 @@ impl Tail {
         put_str16(&mut out, event_type, "event type")?;
         put_json32(&mut out, metadata, "metadata")?;
         put_json32(&mut out, payload, "payload")?;
-        let body_len = FIXED_LEN + out.len();
+        let body_len = FIXED_LEN + out.len() + HASH_LEN;
         if body_len > MAX_BODY_LEN {
             return Err(format!(
                 "event is {body_len} bytes; the limit is {MAX_BODY_LEN}"
@@ -284,7 +310,12 @@ impl Tail {
 
     /// Bytes of the whole frame this tail becomes.
     pub fn frame_len(&self) -> usize {
-        HEADER_LEN + FIXED_LEN + self.0.len()
+        HEADER_LEN + FIXED_LEN + self.0.len() + HASH_LEN
+    }
+
+    /// The chain's `content` digest of these bytes.
+    pub fn content(&self) -> EventHash {
+        crate::chain::content_digest_of_tail(&self.0)
     }
 }
 
@@ -303,6 +334,8 @@ pub struct Fixed {
     pub revision: u16,
     /// Where the record stands in its append and batch.
     pub marks: Marks,
+    /// The event's chain hash.
+    pub hash: EventHash,
 }
 
 /// Appends the frame of a record made of `fixed` and `tail` to `out`. Cannot fail: every
@@ -318,6 +351,7 @@ pub fn encode_parts(fixed: &Fixed, tail: &Tail, out: &mut Vec<u8>) {
     out.extend_from_slice(&fixed.revision.to_le_bytes());
     out.push(fixed.marks.flags());
     out.extend_from_slice(&tail.0);
+    out.extend_from_slice(&fixed.hash.0);
     let body_len = out.len() - start - HEADER_LEN;
     let len_bytes = (body_len as u32).to_le_bytes();
     let body_crc = crc32c::crc32c(&out[start + HEADER_LEN..]);
@@ -342,6 +376,7 @@ pub fn encode(event: &RecordedEvent, marks: Marks, out: &mut Vec<u8>) -> Result<
         event_id: event.event_id,
         revision: event.revision,
         marks,
+        hash: event.hash,
     };
     encode_parts(&fixed, &tail, out);
     Ok(())

@@ -209,6 +209,15 @@ pub fn scan_segment(
                 format!("expected position {position}, found {}", record.position),
             ));
         }
+        if record.hash.is_none() {
+            return Err(corrupt(
+                at,
+                "a record of format 1, written before the hash chain (ADR 0016): this release \
+                 reads format 2 only; export the log with the release that wrote it and import \
+                 it here"
+                    .into(),
+            ));
+        }
         if pending > 0 && record.stream != pending_stream {
             return Err(corrupt(
                 at,

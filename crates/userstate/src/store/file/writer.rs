@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 use super::record;
 use super::Shared;
+use crate::chain::EventHash;
 use crate::hash::FastMap;
 use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
@@ -79,6 +80,8 @@ pub struct Queue {
     unpublished: FastMap<StreamId, u64>,
     /// The position the next appended event gets.
     next_position: u64,
+    /// The chain hash of the event before `next_position`: what the next event chains from.
+    last_hash: EventHash,
     /// The time given to the last append; times never go back along the log.
     last_time: DateTime<Utc>,
     /// Why appends stopped (a failed write or sync), if they did.
@@ -90,12 +93,14 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// An empty queue whose next event gets position `next_position`.
-    pub fn new(next_position: u64) -> Self {
+    /// An empty queue whose next event gets position `next_position` and chains from
+    /// `last_hash`.
+    pub fn new(next_position: u64, last_hash: EventHash) -> Self {
         Self {
             batches: VecDeque::new(),
             unpublished: FastMap::default(),
             next_position,
+            last_hash,
             last_time: DateTime::<Utc>::MIN_UTC,
             failed: None,
             closing: false,
@@ -157,6 +162,7 @@ pub fn submit(
         .map(|e| record::Tail::new(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StoreError::InvalidArgument)?;
+    let contents: Vec<EventHash> = tails.iter().map(record::Tail::content).collect();
     let bytes: usize = tails.iter().map(record::Tail::frame_len).sum();
     if bytes > MAX_APPEND_BYTES {
         return Err(StoreError::InvalidArgument(format!(
@@ -186,13 +192,17 @@ pub fn submit(
     let now = queue.now();
     let first = queue.next_position;
     let n = events.len();
+    let mut previous = queue.last_hash;
     let batch = queue.open_batch(bytes);
     let mut recorded = Vec::with_capacity(n);
-    for (i, (event, tail)) in events.into_iter().zip(&tails).enumerate() {
+    for (i, ((event, tail), content)) in events.into_iter().zip(&tails).zip(&contents).enumerate() {
         let k = i as u64;
         let mut e = RecordedEvent::record(stream.clone(), actual + 1 + k, first + k, now, event);
         e.created_at = to_micros(e.created_at);
+        e.hash = crate::chain::link(&previous, &e.coordinates(), content);
+        previous = e.hash;
         let fixed = record::Fixed {
+            hash: e.hash,
             position: e.position,
             sequence: e.sequence,
             created_at_micros: e.created_at.timestamp_micros(),
@@ -210,6 +220,7 @@ pub fn submit(
     let (reply, answer) = oneshot::channel();
     batch.appends.push((reply, recorded));
     queue.next_position += n as u64;
+    queue.last_hash = previous;
     queue.unpublished.insert(stream.clone(), actual + n as u64);
     let wake = std::mem::take(&mut queue.syncer_idle);
     drop(guard);

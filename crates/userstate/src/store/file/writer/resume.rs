@@ -73,12 +73,20 @@ impl Syncer {
             std::thread::sleep(Duration::from_millis(1));
         }
         let head = self.shared.read_index().head();
+        let last_hash = match crate::store::file::head_hash(&self.shared.read_index()) {
+            Ok(hash) => hash,
+            Err(e) => {
+                warn!(error = %e, "the log's last record cannot be read back; appends stay stopped");
+                return false;
+            }
+        };
         let mut queue = self.shared.lock_queue();
         if queue.closing {
             return false;
         }
         queue.unpublished.clear();
         queue.next_position = head + 1;
+        queue.last_hash = last_hash;
         queue.failed = None;
         info!(head, segment = %self.path.display(), "file store repaired; appends resume");
         true
