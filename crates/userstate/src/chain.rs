@@ -84,7 +84,7 @@ impl<'de> Deserialize<'de> for EventHash {
 }
 
 /// The `content` digest of an event from its encoded parts (`metadata` and `payload` as
-/// compact JSON). Fails only if a field is too long for its length prefix.
+/// compact JSON).
 pub fn content_digest_raw(
     stream: &str,
     event_type: &str,

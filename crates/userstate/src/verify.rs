@@ -112,7 +112,10 @@ pub async fn verify_store_against(
     let mut previous_hash = EventHash::ZERO;
     let mut previous_position = 0u64;
     // Some(true): the checkpoint's event was found with the signed hash.
-    let mut checkpoint_matched = checkpoint.map(|c| c.position == 0 && c.hash == EventHash::ZERO);
+    // A checkpoint of the empty log (position 0) is matched by the chain's start.
+    let mut checkpoint_matched = checkpoint
+        .filter(|c| c.position == 0)
+        .map(|c| c.hash == EventHash::ZERO);
     let mut streams: HashMap<StreamId, StreamCheck> = HashMap::new();
     let mut last_position = 0;
     // The last event of every username reservation stream.

@@ -10,6 +10,8 @@
 //! seam under the writer) and `faults` (its fault-injecting twin, feature `testkit`).
 
 #[cfg(feature = "testkit")]
+#[cfg(test)]
+mod chain_tests;
 pub mod faults;
 mod index;
 mod io;
