@@ -4,7 +4,15 @@
 //! the target store, in the same order.
 //!
 //! Import reads its file twice: first it validates every line (JSON, gapless sequences per
-//! stream, increasing positions) and writes nothing if any line is bad; then it appends.
+//! stream, increasing positions, and the hash chain) and writes nothing if any line is bad;
+//! then it appends.
+//!
+//! The hash chain (ADR 0016): every exported line carries its event's `hash`. Import checks
+//! the file's chain link by link, from the first line, as the source store wrote it (a line
+//! changed, removed, inserted or moved in the file is refused with its line and position);
+//! the target store then chains the events anew, because the chain covers positions, which
+//! the target assigns. An export written before the chain (no `hash` on any line) is
+//! imported unchecked; one with some lines hashed and some not is refused.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -12,6 +20,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use crate::chain::EventHash;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 const PAGE: usize = 4096;
@@ -79,6 +88,9 @@ pub fn validate_jsonl(path: &Path) -> Result<u64, TransferError> {
     let mut last_sequence: HashMap<StreamId, u64> = HashMap::new();
     let mut last_position = 0;
     let mut count = 0;
+    // Whether the file carries the chain (decided by its first line), and the last hash.
+    let mut chained: Option<bool> = None;
+    let mut previous_hash = EventHash::ZERO;
     for (line, text) in lines(path)? {
         let event: RecordedEvent =
             serde_json::from_str(&text?).map_err(|e| TransferError::Line {
@@ -104,6 +116,25 @@ pub fn validate_jsonl(path: &Path) -> Result<u64, TransferError> {
                 ),
             });
         }
+        let has_hash = event.hash != EventHash::ZERO;
+        if *chained.get_or_insert(has_hash) != has_hash {
+            return Err(TransferError::Line {
+                line,
+                reason: "some lines carry a hash and some do not: not one export".into(),
+            });
+        }
+        if has_hash && event.hash != event.chain_hash(&previous_hash) {
+            return Err(TransferError::Line {
+                line,
+                reason: format!(
+                    "hash chain broken at position {}: the event does not match its hash \
+                     chained to the line before it (changed, inserted, moved, or a line \
+                     before it was removed)",
+                    event.position
+                ),
+            });
+        }
+        previous_hash = event.hash;
         last_sequence.insert(event.stream.clone(), event.sequence);
         last_position = event.position;
         count += 1;
@@ -220,5 +251,66 @@ mod tests {
         }
         assert_eq!(fresh.head_position().await.unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Export lines carry the chain; import checks it (a changed line is refused by line and
+    /// position) and the target chains anew; an export without hashes is imported unchecked.
+    #[tokio::test]
+    async fn import_checks_the_exported_chain_and_the_target_chains_anew() {
+        let source = MemoryStore::new();
+        for s in ["a", "b", "a"] {
+            let stream = StreamId::new(format!("t:{s}")).unwrap();
+            source
+                .append(&stream, ExpectedVersion::Any, ev(2))
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.jsonl");
+        export_jsonl(&source, std::fs::File::create(&path).unwrap(), |_| {})
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut events: Vec<RecordedEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(events.iter().all(|e| e.hash != EventHash::ZERO));
+        let write = |events: &[RecordedEvent]| {
+            let lines: Vec<String> = events
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap())
+                .collect();
+            std::fs::write(&path, lines.join("\n")).unwrap();
+        };
+
+        let target = MemoryStore::new();
+        import_jsonl(&target, &path, false, |_, _| {})
+            .await
+            .unwrap();
+        let imported = target.read_all(1, 100).await.unwrap();
+        let report = crate::verify::verify_store(&target, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.findings);
+        assert_eq!(report.head_hash, imported.last().unwrap().hash);
+
+        events[3].payload = serde_json::json!({"changed": true});
+        write(&events);
+        match validate_jsonl(&path) {
+            Err(TransferError::Line { line, reason }) => {
+                assert_eq!(line, 4);
+                assert!(reason.contains("position 4"), "{reason}");
+            }
+            other => panic!("expected a broken chain, got {other:?}"),
+        }
+
+        for e in &mut events {
+            e.hash = EventHash::ZERO;
+        }
+        write(&events);
+        assert_eq!(
+            validate_jsonl(&path).unwrap(),
+            6,
+            "an export from before the chain"
+        );
     }
 }
