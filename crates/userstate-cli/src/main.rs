@@ -6,6 +6,7 @@
 mod args;
 mod audit;
 mod bench;
+mod checkpoint;
 mod exit;
 mod maintenance;
 mod serve;
@@ -47,7 +48,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Rebuild the read model from the first event and summarise it.
     Rebuild(maintenance::RebuildArgs),
-    /// Check the whole store: framing and checksums, sequences, positions, lifecycle rules.
+    /// Check the whole store: framing and checksums, the hash chain (and a signed checkpoint),
+    /// sequences, positions, lifecycle rules.
     Verify(maintenance::VerifyArgs),
     /// Write every event as JSON Lines (to move a deployment between stores).
     Export(maintenance::ExportArgs),
@@ -55,6 +57,9 @@ enum Command {
     Import(maintenance::ImportArgs),
     /// Measure commands/s and latency (docs/BENCH.md).
     Bench(bench::BenchArgs),
+    /// Signed checkpoints of the hash chain: `keygen` makes an Ed25519 key pair, `sign`
+    /// prints a checkpoint of the log's head (`verify --checkpoint` checks one).
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
         Command::Export(args) => maintenance::export(args).await,
         Command::Import(args) => maintenance::import(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
+        Command::Checkpoint(args) => checkpoint::run(args).await,
     };
     result.unwrap_or_else(|e| {
         // `userstate audit history u1 | head` closes the pipe early: not a failure.

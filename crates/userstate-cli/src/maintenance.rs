@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use userstate::store::PendingRepair;
 use userstate::transfer::{export_jsonl, import_jsonl, TransferError};
-use userstate::verify::{verify_store, Finding};
+use userstate::verify::{verify_store_against, Finding};
 use userstate::{EventStore, FileStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
@@ -114,6 +114,13 @@ pub struct VerifyArgs {
     store: StoreArgs,
     #[command(flatten)]
     format: ReportFormatArgs,
+    /// A checkpoint written by `userstate checkpoint sign`: also prove the log up to it is
+    /// the one that was signed (needs `--pubkey`).
+    #[arg(long, env = "USERSTATE_CHECKPOINT", requires = "pubkey")]
+    checkpoint: Option<PathBuf>,
+    /// The public key of the checkpoint's signer (`userstate checkpoint keygen`).
+    #[arg(long, env = "USERSTATE_PUBKEY", requires = "checkpoint")]
+    pubkey: Option<PathBuf>,
 }
 
 /// One line of `verify --format json` (docs/CLI.md): a finding, a pending repair, an orphaned
@@ -137,6 +144,13 @@ enum VerifyLine<'a> {
         repairs_pending: usize,
         orphans: usize,
         clean: bool,
+        /// The last event's position and chain hash (`null` when the store could not be
+        /// opened).
+        head_position: Option<u64>,
+        head_hash: Option<String>,
+        /// With `--checkpoint`: whether it was proven; absent without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        checkpoint_proven: Option<bool>,
     },
 }
 
@@ -164,10 +178,25 @@ fn print_json(line: &VerifyLine<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the store for a whole-log scan: the file store read-only (nothing in the directory
+/// changes), any other store as usual.
+pub async fn open_for_scan(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn EventStore>> {
+    if store.store == "file" {
+        Ok(open_file_store_read_only(&store.data).await?.0)
+    } else {
+        store.open().await
+    }
+}
+
 /// Scans the whole store; exits 1 on any finding. The file store is opened read-only: verify
 /// changes nothing in the directory (a torn tail is reported, not truncated).
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let json = args.format.json();
+    // A checkpoint whose signature does not hold proves nothing: refused before the scan.
+    let checkpoint = match (&args.checkpoint, &args.pubkey) {
+        (Some(cp), Some(key)) => Some(crate::checkpoint::load_checked(cp, key)?),
+        _ => None,
+    };
     let opened = if args.store.store == "file" {
         open_file_store_read_only(&args.store.data).await
     } else {
@@ -193,6 +222,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     repairs_pending: 0,
                     orphans: 0,
                     clean: false,
+                    head_position: None,
+                    head_hash: None,
+                    checkpoint_proven: None,
                 })?;
             } else {
                 println!("FINDING: {problem}");
@@ -215,10 +247,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let during = || format!("verifying {}", args.store.describe());
     let head = store.head_position().await.with_context(during)?;
     let bar = bar(head, "verifying");
-    let report = verify_store(&*store, |n| bar.set_position(n))
+    let report = verify_store_against(&*store, checkpoint.as_ref(), |n| bar.set_position(n))
         .await
         .with_context(during)?;
     bar.finish_and_clear();
+    let proven = checkpoint.as_ref().map(|_| report.checkpoint_proven);
     for finding in &report.findings {
         if json {
             print_json(&VerifyLine::Finding(finding.into()))?;
@@ -243,8 +276,18 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             repairs_pending: pending.len(),
             orphans: report.orphans.len(),
             clean: report.is_clean(),
+            head_position: Some(report.head_position),
+            head_hash: Some(report.head_hash.to_string()),
+            checkpoint_proven: proven,
         })?;
     } else {
+        if let (Some(cp), Some(proven)) = (&checkpoint, proven) {
+            println!(
+                "checkpoint at position {}: {}",
+                cp.position,
+                if proven { "proven" } else { "NOT proven" }
+            );
+        }
         println!(
             "verify: {} events, {} streams ({} users) scanned; {} finding(s), {} repair(s) \
              pending, {} orphaned reservation(s)",

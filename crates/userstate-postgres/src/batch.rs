@@ -14,6 +14,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Object;
 use futures_util::future::join3;
 use tokio::sync::oneshot;
+use userstate::chain;
 use userstate::store::NewEvent;
 use userstate::{ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use uuid::Uuid;
@@ -51,6 +52,8 @@ struct Params<'a> {
     metadata: Vec<serde_json::Value>,
     ids: Vec<Uuid>,
     created: Vec<Option<DateTime<Utc>>>,
+    /// Each event's chain content digest (ADR 0016), computed here, outside the lock.
+    contents: Vec<Vec<u8>>,
 }
 
 fn params(batch: &[AppendRequest]) -> Params<'_> {
@@ -74,7 +77,18 @@ fn params(batch: &[AppendRequest]) -> Params<'_> {
             p.metadata
                 .push(serde_json::to_value(&event.metadata).unwrap_or_default());
             p.ids.push(event.event_id);
-            p.created.push(event.created_at);
+            // Whole microseconds, as PostgreSQL keeps them: the chain hashes what is stored.
+            p.created.push(event.created_at.map(|t| t.trunc_subsecs(6)));
+            p.contents.push(
+                chain::content_digest(
+                    request.stream.as_str(),
+                    &event.event_type,
+                    &event.metadata,
+                    &event.payload,
+                )
+                .0
+                .to_vec(),
+            );
         }
     }
     p
@@ -111,6 +125,7 @@ pub(crate) async fn transact(
                 &p.metadata,
                 &p.ids,
                 &p.created,
+                &p.contents,
                 &channel,
             ],
         ),
@@ -137,6 +152,7 @@ pub(crate) async fn transact(
         let actual = u64::try_from(actual).unwrap_or(0);
         let first: Option<i64> = row.try_get(2)?;
         let now: DateTime<Utc> = row.try_get(3)?;
+        let hashes: Option<Vec<Vec<u8>>> = row.try_get(4)?;
         let Some(first) = first.and_then(|f| u64::try_from(f).ok()) else {
             answers.push(Err(StoreError::Conflict {
                 stream: request.stream.clone(),
@@ -153,14 +169,21 @@ pub(crate) async fn transact(
                 let mut event = event.clone();
                 // PostgreSQL keeps microseconds: answer what a read will return.
                 event.created_at = Some(event.created_at.unwrap_or(now).trunc_subsecs(6));
+                let hash = hashes
+                    .as_ref()
+                    .and_then(|h| h.get(k))
+                    .map(|h| crate::rows::event_hash(h))
+                    .unwrap_or_default();
                 let k = k as u64;
-                RecordedEvent::record(
+                let mut recorded = RecordedEvent::record(
                     request.stream.clone(),
                     actual + 1 + k,
                     first + k,
                     now,
                     event,
-                )
+                );
+                recorded.hash = hash;
+                recorded
             })
             .collect();
         head = recorded.last().map(|e| e.position).max(head);

@@ -40,6 +40,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
+    let mut chain_added = false;
     for migration in MIGRATIONS {
         let checksum = checksum(migration.sql);
         match applied.iter().find(|(v, _)| *v == migration.version) {
@@ -62,8 +63,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
                 )
                 .await
                 .map_err(err)?;
+                chain_added |= migration.name == "0004_hash_chain";
             }
         }
+    }
+    if chain_added {
+        chain_existing_events(&tx).await?;
     }
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if let Some((newest, _)) = applied.iter().rev().find(|(v, _)| *v > known) {
@@ -73,6 +78,52 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
         );
     }
     tx.commit().await.map_err(err)
+}
+
+/// Chains the events written before the hash chain (migration 0004), once, in the migration's
+/// transaction and under the position lock: the content digest needs the canonical JSON that
+/// only the client computes (ADR 0016).
+async fn chain_existing_events(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let err = |e| store_error("chaining the events written before the hash chain", e);
+    tx.query_one(crate::sql::LOCK_POSITION, &[])
+        .await
+        .map_err(err)?;
+    let mut previous = userstate::chain::EventHash::ZERO;
+    let mut from: i64 = 1;
+    let mut chained = 0u64;
+    loop {
+        let rows = tx
+            .query(crate::sql::READ_ALL, &[&from, &4096i64])
+            .await
+            .map_err(err)?;
+        let Some(last) = rows.last() else { break };
+        from = last.try_get::<_, i64>(2).map_err(err)? + 1;
+        for row in &rows {
+            let event = crate::rows::decode_event(row)?;
+            let hash = event.chain_hash(&previous);
+            tx.execute(
+                "UPDATE events SET hash = $1 WHERE position = $2",
+                &[&hash.0.as_slice(), &crate::rows::to_i64(event.position)],
+            )
+            .await
+            .map_err(err)?;
+            previous = hash;
+            chained += 1;
+        }
+    }
+    tx.execute(
+        "UPDATE position_counter SET head_hash = $1 WHERE id = 1",
+        &[&previous.0.as_slice()],
+    )
+    .await
+    .map_err(err)?;
+    if chained > 0 {
+        info!(
+            events = chained,
+            "chained the events written before the hash chain"
+        );
+    }
+    Ok(())
 }
 
 /// FNV-1a (64 bit) of the migration text, as hex: stable across builds and platforms.

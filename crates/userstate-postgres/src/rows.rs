@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use userstate::chain::EventHash;
 use userstate::store::{EventMetadata, EventRef, PayloadRef};
 use userstate::{RecordedEvent, StoreError, StreamId};
 use uuid::Uuid;
@@ -31,6 +32,7 @@ pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let payload: serde_json::Value = row.try_get(6).map_err(|e| unreadable(row, e))?;
     let metadata: serde_json::Value = row.try_get(7).map_err(|e| unreadable(row, e))?;
     let event_id: Uuid = row.try_get(8).map_err(|e| unreadable(row, e))?;
+    let hash: Option<&[u8]> = row.try_get(9).map_err(|e| unreadable(row, e))?;
     let metadata: EventMetadata = serde_json::from_value(metadata)
         .map_err(|e| corrupt(row, format!("metadata is not event metadata: {e}")))?;
     Ok(RecordedEvent {
@@ -43,7 +45,14 @@ pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         revision,
         payload,
         metadata,
+        hash: hash.map(event_hash).unwrap_or_default(),
     })
+}
+
+/// A `hash` column's bytes as a chain hash; a value of the wrong length (the column's check
+/// forbids one) reads as [`EventHash::ZERO`], which `verify` reports as a break.
+pub(crate) fn event_hash(bytes: &[u8]) -> EventHash {
+    <[u8; 32]>::try_from(bytes).map_or(EventHash::ZERO, EventHash)
 }
 
 /// Lends a row of `visit_all.sql`.
