@@ -360,4 +360,10 @@ impl EventStore for EsdbStore {
     fn dense_positions(&self) -> bool {
         false
     }
+
+    /// KurrentDB orders events itself, without a lock the link could be computed under (ADR
+    /// 0016): the chain is computed over `$all` as read, by `verify` and `export`.
+    fn stores_chain(&self) -> bool {
+        false
+    }
 }

@@ -59,12 +59,19 @@ pub async fn export_jsonl(
 ) -> Result<u64, TransferError> {
     let mut count = 0;
     let mut next = 1;
+    // A store that records no chain (KurrentDB) exports the chain computed over its log.
+    let compute = !store.stores_chain();
+    let mut previous = EventHash::ZERO;
     loop {
-        let page = store.read_all(next, PAGE).await?;
+        let mut page = store.read_all(next, PAGE).await?;
         let Some(last) = page.last() else { break };
         next = last.position + 1;
-        for event in &page {
-            serde_json::to_writer(&mut out, event).map_err(io::Error::from)?;
+        for event in &mut page {
+            if compute {
+                event.hash = event.chain_hash(&previous);
+                previous = event.hash;
+            }
+            serde_json::to_writer(&mut out, &*event).map_err(io::Error::from)?;
             out.write_all(b"\n")?;
         }
         count += page.len() as u64;

@@ -218,6 +218,12 @@ impl Log {
         (records, inner.records.len())
     }
 
+    /// Replaces the data of the record at `index` in log order, as someone with access to the
+    /// server's files could (the tamper-evidence tests).
+    pub fn tamper_data(&self, index: usize, data: Vec<u8>) {
+        self.lock().records[index].data = data;
+    }
+
     /// A receiver that changes whenever records are appended.
     pub fn watch_len(&self) -> watch::Receiver<usize> {
         self.len.subscribe()

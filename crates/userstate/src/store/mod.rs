@@ -108,6 +108,15 @@ pub trait EventStore: Send + Sync + 'static {
         true
     }
 
+    /// Whether the store records each event's chain hash ([`RecordedEvent::hash`], ADR 0016)
+    /// where it orders the event. True for the memory, file and PostgreSQL stores. KurrentDB
+    /// assigns positions itself, with no lock a client could compute the link under, so its
+    /// events carry [`EventHash::ZERO`](crate::chain::EventHash::ZERO) and says false: `verify`
+    /// and `export` then compute the chain over the log as read. Wrappers forward it.
+    fn stores_chain(&self) -> bool {
+        true
+    }
+
     /// Whether the store can take appends now, answered from what it already knows (no I/O,
     /// no waiting): for a readiness check. `Err` says why not — for the file store, a write
     /// or sync that failed and whose repair has not finished yet, a segment it could not

@@ -74,6 +74,11 @@ pub trait StoreWrapper: Send + Sync + 'static {
         self.inner().dense_positions()
     }
 
+    /// [`EventStore::stores_chain`]; by default the inner store's.
+    fn stores_chain(&self) -> bool {
+        self.inner().stores_chain()
+    }
+
     /// [`EventStore::health`]; by default the inner store's.
     fn health(&self) -> Result<(), StoreError> {
         self.inner().health()
@@ -149,6 +154,10 @@ impl<W: StoreWrapper> EventStore for W {
 
     fn dense_positions(&self) -> bool {
         StoreWrapper::dense_positions(self)
+    }
+
+    fn stores_chain(&self) -> bool {
+        StoreWrapper::stores_chain(self)
     }
 
     fn health(&self) -> Result<(), StoreError> {
