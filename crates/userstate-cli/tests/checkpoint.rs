@@ -29,6 +29,21 @@ fn ok(data: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// `checkpoint keygen`, which takes no store options.
+fn keygen(key: &Path, pubkey: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args([
+            "checkpoint",
+            "keygen",
+            "--key",
+            s(key),
+            "--pubkey",
+            s(pubkey),
+        ])
+        .output()
+        .expect("run the userstate binary")
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -55,33 +70,11 @@ fn a_signed_checkpoint_verifies_and_a_changed_byte_before_it_fails() {
     }
     let key = dir.path().join("signing.key");
     let pubkey = dir.path().join("signing.pub");
-    ok(
-        d,
-        &[
-            "checkpoint",
-            "keygen",
-            "--key",
-            s(&key),
-            "--pubkey",
-            s(&pubkey),
-        ],
-    );
+    assert!(keygen(&key, &pubkey).status.success());
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // Never overwritten.
-    assert!(!userstate(
-        d,
-        &[
-            "checkpoint",
-            "keygen",
-            "--key",
-            s(&key),
-            "--pubkey",
-            s(&pubkey)
-        ]
-    )
-    .status
-    .success());
+    assert!(!keygen(&key, &pubkey).status.success());
 
     let signed = ok(d, &["checkpoint", "sign", "--key", s(&key)]);
     let checkpoint = dir.path().join("checkpoint.json");
@@ -115,17 +108,7 @@ fn a_signed_checkpoint_verifies_and_a_changed_byte_before_it_fails() {
     // Another key's public key: the checkpoint is refused before any scan.
     let other_key = dir.path().join("other.key");
     let other_pub = dir.path().join("other.pub");
-    ok(
-        d,
-        &[
-            "checkpoint",
-            "keygen",
-            "--key",
-            s(&other_key),
-            "--pubkey",
-            s(&other_pub),
-        ],
-    );
+    assert!(keygen(&other_key, &other_pub).status.success());
     let out = userstate(
         d,
         &[
