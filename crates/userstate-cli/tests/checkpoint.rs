@@ -97,8 +97,7 @@ fn a_signed_checkpoint_verifies_and_a_changed_byte_before_it_fails() {
     let summary: serde_json::Value = serde_json::from_slice(
         out.stdout
             .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap(),
     )
     .unwrap();
