@@ -156,7 +156,7 @@ impl TokenEvent {
 }
 
 /// Whether a token is accepted at a given time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenStatus {
     /// Accepted.
