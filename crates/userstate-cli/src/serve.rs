@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::jwt::{JwksSource, JwtAuthenticator, JwtConfig, RefreshPolicy};
 use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
+use userstate_server::store_tokens::REFRESH_EVERY;
 use userstate_server::tokens::load_or_bootstrap;
-use userstate_server::{shutdown_signal, Chain, Server, ServerConfig};
+use userstate_server::{shutdown_signal, Chain, Server, ServerConfig, StoreTokens};
 
 use crate::store::open_store;
 
@@ -112,7 +113,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = load_or_bootstrap(&args.data, args.tokens.as_deref())?;
     info!(tokens = tokens.authenticator.len(), file = %tokens.tokens_path.display(), "tokens loaded");
-    let mut authenticator = Chain::new().with(tokens.authenticator.shared());
+    let store = open_store(&args.store, &args.data).await?;
+    // Tokens kept in the store (`userstate token …`), followed while serving.
+    let store_tokens = StoreTokens::start(store.clone(), REFRESH_EVERY)
+        .await
+        .context("reading the tokens kept in the store")?;
+    info!(tokens = store_tokens.len(), "store tokens loaded");
+    let mut authenticator = Chain::new()
+        .with(tokens.authenticator.shared())
+        .with(Arc::new(store_tokens.clone()));
     if let (Some(issuer), Some(audience), Some(jwks)) =
         (&args.jwt_issuer, &args.jwt_audience, &args.jwks)
     {
@@ -126,8 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--jwks")?;
         authenticator = authenticator.with(Arc::new(jwt));
     }
-    let store = open_store(&args.store, &args.data).await?;
-    let mut config = ServerConfig::new(args.listen, store, authenticator);
+    let mut config = ServerConfig::new(args.listen, store.clone(), authenticator);
     config.read_timeout = Duration::from_millis(args.read_timeout_ms);
     config.lag_limit = LagLimit {
         max_events: Some(args.max_lag_events),
@@ -141,6 +149,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;
     let server = Server::bind(config).await.context("starting the server")?;
+    // The embedded stores live in this process: `userstate token …` reaches them here.
+    #[cfg(unix)]
+    let _admin = match args.store.as_str() {
+        "file" | "memory" => {
+            let engine = userstate::Engine::new(store.clone());
+            let bound =
+                userstate_server::admin::AdminSocket::bind(&args.data, engine, store_tokens).await;
+            bound
+                .map_err(|e| warn!(error = %e, "no admin socket: `userstate token` cannot reach this server"))
+                .ok()
+        }
+        _ => None,
+    };
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();
