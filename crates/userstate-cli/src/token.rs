@@ -200,6 +200,14 @@ async fn send(store: &StoreArgs, request: &AdminRequest) -> anyhow::Result<Vec<T
             Err(e) => return Err(e.into()),
         }
     }
+    if store.store == "file" && !crate::store::file_store_dir(&store.data).exists() {
+        bail!(
+            "no store in {}: start `userstate serve --data {}` once first (it creates the \
+             store and the first admin token)",
+            crate::store::file_store_dir(&store.data).display(),
+            store.data.display()
+        );
+    }
     if store.store == "memory" {
         bail!(
             "no server listens on {}: the memory store lives only inside its `serve`",
