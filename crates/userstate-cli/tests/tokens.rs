@@ -137,6 +137,11 @@ async fn token_commands_work_beside_a_running_file_store_server() {
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
     let store = ["--data", data_arg.as_str()];
+    // No store yet: refused, rather than creating one `serve` would then not bootstrap.
+    let out = cli(&["token", "list", "--data", &data_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start `userstate serve"));
+    assert!(!data.exists());
     let node = Node::start_logging("file", &tokens, &data, &[], "debug");
     add_user(&node.base, "u1").await;
     #[cfg(unix)]
