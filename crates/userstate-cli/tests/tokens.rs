@@ -174,9 +174,19 @@ async fn token_commands_work_beside_a_running_file_store_server() {
         "--org-grant",
         "acme=user.read",
     ]);
-    let printed = token_cli(&args);
+    let mut all = vec!["token"];
+    all.extend(&args);
+    let out = cli(&all);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
     let org_secret = printed.trim().to_owned();
     assert_eq!(printed.lines().count(), 1);
+    let told = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        told.contains("created token tok_") && told.contains("acme=user.read"),
+        "{told}"
+    );
+    assert!(!told.contains(&org_secret), "{told}");
     assert_eq!(get_user(&node.base, "u1", &org_secret).await.0, 200);
 
     // Expiry: accepted until it ends, then 401.
