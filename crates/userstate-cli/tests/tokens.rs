@@ -259,6 +259,19 @@ async fn token_commands_work_beside_a_running_file_store_server() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("USERSTATE-token-not-found"));
 
+    // Counted as refusals of a recognised token.
+    let metrics = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let invalid = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("userstate_auth_failures_total{reason=\"invalid\"} "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(invalid.is_some_and(|n| n >= 2.0), "{metrics}");
+
     // The secrets are in no file of the data directory, its log included.
     let log = std::fs::read_to_string(&node.log).unwrap();
     assert!(log.contains("authentication failed"), "{log}");
