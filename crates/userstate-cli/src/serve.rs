@@ -1,6 +1,7 @@
 //! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
-//! first-start admin token on an empty data directory) and, optionally, JWTs verified against a
-//! JWKS, until SIGTERM or ctrl-c.
+//! first-start admin token on an empty data directory), the tokens kept in the store
+//! (`userstate token …`, followed while serving; on the embedded stores reached through
+//! `DATA/admin.sock`) and, optionally, JWTs verified against a JWKS, until SIGTERM or ctrl-c.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,7 +24,8 @@ use crate::store::open_store;
 /// Options of `userstate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token.
+    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token,
+    /// the admin socket (`DATA/admin.sock`, while serving an embedded store).
     #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
     pub data: PathBuf,
     /// Address to listen on (port 0: any free port; the bound address is printed).
