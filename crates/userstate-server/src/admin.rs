@@ -455,6 +455,18 @@ mod tests {
             Err(CallError::NoServer(_))
         ));
         std::fs::write(&path, b"stale").unwrap();
+        let again = AdminSocket::bind(dir.path(), Engine::new(store2.clone()), tokens2.clone())
+            .await
+            .unwrap();
+        // A line that is no request: InvalidArgument, and the socket goes on serving.
+        let mut raw = UnixStream::connect(again.path()).await.unwrap();
+        raw.write_all(b"{\"op\":\"dropTables\"}\n").await.unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).await.unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["result"], "error");
+        assert_eq!(answer["kind"], "InvalidArgument");
+        drop(again);
         let _again = AdminSocket::bind(dir.path(), Engine::new(store2), tokens2)
             .await
             .unwrap();
