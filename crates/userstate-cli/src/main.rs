@@ -1,5 +1,5 @@
 //! `userstate`: the operator's command. `userstate serve` runs the HTTP API; other commands
-//! (user, audit, rebuild, verify, export, import, bench) live in their own modules.
+//! (user, token, audit, rebuild, verify, export, import, bench) live in their own modules.
 
 #![deny(missing_docs)]
 
@@ -10,6 +10,7 @@ mod exit;
 mod maintenance;
 mod serve;
 mod store;
+mod token;
 mod user;
 mod user_list;
 
@@ -41,6 +42,8 @@ enum LogFormat {
 enum Command {
     /// Serve the HTTP/JSON API (v2 and v3alpha user routes, /healthz, /readyz, /metrics).
     Serve(serve::ServeArgs),
+    /// Create, list and revoke bearer tokens kept in the store (the secret is printed once).
+    Token(token::TokenArgs),
     /// Run a user command (add, get, lock, unlock, deactivate, reactivate, remove) on a store.
     User(user::UserArgs),
     /// Audit a user: its full history, or its state as of an event or a time.
@@ -87,6 +90,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::User(args) => user::run(args).await,
+        Command::Token(args) => token::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Rebuild(args) => maintenance::rebuild(args).await,
         Command::Verify(args) => maintenance::verify(args).await,

@@ -1,6 +1,7 @@
 //! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
-//! first-start admin token on an empty data directory) and, optionally, JWTs verified against a
-//! JWKS, until SIGTERM or ctrl-c.
+//! first-start admin token on an empty data directory), the tokens kept in the store
+//! (`userstate token …`, followed while serving; on the embedded stores reached through
+//! `DATA/admin.sock`) and, optionally, JWTs verified against a JWKS, until SIGTERM or ctrl-c.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,19 +11,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::jwt::{JwksSource, JwtAuthenticator, JwtConfig, RefreshPolicy};
 use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
+use userstate_server::store_tokens::REFRESH_EVERY;
 use userstate_server::tokens::load_or_bootstrap;
-use userstate_server::{shutdown_signal, Chain, Server, ServerConfig};
+use userstate_server::{shutdown_signal, Chain, Server, ServerConfig, StoreTokens};
 
 use crate::store::open_store;
 
 /// Options of `userstate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token.
+    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token,
+    /// the admin socket (`DATA/admin.sock`, while serving an embedded store).
     #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
     pub data: PathBuf,
     /// Address to listen on (port 0: any free port; the bound address is printed).
@@ -112,7 +115,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = load_or_bootstrap(&args.data, args.tokens.as_deref())?;
     info!(tokens = tokens.authenticator.len(), file = %tokens.tokens_path.display(), "tokens loaded");
-    let mut authenticator = Chain::new().with(tokens.authenticator.shared());
+    let store = open_store(&args.store, &args.data).await?;
+    // Tokens kept in the store (`userstate token …`), followed while serving.
+    let store_tokens = StoreTokens::start(store.clone(), REFRESH_EVERY)
+        .await
+        .context("reading the tokens kept in the store")?;
+    info!(tokens = store_tokens.len(), "store tokens loaded");
+    let mut authenticator = Chain::new()
+        .with(tokens.authenticator.shared())
+        .with(Arc::new(store_tokens.clone()));
     if let (Some(issuer), Some(audience), Some(jwks)) =
         (&args.jwt_issuer, &args.jwt_audience, &args.jwks)
     {
@@ -126,8 +137,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--jwks")?;
         authenticator = authenticator.with(Arc::new(jwt));
     }
-    let store = open_store(&args.store, &args.data).await?;
-    let mut config = ServerConfig::new(args.listen, store, authenticator);
+    let mut config = ServerConfig::new(args.listen, store.clone(), authenticator);
     config.read_timeout = Duration::from_millis(args.read_timeout_ms);
     config.lag_limit = LagLimit {
         max_events: Some(args.max_lag_events),
@@ -141,6 +151,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;
     let server = Server::bind(config).await.context("starting the server")?;
+    // The embedded stores live in this process: `userstate token …` reaches them here.
+    #[cfg(unix)]
+    let _admin = match args.store.as_str() {
+        "file" | "memory" => {
+            let engine = userstate::Engine::new(store.clone());
+            let bound =
+                userstate_server::admin::AdminSocket::bind(&args.data, engine, store_tokens).await;
+            bound
+                .map_err(|e| warn!(error = %e, "no admin socket: `userstate token` cannot reach this server"))
+                .ok()
+        }
+        _ => None,
+    };
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();

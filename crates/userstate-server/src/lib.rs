@@ -9,6 +9,8 @@
 //!   [`Principal`](userstate::Principal) (static token hashes, a [`Chain`], an embedder's own);
 //! - [`jwt`]: JWT bearer tokens verified against a JWKS (file or URL);
 //! - [`tokens`]: the tokens file (hashes only) and the first-start admin token;
+//! - [`store_tokens`]: the tokens kept in the store (`userstate token …`), followed by every
+//!   node; `admin`: the local admin socket that carries `token` commands to a running server;
 //! - [`caller`]: the one caller extractor (headers or gRPC metadata -> principal + request meta);
 //! - [`operations`]: the one operation table every front end is a skin over;
 //! - [`service`]: request -> [`UserCommand`](userstate::UserCommand) -> engine -> typed answer, with
@@ -23,6 +25,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(unix)]
+pub mod admin;
 pub mod auth;
 pub mod caller;
 pub mod grpc;
@@ -34,6 +38,7 @@ pub mod operations;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod store_tokens;
 pub mod tokens;
 pub mod wire;
 
@@ -43,3 +48,4 @@ pub use http::{router, AppState};
 pub use server::{serve, shutdown_signal, ServeError, Server, ServerConfig};
 pub use service::{RequestMeta, UserService};
 pub use status::{ApiError, RequestError};
+pub use store_tokens::StoreTokens;
