@@ -18,7 +18,7 @@ mod wrap;
 pub use error::StoreError;
 #[cfg(feature = "testkit")]
 pub(crate) use file::faults;
-pub use file::{record as file_record, FileStore, FileStoreOptions, PendingRepair};
+pub use file::{record as file_record, BackupSummary, FileStore, FileStoreOptions, PendingRepair};
 pub use memory::MemoryStore;
 pub use types::{
     EventMetadata, EventRef, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StreamId,

@@ -9,6 +9,7 @@
 //! `recovery` (open), `read` (positional reads), `lock` (the directory lock), `io` (the I/O
 //! seam under the writer) and `faults` (its fault-injecting twin, feature `testkit`).
 
+mod backup;
 #[cfg(feature = "testkit")]
 pub mod faults;
 mod index;
@@ -22,6 +23,7 @@ mod scan;
 mod segment;
 mod writer;
 
+pub use backup::BackupSummary;
 pub use recovery::PendingRepair;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -242,14 +244,28 @@ impl FileStore {
     }
 
     /// Opens the store in `dir` to read it without changing anything in the directory: no
-    /// file is created, written, truncated or removed (not even the lock file), and a torn
-    /// tail is left as it is and reported by [`pending_repairs`](Self::pending_repairs). For
-    /// `userstate verify` after an incident.
+    /// file is created, written, truncated or removed (not even the lock file), and no lock is
+    /// held. For `userstate verify`, `export`, `audit`, `backup` and the `user` reads, also
+    /// while `serve` runs on the directory (ADR 0016).
     ///
-    /// Appends fail with [`StoreError::Unavailable`]. Takes a shared lock on the directory's
-    /// lock file when there is one, so a writer cannot start meanwhile; fails with
-    /// [`StoreError::Unavailable`] while a writer holds the directory. Damage is refused with
+    /// What it sees is a consistent prefix of the log, fixed at the open: every append
+    /// acknowledged before the open started, and possibly later ones; never part of an append.
+    /// Whether a writer holds the directory is asked first (a shared lock on the lock file,
+    /// taken and released at once). If none does, the log is read as a crash left it and a torn
+    /// tail is left as it is and reported by [`pending_repairs`](Self::pending_repairs). If one
+    /// does, the newest segment's log ends at its last whole append: the batch the writer is
+    /// writing is not looked into, nothing is reported, and an undecodable place is read again
+    /// before it is called damage (it may be bytes being written). A writer can start while a
+    /// read-only store is open.
+    ///
+    /// Appends fail with [`StoreError::Unavailable`]. Damage is refused with
     /// [`StoreError::Corrupt`], as by [`open`](Self::open).
+    ///
+    /// The snapshot does not follow the writer: [`head`](Self::head) stays where the open
+    /// found it. One case reads differently from what the writer keeps: an append whose batch
+    /// the writer had written but not yet synced when the open read it, and whose sync then
+    /// failed (ADR 0011: the writer cuts it off and reuses its positions); such an append was
+    /// never acknowledged.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
@@ -258,8 +274,14 @@ impl FileStore {
                 format!("no file store directory at {}", dir.display()),
             )));
         }
-        let lock = DirLock::shared(dir)?;
-        let recovered = recovery::recover(dir, None)?;
+        let live = DirLock::writer_present(dir)?;
+        let recovered = match recovery::recover(dir, None, live) {
+            // A writer that started while this read saw the directory as a crash left it.
+            Err(StoreError::Corrupt { .. }) if !live && DirLock::writer_present(dir)? => {
+                recovery::recover(dir, None, true)?
+            }
+            other => other?,
+        };
         let head = recovered.index.head();
         Ok(FileStore {
             dir: dir.to_path_buf(),
@@ -268,7 +290,7 @@ impl FileStore {
             publisher: None,
             read_only: true,
             pending: recovered.pending,
-            _lock: lock,
+            _lock: None,
         })
     }
 
@@ -285,7 +307,7 @@ impl FileStore {
             .mode(DIR_MODE)
             .create(dir)?;
         let lock = DirLock::acquire(dir)?;
-        let recovered = recovery::recover(dir, Some(&*options.io))?;
+        let recovered = recovery::recover(dir, Some(&*options.io), false)?;
         let head = recovered.index.head();
         let shared = Arc::new(Shared::new(recovered.index, head));
         let last = recovered
@@ -329,6 +351,21 @@ impl FileStore {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Copies the log as this handle sees it (up to [`head`](Self::head), taken once when the
+    /// copy starts) into `out`, which must not exist or be an empty directory: a store that
+    /// [`open`](Self::open) opens as if it had been closed cleanly at that position. Changes
+    /// nothing in this store's directory and takes no lock, so it works on a read-only handle
+    /// while a writer appends (`userstate backup`, ADR 0016). Each copied file and the
+    /// directory are fsynced; on failure what was created is removed. `progress` gets the
+    /// bytes copied and the bytes to copy.
+    pub fn backup(
+        &self,
+        out: impl AsRef<Path>,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<BackupSummary, StoreError> {
+        backup::backup(&self.shared, out.as_ref(), progress)
     }
 
     /// The spans of up to `limit` events from `from_position` on (none past the head).

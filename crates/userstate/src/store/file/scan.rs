@@ -14,8 +14,9 @@
 //! and changed afterwards: damage to a possibly acknowledged event, refused, never truncated.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::Duration;
 
 use super::index::Index;
 use super::io::{read_exact_at, SegmentFile};
@@ -26,6 +27,10 @@ use crate::store::StoreError;
 const CHUNK: usize = 1 << 20;
 /// The smallest unit a disk writes whole: a torn write loses whole sectors.
 const SECTOR: u64 = 512;
+/// How often a read-only scan reads an undecodable place again before it calls it damage
+/// (see [`scan_segment`]), and how long it waits in between.
+const REREADS: usize = 5;
+const REREAD_PAUSE: Duration = Duration::from_millis(20);
 
 /// A forward-only window over a file.
 struct Window {
@@ -67,31 +72,47 @@ impl Window {
         Ok(())
     }
 
+    /// Forgets what it holds and reads the file again from the current offset (bytes a live
+    /// writer wrote since they were read).
+    fn reread(&mut self) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        self.pos = 0;
+        self.end = 0;
+        self.eof = false;
+        self.refill()
+    }
+
     /// What follows the undecodable frame here: nothing but zeros, a later batch's start (a
     /// whole, checksummed record carrying the batch-start mark at any offset after this one), a
     /// torn batch, or a damaged record. Reads the rest of the file (only at the end of the last
     /// segment, or on damage).
-    fn after_damage(&mut self) -> std::io::Result<AfterDamage> {
+    fn after_damage(&mut self) -> std::io::Result<(AfterDamage, Vec<u8>)> {
         let at = self.offset;
         let mut rest = self.bytes().to_vec();
         if !self.eof {
             self.file.read_to_end(&mut rest)?;
         }
+        let verdict = Self::judge(at, &rest);
+        Ok((verdict, rest))
+    }
+
+    /// The verdict of [`after_damage`](Self::after_damage) on `rest`, read from offset `at`.
+    fn judge(at: u64, rest: &[u8]) -> AfterDamage {
         // Trailing zeros hold no record; skip them rather than try every offset in them.
         let end = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         if end == 0 {
-            return Ok(AfterDamage::Zeros);
+            return AfterDamage::Zeros;
         }
         let later = (1..end).any(|at| {
             matches!(decode(&rest[at..]), Decoded::Record { record, .. } if record.starts_batch)
         });
-        Ok(if later {
+        if later {
             AfterDamage::LaterBatch
-        } else if lost_sector(at, &rest, declared_len(&rest).unwrap_or(HEADER_LEN)) {
+        } else if lost_sector(at, rest, declared_len(rest).unwrap_or(HEADER_LEN)) {
             AfterDamage::TornBatch
         } else {
             AfterDamage::Damaged
-        })
+        }
     }
 }
 
@@ -135,10 +156,17 @@ pub struct ScanEnd {
 /// Scans the segment at `path` (whose name says it starts at `first`) into `index`. Returns
 /// where the last whole append ends; bytes after it other than zeros are a torn tail, accepted
 /// only in the last segment (a sealed segment must end exactly there).
+///
+/// With `read_only` (the scan holds no lock, and a writer may be appending to the last
+/// segment meanwhile: ADR 0016), an undecodable place in the last segment that looks like
+/// damage or is followed by a later batch is read again, up to [`REREADS`] times
+/// [`REREAD_PAUSE`] apart: bytes read before the writer wrote them (zeros, or half of a
+/// `pwrite` being copied) then decode, and only damage that reads the same twice is refused.
 pub fn scan_segment(
     path: &Path,
     first: u64,
     is_last: bool,
+    read_only: bool,
     index: &mut Index,
 ) -> Result<ScanEnd, StoreError> {
     let mut w = Window {
@@ -181,7 +209,37 @@ pub fn scan_segment(
             // pages reach the disk in any order). Damage followed by a later batch is not.
             Decoded::Invalid(why) => {
                 if is_last {
-                    match w.after_damage()? {
+                    let (mut verdict, mut seen) = w.after_damage()?;
+                    if read_only
+                        && matches!(verdict, AfterDamage::LaterBatch | AfterDamage::Damaged)
+                    {
+                        let mut decoded = false;
+                        for _ in 0..REREADS {
+                            std::thread::sleep(REREAD_PAUSE);
+                            w.reread()?;
+                            if matches!(decode(w.bytes()), Decoded::Record { .. })
+                                || (!w.eof && matches!(decode(w.bytes()), Decoded::Incomplete))
+                            {
+                                decoded = true;
+                                break;
+                            }
+                            let (again, rest) = w.after_damage()?;
+                            let stable = rest == seen;
+                            (verdict, seen) = (again, rest);
+                            if stable
+                                || !matches!(
+                                    verdict,
+                                    AfterDamage::LaterBatch | AfterDamage::Damaged
+                                )
+                            {
+                                break;
+                            }
+                        }
+                        if decoded {
+                            continue;
+                        }
+                    }
+                    match verdict {
                         AfterDamage::LaterBatch => {}
                         AfterDamage::Damaged => {
                             return Err(corrupt(
