@@ -4,19 +4,29 @@
 //! the target store, in the same order.
 //!
 //! Import reads its file twice: first it validates every line (JSON, gapless sequences per
-//! stream, increasing positions) and writes nothing if any line is bad; then it appends.
+//! stream, increasing positions) and writes nothing if any line is bad; then it appends. The
+//! second pass parses on a thread of its own and hands the store chunks of appends (one per
+//! run of consecutive lines of one stream) through [`EventStore::append_batch`], in file
+//! order: the file store queues a whole chunk before it waits, so its group commit writes
+//! thousands of appends per `fdatasync` however the streams interleave.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use crate::store::{
+    Append, BatchError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
+};
 
 const PAGE: usize = 4096;
 /// Events appended per call when consecutive lines belong to one stream.
 const MAX_BATCH: usize = 512;
+/// Events handed to the store per [`EventStore::append_batch`] (about 2–8 MiB encoded).
+const CHUNK_EVENTS: usize = 8192;
+/// Chunks parsed ahead of the store.
+const CHUNKS_AHEAD: usize = 2;
 
 /// Why an export or import failed.
 #[derive(Debug, Error)]
@@ -37,6 +47,15 @@ pub enum TransferError {
         "the target store is not empty (head position {0}); pass the override to import anyway"
     )]
     NotEmpty(u64),
+    /// The store refused or failed the append of the event on this line (and everything
+    /// after it); the lines before it were imported.
+    #[error("line {line}: {source}")]
+    Append {
+        /// 1-based number of the append's first line.
+        line: u64,
+        /// Why.
+        source: StoreError,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -113,50 +132,141 @@ pub fn validate_jsonl(path: &Path) -> Result<u64, TransferError> {
 
 /// Validates `path` entirely, then appends its events to `store` in order, stream by stream
 /// with exact expected versions. Refuses a non-empty store unless `allow_non_empty`.
+/// `progress` gets the events written and the total.
 pub async fn import_jsonl(
     store: &dyn EventStore,
     path: &Path,
     allow_non_empty: bool,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<u64, TransferError> {
     let total = validate_jsonl(path)?;
+    import_validated(store, path, total, allow_non_empty, progress).await
+}
+
+/// The second half of [`import_jsonl`], for a caller that ran [`validate_jsonl`] on `path`
+/// itself (before it opened the store, so that a refused file leaves nothing behind) and got
+/// `total`.
+pub async fn import_validated(
+    store: &dyn EventStore,
+    path: &Path,
+    total: u64,
+    allow_non_empty: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, TransferError> {
     let head = store.head_position().await?;
     if head > 0 && !allow_non_empty {
         return Err(TransferError::NotEmpty(head));
     }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    let reader = {
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name("userstate-import-reader".into())
+            .spawn(move || read_chunks(path, tx))?
+    };
     let mut written = 0;
-    let mut batch: Vec<RecordedEvent> = Vec::new();
-    for (line, text) in lines(path)? {
-        let event: RecordedEvent =
-            serde_json::from_str(&text?).map_err(|e| TransferError::Line {
-                line,
-                reason: e.to_string(),
-            })?;
-        let same_stream = batch.last().is_some_and(|b| b.stream == event.stream);
-        if !batch.is_empty() && (!same_stream || batch.len() >= MAX_BATCH) {
-            written += flush(store, &mut batch).await?;
-            progress(written, total);
+    let mut failed = None;
+    while let Some(chunk) = rx.recv().await {
+        let chunk: Chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        match store.append_batch(chunk.appends).await {
+            Ok(n) => written += n,
+            Err(BatchError { index, error }) => {
+                failed = Some(TransferError::Append {
+                    line: chunk.lines[index],
+                    source: error,
+                });
+                break;
+            }
         }
-        batch.push(event);
+        progress(written, total);
     }
-    written += flush(store, &mut batch).await?;
-    progress(written, total);
-    Ok(written)
+    // Dropping the receiver stops the reader at its next chunk.
+    drop(rx);
+    let _ = reader.join();
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            progress(written, total);
+            Ok(written)
+        }
+    }
 }
 
-async fn flush(
-    store: &dyn EventStore,
-    batch: &mut Vec<RecordedEvent>,
-) -> Result<u64, TransferError> {
-    let Some(first) = batch.first() else {
-        return Ok(0);
+/// Appends of consecutive lines, and the line each starts on.
+struct Chunk {
+    appends: Vec<Append>,
+    lines: Vec<u64>,
+}
+
+/// The import's reader thread: parses `path` into chunks of appends (consecutive lines of one
+/// stream, up to [`MAX_BATCH`] events, make one append expecting the version before its first
+/// event) and sends them in order; stops when the receiver is gone.
+fn read_chunks(path: PathBuf, tx: tokio::sync::mpsc::Sender<Result<Chunk, TransferError>>) {
+    let mut chunk = Chunk {
+        appends: Vec::new(),
+        lines: Vec::new(),
     };
-    let stream = first.stream.clone();
-    let expected = ExpectedVersion::Exact(first.sequence - 1);
-    let events: Vec<NewEvent> = batch.drain(..).map(NewEvent::from_recorded).collect();
-    let n = events.len() as u64;
-    store.append(&stream, expected, events).await?;
-    Ok(n)
+    let mut events_in_chunk = 0;
+    let lines = match lines(&path) {
+        Ok(lines) => lines,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    for (line, text) in lines {
+        let parsed = text.map_err(TransferError::from).and_then(|text| {
+            serde_json::from_str::<RecordedEvent>(&text).map_err(|e| TransferError::Line {
+                line,
+                reason: e.to_string(),
+            })
+        });
+        let event = match parsed {
+            Ok(event) => event,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let joins = chunk
+            .appends
+            .last()
+            .is_some_and(|a| a.stream == event.stream && a.events.len() < MAX_BATCH);
+        if !joins && events_in_chunk >= CHUNK_EVENTS {
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    appends: Vec::new(),
+                    lines: Vec::new(),
+                },
+            );
+            if tx.blocking_send(Ok(full)).is_err() {
+                return;
+            }
+            events_in_chunk = 0;
+        }
+        events_in_chunk += 1;
+        match chunk.appends.last_mut() {
+            Some(append) if joins => append.events.push(NewEvent::from_recorded(event)),
+            _ => {
+                chunk.appends.push(Append {
+                    stream: event.stream.clone(),
+                    expected: ExpectedVersion::Exact(event.sequence - 1),
+                    events: vec![NewEvent::from_recorded(event)],
+                });
+                chunk.lines.push(line);
+            }
+        }
+    }
+    if !chunk.appends.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ use self::lock::DirLock;
 use self::recovery::DIR_MODE;
 use self::writer::{Queue, Syncer};
 use super::{
-    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+    Append, BatchError, EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    StreamId, Watermark,
 };
 
 /// The default segment size: 128 MiB.
@@ -410,6 +411,43 @@ impl EventStore for FileStore {
         }
         let answer = writer::submit(&self.shared, stream, expected, events)?;
         answer.await.map_err(|_| writer::gone())?
+    }
+
+    /// Queues every append of the batch before it waits for any answer (each decided, and a
+    /// conflict answered, as it is queued), so the syncer writes the batch with as few
+    /// `fdatasync`s as its size allows; then waits for the answers in order. A failed append
+    /// stops the queueing: nothing after it is queued, and since a failed write fails every
+    /// batch queued behind it, nothing after it is committed.
+    async fn append_batch(&self, appends: Vec<Append>) -> Result<u64, BatchError> {
+        if self.read_only {
+            return Err(BatchError {
+                index: 0,
+                error: read_only(&self.dir),
+            });
+        }
+        let mut answers = Vec::with_capacity(appends.len());
+        let mut refused = None;
+        let mut count = 0;
+        for (index, append) in appends.into_iter().enumerate() {
+            count += append.events.len() as u64;
+            match writer::submit(&self.shared, &append.stream, append.expected, append.events) {
+                Ok(answer) => answers.push(answer),
+                Err(error) => {
+                    refused = Some(BatchError { index, error });
+                    break;
+                }
+            }
+        }
+        for (index, answer) in answers.into_iter().enumerate() {
+            let answered = answer.await.map_err(|_| writer::gone()).and_then(|a| a);
+            if let Err(error) = answered {
+                return Err(BatchError { index, error });
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
     }
 
     async fn read_stream(
