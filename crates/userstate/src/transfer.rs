@@ -274,6 +274,7 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
     use crate::testkit_events as ev;
+    use std::path::PathBuf;
 
     #[tokio::test]
     async fn export_then_import_keeps_histories() {
@@ -330,5 +331,110 @@ mod tests {
         }
         assert_eq!(fresh.head_position().await.unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes `store`'s export to a file in `dir` and returns its path.
+    async fn export_to(store: &dyn EventStore, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        export_jsonl(store, std::fs::File::create(&path).unwrap(), |_| {})
+            .await
+            .unwrap();
+        path
+    }
+
+    /// Interleaved streams (as live traffic writes them), more appends than a chunk holds and
+    /// runs longer than one append: an import into an empty file store gives the same export
+    /// (ids, sequences, times, and positions, assigned anew in file order), and the file
+    /// store's batched appends match the one-by-one default of the memory store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interleaved_export_imports_in_order_into_the_file_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = MemoryStore::new();
+        let mut seed = 7u64;
+        for i in 0..(CHUNK_EVENTS as u64 * 2 + 100) {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly one event to one of 500 streams; now and then a long run to one stream.
+            let (stream, n) = if i % 997 == 0 {
+                (format!("t:long{i}"), MAX_BATCH as u64 + 3)
+            } else {
+                (format!("t:s{}", (seed >> 33) % 500), 1 + (seed >> 60) % 2)
+            };
+            let stream = StreamId::new(stream).unwrap();
+            source
+                .append(&stream, ExpectedVersion::Any, ev(n))
+                .await
+                .unwrap();
+        }
+        let path = export_to(&source, dir.path(), "source.jsonl").await;
+        let target = crate::FileStore::open(dir.path().join("store")).unwrap();
+        let mut seen = Vec::new();
+        let n = import_jsonl(&target, &path, false, |done, total| {
+            seen.push((done, total))
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, source.head_position().await.unwrap());
+        assert!(
+            seen.windows(2).all(|w| w[0].0 <= w[1].0),
+            "progress only grows"
+        );
+        assert_eq!(seen.last(), Some(&(n, n)));
+        let copy = export_to(&target, dir.path(), "target.jsonl").await;
+        // The file store keeps times in µs, the memory store in ns.
+        let events = |path: &Path| -> Vec<_> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let e: RecordedEvent = serde_json::from_str(l).unwrap();
+                    let micros = e.created_at.timestamp_micros();
+                    (
+                        e.event_id, e.stream, e.sequence, e.position, micros, e.payload,
+                    )
+                })
+                .collect()
+        };
+        let (want, got) = (events(&path), events(&copy));
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w, g, "the import holds the export, positions included");
+        }
+    }
+
+    /// An append the store refuses (a stream already there, imported with the override) names
+    /// the line of its first event; the lines before it are imported, nothing after it.
+    #[tokio::test]
+    async fn a_refused_append_names_its_line_and_nothing_after_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = MemoryStore::new();
+        for s in ["t:a", "t:b", "t:c", "t:d"] {
+            let stream = StreamId::new(s).unwrap();
+            source
+                .append(&stream, ExpectedVersion::Any, ev(2))
+                .await
+                .unwrap();
+        }
+        let path = export_to(&source, dir.path(), "source.jsonl").await;
+        let target = crate::FileStore::open(dir.path().join("store")).unwrap();
+        target
+            .append(&StreamId::new("t:c").unwrap(), ExpectedVersion::Any, ev(1))
+            .await
+            .unwrap();
+        match import_jsonl(&target, &path, true, |_, _| {}).await {
+            Err(TransferError::Append { line, source }) => {
+                assert_eq!(line, 5, "t:c starts on line 5");
+                assert!(matches!(source, StoreError::Conflict { .. }), "{source:?}");
+            }
+            other => panic!("expected an append error, got {other:?}"),
+        }
+        // One event of its own, then t:a and t:b: nothing of t:c or t:d.
+        assert_eq!(target.head_position().await.unwrap(), 5);
+        let d = target
+            .read_stream(&StreamId::new("t:d").unwrap(), 1)
+            .await
+            .unwrap();
+        assert!(d.is_empty());
     }
 }
