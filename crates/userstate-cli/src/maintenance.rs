@@ -62,7 +62,8 @@ struct RebuildSummary {
 
 /// Rebuilds the read model from position 1 and prints what it holds.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    // Only reads: the file store read-only, so it works beside a running `serve`.
+    let store = args.store.open_read_only().await?;
     let during = || format!("rebuilding the read model from {}", args.store.describe());
     let head = store.head_position().await.with_context(during)?;
     let bar = bar(head, "rebuilding");

@@ -395,6 +395,7 @@ async fn the_read_only_commands_change_no_file_of_a_live_store() {
         vec!["audit", "state", "u3", "--at-sequence", "1"],
         vec!["user", "get", "u1"],
         vec!["user", "list"],
+        vec!["rebuild"],
         vec!["backup", copy.to_str().unwrap()],
     ] {
         let out = userstate(&data, &args);

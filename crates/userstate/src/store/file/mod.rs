@@ -143,7 +143,8 @@ impl Shared {
 /// ```
 ///
 /// # Layout
-/// The directory holds `userstate.lock` (the OS lock keeping other processes out) and segments
+/// The directory holds `userstate.lock` (the OS lock keeping other writers out; read-only opens
+/// take none, see [`FileStore::open_read_only`]), `manifest` (the list of segments) and segments
 /// `segment-{first position:020}.log`. Each segment is a 16-byte header followed by record
 /// frames (length, CRC32C of the length, CRC32C of the body, body; see
 /// [`file_record`](crate::store::file_record)). The log
@@ -215,8 +216,8 @@ impl Shared {
 ///   virtualised storage); an operator copying an old directory over a newer one.
 ///
 /// # What it is not
-/// Not shared between processes (the lock refuses a second one), not replicated, and not
-/// compacted: the log only grows.
+/// Not written by two processes (the lock refuses a second writer; any number of read-only
+/// opens may read beside it), not replicated, and not compacted: the log only grows.
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
