@@ -79,6 +79,26 @@ fn serve(data: &Path) -> Server {
     panic!("no listening line from userstate serve");
 }
 
+/// Waits until `/readyz` says ready: the read model has caught up with the store as it was
+/// at startup (user reads answer from it).
+async fn ready(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn userstate(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_userstate"))
         .args(args)
@@ -309,6 +329,7 @@ async fn export_verify_audit_reads_and_backup_run_beside_a_writing_server() {
         ok(&copy, &["export", "-o", file.to_str().unwrap()]);
         holds(&file, &users, position, &format!("backup {round}"));
         let restored = serve(&copy);
+        ready(&restored.base).await;
         let client = reqwest::Client::new();
         for user in [users.first().unwrap(), users.last().unwrap()] {
             let resp = client
