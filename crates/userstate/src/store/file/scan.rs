@@ -360,3 +360,83 @@ pub fn check_durable(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::store::{EventStore, ExpectedVersion};
+    use crate::testkit::{event, stream};
+
+    /// A segment of three appends, each its own batch (so each record carries the batch-start
+    /// mark), and the offset and bytes of the second record.
+    async fn three_batches(dir: &Path) -> (std::path::PathBuf, u64, Vec<u8>) {
+        let store = crate::FileStore::open(dir).unwrap();
+        for i in 0..3 {
+            store
+                .append(&stream("s"), ExpectedVersion::Any, vec![event("t", i)])
+                .await
+                .unwrap();
+        }
+        drop(store);
+        let path = dir.join(super::super::segment::file_name(1));
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = SEGMENT_HEADER_LEN as usize;
+        let Decoded::Record { len, .. } = decode(&bytes[at..]) else {
+            panic!("a first record")
+        };
+        at += len;
+        let Decoded::Record { len, .. } = decode(&bytes[at..]) else {
+            panic!("a second record")
+        };
+        (path, at as u64, bytes[at..at + len].to_vec())
+    }
+
+    fn scan(path: &Path, read_only: bool) -> Result<u64, StoreError> {
+        let mut index = Index::default();
+        scan_segment(path, 1, true, read_only, &mut index)?;
+        Ok(index.head())
+    }
+
+    /// A read-only scan beside a writer may read a record before the writer wrote it (zeros
+    /// where it goes, a later batch after it): it reads the place again, and once the bytes
+    /// are there it goes on. A writable open (nobody else writes) would refuse it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_only_scan_reads_again_a_record_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, at, record) = three_batches(dir.path()).await;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&vec![0; record.len()], at).unwrap();
+        assert!(
+            matches!(scan(&path, false), Err(StoreError::Corrupt { .. })),
+            "damage followed by a later batch"
+        );
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            file.write_all_at(&record, at).unwrap();
+        });
+        assert_eq!(scan(&path, true).unwrap(), 3, "every record, once written");
+        writer.join().unwrap();
+    }
+
+    /// Damage that reads the same when read again is refused by a read-only scan too.
+    #[tokio::test]
+    async fn a_read_only_scan_refuses_damage_that_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, at, _) = three_batches(dir.path()).await;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff; 4], at + 20).unwrap();
+        let started = std::time::Instant::now();
+        match scan(&path, true) {
+            Err(StoreError::Corrupt { location, .. }) => {
+                assert!(location.contains(&format!("offset {at}")), "{location}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "read again once, not forever"
+        );
+    }
+}
