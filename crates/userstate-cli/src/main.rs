@@ -1,10 +1,12 @@
 //! `userstate`: the operator's command. `userstate serve` runs the HTTP API; other commands
-//! (user, token, audit, rebuild, verify, export, import, bench) live in their own modules.
+//! (user, token, audit, rebuild, verify, export, import, backup, bench) live in their own
+//! modules.
 
 #![deny(missing_docs)]
 
 mod args;
 mod audit;
+mod backup;
 mod bench;
 mod exit;
 mod maintenance;
@@ -56,6 +58,8 @@ enum Command {
     Export(maintenance::ExportArgs),
     /// Append the events of an export file, validated first, to a store.
     Import(maintenance::ImportArgs),
+    /// Copy a data directory consistently, also while `serve` runs on it.
+    Backup(backup::BackupArgs),
     /// Measure commands/s and latency (docs/BENCH.md).
     Bench(bench::BenchArgs),
 }
@@ -96,6 +100,7 @@ async fn main() -> ExitCode {
         Command::Verify(args) => maintenance::verify(args).await,
         Command::Export(args) => maintenance::export(args).await,
         Command::Import(args) => maintenance::import(args).await,
+        Command::Backup(args) => backup::run(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
     };
     result.unwrap_or_else(|e| {
