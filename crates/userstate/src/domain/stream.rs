@@ -38,7 +38,16 @@ pub enum StreamName<'a> {
         /// The organisation overriding the instance's policy; `None` for the instance's.
         org: Option<&'a str>,
     },
+    /// `delivery:*:{target}`: a delivery target's checkpoint and lease (issue 26). Of no
+    /// instance (`*` is no instance id), never a user and never delivered itself.
+    Delivery {
+        /// The target's name.
+        target: &'a str,
+    },
 }
+
+/// The instance part of names that belong to no instance ([`StreamName::Delivery`]).
+const NO_INSTANCE: &str = "*";
 
 /// The key of the instance's own lockout policy stream (`*` is no organisation id).
 const INSTANCE_POLICY: &str = "*";
@@ -54,12 +63,15 @@ pub enum StreamKind {
     IdempotencyKey,
     /// [`StreamName::LockoutPolicy`].
     LockoutPolicy,
+    /// [`StreamName::Delivery`].
+    Delivery,
 }
 
 const USER: &str = "user:";
 const USERNAME: &str = "username:";
 const IDEMPOTENCY_KEY: &str = "idempotency:";
 const LOCKOUT_POLICY: &str = "lockout-policy:";
+const DELIVERY: &str = "delivery:";
 
 impl StreamKind {
     /// The kind of the stream named `name`, if it is one of ours.
@@ -72,6 +84,8 @@ impl StreamKind {
             Some(Self::IdempotencyKey)
         } else if name.starts_with(LOCKOUT_POLICY) {
             Some(Self::LockoutPolicy)
+        } else if name.starts_with(DELIVERY) {
+            Some(Self::Delivery)
         } else {
             None
         }
@@ -83,6 +97,7 @@ impl StreamKind {
             Self::Username => USERNAME,
             Self::IdempotencyKey => IDEMPOTENCY_KEY,
             Self::LockoutPolicy => LOCKOUT_POLICY,
+            Self::Delivery => DELIVERY,
         }
     }
 }
@@ -110,6 +125,8 @@ impl<'a> StreamName<'a> {
                 instance,
                 org: (key != INSTANCE_POLICY).then_some(key),
             },
+            StreamKind::Delivery if instance == NO_INSTANCE => Self::Delivery { target: key },
+            StreamKind::Delivery => return None,
         })
     }
 
@@ -120,16 +137,18 @@ impl<'a> StreamName<'a> {
             Self::Username { .. } => StreamKind::Username,
             Self::IdempotencyKey { .. } => StreamKind::IdempotencyKey,
             Self::LockoutPolicy { .. } => StreamKind::LockoutPolicy,
+            Self::Delivery { .. } => StreamKind::Delivery,
         }
     }
 
-    /// The instance the stream belongs to.
+    /// The instance the stream belongs to (`*` for a delivery stream, of no instance).
     pub fn instance(&self) -> &'a str {
         match *self {
             Self::User { instance, .. }
             | Self::Username { instance, .. }
             | Self::IdempotencyKey { instance, .. }
             | Self::LockoutPolicy { instance, .. } => instance,
+            Self::Delivery { .. } => NO_INSTANCE,
         }
     }
 
@@ -137,7 +156,8 @@ impl<'a> StreamName<'a> {
         match *self {
             Self::User { user: key, .. }
             | Self::Username { canonical: key, .. }
-            | Self::IdempotencyKey { digest: key, .. } => key,
+            | Self::IdempotencyKey { digest: key, .. }
+            | Self::Delivery { target: key } => key,
             Self::LockoutPolicy { org, .. } => org.unwrap_or(INSTANCE_POLICY),
         }
     }
@@ -203,13 +223,21 @@ mod tests {
         assert_eq!(StreamName::parse("other:i1:x"), None);
         assert_eq!(StreamKind::of("usernames:x"), None);
         assert_eq!(StreamKind::of("username:i:x"), Some(StreamKind::Username));
+        let delivery = StreamName::Delivery { target: "sink" };
+        assert_eq!(delivery.to_name(), "delivery:*:sink");
+        assert_eq!(StreamName::parse("delivery:*:sink"), Some(delivery));
+        assert_eq!(StreamName::parse("delivery:i1:sink"), None);
+        assert_eq!(
+            StreamKind::of("delivery:*:sink"),
+            Some(StreamKind::Delivery)
+        );
     }
 
     proptest! {
         /// Whatever the parts, a built name parses back to them (ids hold no `:`).
         #[test]
         fn built_names_parse_back(
-            kind in 0..5u8,
+            kind in 0..6u8,
             instance in "[A-Za-z0-9_.@-]{1,20}",
             key in "[^\\x00]{1,20}",
             org in "[A-Za-z0-9_.@-]{1,20}",
@@ -219,6 +247,7 @@ mod tests {
                 1 => StreamName::Username { instance: &instance, canonical: &key },
                 2 => StreamName::LockoutPolicy { instance: &instance, org: None },
                 3 => StreamName::LockoutPolicy { instance: &instance, org: Some(&org) },
+                4 => StreamName::Delivery { target: &key },
                 _ => StreamName::IdempotencyKey { instance: &instance, digest: &key },
             };
             let text = name.to_name();
