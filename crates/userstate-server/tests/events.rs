@@ -385,5 +385,18 @@ async fn grpc_streams_the_same_events() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     drop(stream);
+    // Connect (unary transport) refuses the streaming method at once rather than hanging.
+    let connect = s
+        .client
+        .post(s.url("/userstate.events.v1.EventService/SubscribeEvents"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(connect.status(), 501);
+    let body: Value = connect.json().await.unwrap();
+    assert_eq!(body["code"], "unimplemented", "{body}");
     s.stop().await;
 }
