@@ -6,6 +6,7 @@
 mod args;
 mod audit;
 mod bench;
+mod delivery;
 mod exit;
 mod maintenance;
 mod serve;
@@ -55,6 +56,17 @@ enum Command {
     Import(maintenance::ImportArgs),
     /// Measure commands/s and latency (docs/BENCH.md).
     Bench(bench::BenchArgs),
+    /// Delivery targets: `status` prints each target's checkpoint, lease and dead letters.
+    #[command(subcommand)]
+    Delivery(DeliveryCommand),
+}
+
+/// `userstate delivery …`.
+#[derive(Debug, Subcommand)]
+enum DeliveryCommand {
+    /// Each target of a delivery file: checkpoint vs head, lease holder, dead letters (exit 1
+    /// when there are dead letters).
+    Status(delivery::DeliveryArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -93,6 +105,7 @@ async fn main() -> ExitCode {
         Command::Export(args) => maintenance::export(args).await,
         Command::Import(args) => maintenance::import(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
+        Command::Delivery(DeliveryCommand::Status(args)) => delivery::status(args).await,
     };
     result.unwrap_or_else(|e| {
         // `userstate audit history u1 | head` closes the pipe early: not a failure.

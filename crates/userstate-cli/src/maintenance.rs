@@ -20,7 +20,7 @@ use crate::store::file_store_dir;
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed), with what it would repair on a writable open.
-async fn open_file_store_read_only(
+pub(crate) async fn open_file_store_read_only(
     data: &std::path::Path,
 ) -> anyhow::Result<(std::sync::Arc<dyn EventStore>, Vec<PendingRepair>)> {
     let dir = file_store_dir(data);

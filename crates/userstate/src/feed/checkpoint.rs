@@ -19,6 +19,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 const MAX_NAME: usize = 200;
 const CHECKPOINTED: &str = "delivery.checkpointed";
 const RELEASED: &str = "delivery.released";
+const DEAD_LETTERED: &str = "delivery.dead-lettered";
+/// How many dead letters a checkpoint keeps in memory (the stream keeps them all).
+const KEPT_DEAD_LETTERS: usize = 1000;
 
 /// Where a consumer keeps the position of the last event it handled, to resume after it.
 ///
@@ -84,12 +87,42 @@ struct Record {
     lease_until: Option<DateTime<Utc>>,
 }
 
+/// An event a target gave up on after its attempts (it is skipped, and recorded here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The event's position.
+    pub position: u64,
+    /// The event's type.
+    pub event_type: String,
+    /// The attempts made.
+    pub attempts: u32,
+    /// The last failure.
+    pub error: String,
+    /// The node that gave up.
+    pub node: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a delivery stream says now (for `userstate delivery status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStatus {
+    /// The last position delivered (or dead-lettered).
+    pub position: u64,
+    /// The node holding the lease and until when (it may have expired).
+    pub holder: Option<(String, DateTime<Utc>)>,
+    /// The most recent dead letters, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
 /// The fold of a delivery stream.
 #[derive(Clone, Debug, Default)]
 struct Folded {
     version: u64,
     position: u64,
     holder: Option<(String, DateTime<Utc>)>,
+    dead_letters: std::collections::VecDeque<DeadLetter>,
 }
 
 /// A delivery target's checkpoint kept in the store, in a stream of its own
@@ -251,6 +284,62 @@ impl StoreCheckpoint {
         self.write(&mut state, position, false).await.map(|_| ())
     }
 
+    /// The checkpoint, the lease and the dead letters as the store has them now.
+    pub async fn status(&self) -> Result<CheckpointStatus, FeedError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        Ok(CheckpointStatus {
+            position: state.position,
+            holder: state.holder.clone(),
+            dead_letters: state.dead_letters.iter().cloned().collect(),
+        })
+    }
+
+    /// Records that the event at `letter.position` was given up on (only the lease holder
+    /// may: [`FeedError::LeaseLost`] otherwise). The caller then saves a checkpoint past it.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), FeedError> {
+        let mut state = self.state.lock().await;
+        let event = NewEvent::new(
+            DEAD_LETTERED,
+            1,
+            serde_json::to_value(&letter).expect("a dead letter is JSON"),
+            EventMetadata {
+                creator: self.node.clone(),
+                ..EventMetadata::default()
+            },
+        );
+        self.append(&mut state, event).await?;
+        if state.dead_letters.len() == KEPT_DEAD_LETTERS {
+            state.dead_letters.pop_front();
+        }
+        state.dead_letters.push_back(letter);
+        Ok(())
+    }
+
+    /// Appends `event` with the folded version as the exact expected version; a conflict is
+    /// [`FeedError::LeaseLost`] (after folding what won).
+    async fn append(&self, state: &mut Folded, event: NewEvent) -> Result<(), FeedError> {
+        let expected = ExpectedVersion::Exact(state.version);
+        match self.store.append(&self.stream, expected, vec![event]).await {
+            Ok(recorded) => {
+                state.version = recorded.last().map_or(state.version, |e| e.sequence);
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => {
+                self.refresh(state).await?;
+                let holder = state
+                    .holder
+                    .as_ref()
+                    .map_or_else(String::new, |(h, _)| h.clone());
+                Err(FeedError::LeaseLost {
+                    target: self.target.clone(),
+                    holder,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Folds the events of the stream after the version already folded.
     async fn refresh(&self, state: &mut Folded) -> Result<(), FeedError> {
         let events = self
@@ -258,12 +347,22 @@ impl StoreCheckpoint {
             .read_stream(&self.stream, state.version + 1)
             .await?;
         for event in events {
-            let record: Record =
-                serde_json::from_value(event.payload).map_err(|e| FeedError::Corrupt {
-                    stream: self.stream.to_string(),
-                    sequence: event.sequence,
-                    reason: e.to_string(),
-                })?;
+            let corrupt = |e: serde_json::Error| FeedError::Corrupt {
+                stream: self.stream.to_string(),
+                sequence: event.sequence,
+                reason: e.to_string(),
+            };
+            if event.event_type == DEAD_LETTERED {
+                let letter: DeadLetter =
+                    serde_json::from_value(event.payload.clone()).map_err(corrupt)?;
+                state.version = event.sequence;
+                if state.dead_letters.len() == KEPT_DEAD_LETTERS {
+                    state.dead_letters.pop_front();
+                }
+                state.dead_letters.push_back(letter);
+                continue;
+            }
+            let record: Record = serde_json::from_value(event.payload.clone()).map_err(corrupt)?;
             state.version = event.sequence;
             state.position = state.position.max(record.position);
             state.holder = match (event.event_type.as_str(), record.lease_until) {
@@ -298,27 +397,10 @@ impl StoreCheckpoint {
                 ..EventMetadata::default()
             },
         );
-        let expected = ExpectedVersion::Exact(state.version);
-        match self.store.append(&self.stream, expected, vec![event]).await {
-            Ok(recorded) => {
-                state.version = recorded.last().map_or(state.version, |e| e.sequence);
-                state.position = state.position.max(position);
-                state.holder = lease.then(|| (self.node.clone(), until));
-                Ok(until)
-            }
-            Err(StoreError::Conflict { .. }) => {
-                self.refresh(state).await?;
-                let holder = state
-                    .holder
-                    .as_ref()
-                    .map_or_else(String::new, |(h, _)| h.clone());
-                Err(FeedError::LeaseLost {
-                    target: self.target.clone(),
-                    holder,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.append(state, event).await?;
+        state.position = state.position.max(position);
+        state.holder = lease.then(|| (self.node.clone(), until));
+        Ok(until)
     }
 }
 

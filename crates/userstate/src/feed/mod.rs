@@ -22,7 +22,10 @@ mod checkpoint;
 mod filter;
 mod subscription;
 
-pub use checkpoint::{Checkpoint, LeaseState, MemoryCheckpoint, StoreCheckpoint, DEFAULT_LEASE};
+pub use checkpoint::{
+    Checkpoint, CheckpointStatus, DeadLetter, LeaseState, MemoryCheckpoint, StoreCheckpoint,
+    DEFAULT_LEASE,
+};
 pub use filter::{is_public, Filter};
 pub use subscription::{Subscription, DEFAULT_MAX_LAG, DEFAULT_PAGE};
 

@@ -1,0 +1,203 @@
+//! Where a target's events go: [`Webhook`] (Standard Webhooks) and [`Nats`] (JetStream).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::Publish};
+use async_trait::async_trait;
+use base64::Engine as _;
+use userstate::RecordedEvent;
+
+use super::config::{NatsTarget, WebhookTarget};
+use crate::feed::event_line;
+
+/// How long one webhook request or NATS publish may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A target's transport.
+#[async_trait]
+pub trait Sink: Send {
+    /// Sends `events` in order; returns how many were delivered, and the failure that stopped
+    /// it when that is fewer than all.
+    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>);
+
+    /// The most events one call is given (the lease is checked between calls).
+    fn chunk(&self) -> usize;
+}
+
+/// The Standard Webhooks signature of `body` sent with `id` at `timestamp`:
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, format!("{id}.{timestamp}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+    )
+}
+
+/// POSTs each event as its own request: body = the export line, `webhook-id` = its position
+/// (the same on every retry), `webhook-timestamp`, `webhook-signature`. A 2xx is delivered.
+pub struct Webhook {
+    target: WebhookTarget,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    /// The sink of `target`.
+    pub fn new(target: WebhookTarget) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Self { target, client }
+    }
+}
+
+#[async_trait]
+impl Sink for Webhook {
+    /// One request per event, and the lease checked before each.
+    fn chunk(&self) -> usize {
+        1
+    }
+
+    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>) {
+        for (i, event) in events.iter().enumerate() {
+            let id = event.position.to_string();
+            let body = event_line(event);
+            let timestamp = chrono::Utc::now().timestamp();
+            let signature = sign(self.target.secret.bytes(), &id, timestamp, &body);
+            let sent = self
+                .client
+                .post(&self.target.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => return (i, Some(format!("HTTP {}", r.status().as_u16()))),
+                // Without the URL: it may carry credentials.
+                Err(e) => return (i, Some(e.without_url().to_string())),
+            }
+        }
+        (events.len(), None)
+    }
+}
+
+/// Publishes each event to JetStream on the subject, with `Nats-Msg-Id` = its position (so
+/// JetStream drops a redelivery inside its duplicate window), all of a batch before awaiting
+/// the acknowledgements in order. Connects (and creates the stream capturing the subject when
+/// none does) on first use and after a failure.
+pub struct Nats {
+    target: NatsTarget,
+    context: Option<jetstream::Context>,
+}
+
+impl Nats {
+    /// The sink of `target` (not connected yet).
+    pub fn new(target: NatsTarget) -> Self {
+        Self {
+            target,
+            context: None,
+        }
+    }
+
+    /// The stream's name when none captures the subject yet.
+    fn stream_name(&self) -> String {
+        self.target.stream.clone().unwrap_or_else(|| {
+            let name: String = self
+                .target
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("USERSTATE_{name}")
+        })
+    }
+
+    async fn connect(&self) -> Result<jetstream::Context, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(TIMEOUT)
+            .connect(self.target.url.as_str())
+            .await
+            .map_err(|e| format!("connecting to NATS: {e}"))?;
+        let mut context = jetstream::new(client);
+        context.set_timeout(TIMEOUT);
+        if context
+            .stream_by_subject(&self.target.subject)
+            .await
+            .is_err()
+        {
+            context
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: self.stream_name(),
+                    subjects: vec![self.target.subject.clone()],
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("creating the JetStream stream: {e}"))?;
+        }
+        Ok(context)
+    }
+}
+
+#[async_trait]
+impl Sink for Nats {
+    /// A batch is published before its acknowledgements are awaited.
+    fn chunk(&self) -> usize {
+        256
+    }
+
+    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>) {
+        let context = match &self.context {
+            Some(c) => c.clone(),
+            None => match self.connect().await {
+                Ok(c) => {
+                    self.context = Some(c.clone());
+                    c
+                }
+                Err(e) => return (0, Some(e)),
+            },
+        };
+        let mut acks = Vec::with_capacity(events.len());
+        let mut failure = None;
+        for event in events {
+            let publish = Publish::build()
+                .message_id(event.position.to_string())
+                .payload(event_line(event).into());
+            match context
+                .send_publish(self.target.subject.clone(), publish)
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    failure = Some(format!("publishing: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut delivered = 0;
+        for ack in acks {
+            match ack.await {
+                Ok(_) => delivered += 1,
+                Err(e) => {
+                    failure = Some(format!("JetStream did not acknowledge: {e}"));
+                    break;
+                }
+            }
+        }
+        if failure.is_some() {
+            self.context = None;
+        }
+        (delivered, failure)
+    }
+}
