@@ -258,9 +258,10 @@ async fn every_acknowledged_event_arrives_through_failures_and_kill_9() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let writers = load(&client, base.clone(), 4, stop.clone(), acked.clone());
-    while acked.lock().unwrap().len() < 150 {
+    while acked.lock().unwrap().len() < 150 || receiver.positions().len() < 100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Killed while delivering: what it delivered after its last checkpoint comes again.
     node.kill();
     let before_kill = acked.lock().unwrap().len();
     node.restart();
@@ -488,4 +489,134 @@ async fn futures_join(client: &Client, nodes: &[Node]) -> Vec<bool> {
         held.push(leased(&client.metrics(&n.base).await));
     }
     held
+}
+
+/// The NATS server of `USERSTATE_TEST_NATS_URL`: `None` (printed reason) to skip when unset
+/// or unreachable, a panic under `CI=true`.
+async fn nats() -> Option<(String, async_nats::Client)> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let url = match std::env::var("USERSTATE_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if in_ci => panic!("USERSTATE_TEST_NATS_URL must be set when CI=true"),
+        _ => {
+            eprintln!("skipped: USERSTATE_TEST_NATS_URL is not set (e.g. nats://127.0.0.1:4222)");
+            return None;
+        }
+    };
+    match async_nats::connect(url.as_str()).await {
+        Ok(client) => Some((url, client)),
+        Err(e) if in_ci => panic!("NATS at {url} is unreachable under CI: {e}"),
+        Err(e) => {
+            eprintln!("skipped: NATS at {url} is unreachable: {e}");
+            None
+        }
+    }
+}
+
+/// Every acknowledged command's event reaches JetStream through `kill -9` of the server, once
+/// per position (JetStream drops a republish with the same `Nats-Msg-Id`), in order per user;
+/// the stream capturing the subject is created by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_event_reaches_jetstream_once_through_kill_9() {
+    let Some((url, client)) = nats().await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let subject = format!("userstate.test.{id}");
+    let stream_name = format!("USERSTATE_TEST_{id}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("delivery.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[nats]]\nname = \"bus\"\nurl = \"{url}\"\nsubject = \"{subject}\"\nstream = \"{stream_name}\"\n"
+        ),
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let tokens = write_tokens(dir.path());
+    let data = dir.path().join("data");
+    let mut node = Node::start(
+        "file",
+        &tokens,
+        &data,
+        &[
+            "--delivery",
+            &file_arg,
+            "--node-id",
+            "n1",
+            "--delivery-lease",
+            "2s",
+        ],
+    );
+    let http = Client::new();
+    http.wait_ready(&node.base, Duration::from_secs(20)).await;
+    let base = Arc::new(Mutex::new(node.base.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let writers = load(&http, base.clone(), 4, stop.clone(), acked.clone());
+    while acked.lock().unwrap().len() < 150 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.kill();
+    let before_kill = acked.lock().unwrap().len();
+    node.restart();
+    *base.lock().unwrap() = node.base.clone();
+    http.wait_ready(&node.base, Duration::from_secs(20)).await;
+    while acked.lock().unwrap().len() < before_kill + 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let wanted: std::collections::HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (positions, repeats) = loop {
+        let mut stream = js
+            .get_stream(&stream_name)
+            .await
+            .expect("the server created the stream");
+        let state = stream.info().await.unwrap().state.clone();
+        let mut positions = Vec::new();
+        let mut last_sequence: HashMap<String, u64> = HashMap::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            let Ok(message) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let msg_id: u64 = message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .unwrap_or_else(|| panic!("Nats-Msg-Id in {:?}", message.headers))
+                .as_str()
+                .parse()
+                .unwrap();
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            assert_eq!(event["position"], msg_id);
+            let user = event["stream"].as_str().unwrap().to_owned();
+            let sequence = event["sequence"].as_u64().unwrap();
+            let last = last_sequence.entry(user.clone()).or_default();
+            assert!(sequence > *last, "{user}: sequence {sequence} after {last}");
+            *last = sequence;
+            positions.push(msg_id);
+        }
+        let unique: std::collections::HashSet<u64> = positions.iter().copied().collect();
+        if wanted.is_subset(&unique) {
+            break (positions.len(), positions.len() - unique.len());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events not in JetStream",
+            wanted.difference(&unique).count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(repeats, 0, "JetStream de-duplicated every republish");
+    eprintln!(
+        "{positions} messages in JetStream for {} acknowledged events",
+        wanted.len()
+    );
+    let _ = js.delete_stream(&stream_name).await;
 }
