@@ -21,7 +21,10 @@ use userstate::{
 async fn main() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let engine = Engine::new(store.clone());
-    let ctx = Context::new(Principal::system("admin", InstanceId::new("default").unwrap()));
+    let ctx = Context::new(Principal::system(
+        "admin",
+        InstanceId::new("default").unwrap(),
+    ));
     let checkpoint = MemoryCheckpoint::default();
 
     // The consumer: revoke sessions when a user is locked.
@@ -31,7 +34,10 @@ async fn main() {
     let consumer = tokio::spawn(async move {
         let batch = feed.next_batch().await.unwrap();
         for event in &batch {
-            println!("revoke the sessions of {} (position {})", event.stream, event.position);
+            println!(
+                "revoke the sessions of {} (position {})",
+                event.stream, event.position
+            );
         }
         checkpoint.save(feed.read_position()).await.unwrap();
         checkpoint.load().await.unwrap()
