@@ -37,6 +37,7 @@ pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 
 /// POSTs each event as its own request: body = the export line, `webhook-id` = its position
 /// (the same on every retry), `webhook-timestamp`, `webhook-signature`. A 2xx is delivered.
+/// Different users' events are sent concurrently, one user's in order.
 pub struct Webhook {
     target: WebhookTarget,
     client: reqwest::Client,
@@ -55,35 +56,86 @@ impl Webhook {
 
 #[async_trait]
 impl Sink for Webhook {
-    /// One request per event, and the lease checked before each.
+    /// Up to 32 events a call: the events of different users are sent at once, each user's
+    /// one after the other (in order per user), all within [`TIMEOUT`].
     fn chunk(&self) -> usize {
-        1
+        32
     }
 
     async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        // The chunk's indexes per stream, in order.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            let id = event.position.to_string();
-            let body = event_line(event);
-            let timestamp = chrono::Utc::now().timestamp();
-            let signature = sign(self.target.secret.bytes(), &id, timestamp, &body);
-            let sent = self
-                .client
-                .post(&self.target.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => return (i, Some(format!("HTTP {}", r.status().as_u16()))),
-                // Without the URL: it may carry credentials.
-                Err(e) => return (i, Some(e.without_url().to_string())),
+            match groups.iter_mut().find(|(s, _)| *s == event.stream.as_str()) {
+                Some((_, indexes)) => indexes.push(i),
+                None => groups.push((event.stream.as_str(), vec![i])),
             }
         }
-        (events.len(), None)
+        let this: &Webhook = self;
+        let sends = groups.iter().map(|(_, indexes)| async move {
+            // How many of this stream's events went through, and why it stopped.
+            for (n, i) in indexes.iter().enumerate() {
+                if let Err(e) = this.post(&events[*i], deadline).await {
+                    return (n, Some(e));
+                }
+            }
+            (indexes.len(), None)
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut delivered = vec![false; events.len()];
+        let mut failure = None;
+        for ((_, indexes), (sent, error)) in groups.iter().zip(results) {
+            for i in &indexes[..sent] {
+                delivered[*i] = true;
+            }
+            if failure.is_none() {
+                failure = error;
+            }
+        }
+        // Delivered: the prefix of the chunk that all went through (a later event that went
+        // through anyway is sent again, with the same id).
+        let prefix = delivered.iter().take_while(|d| **d).count();
+        if prefix == events.len() {
+            (prefix, None)
+        } else {
+            (prefix, failure.or_else(|| Some("not delivered".to_owned())))
+        }
+    }
+}
+
+impl Webhook {
+    /// POSTs one event, answered 2xx before `deadline`, or says why not.
+    async fn post(
+        &self,
+        event: &RecordedEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err("out of time for this chunk".to_owned());
+        }
+        let id = event.position.to_string();
+        let body = event_line(event);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign(self.target.secret.bytes(), &id, timestamp, &body);
+        let sent = self
+            .client
+            .post(&self.target.url)
+            .timeout(left)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            // Without the URL: it may carry credentials.
+            Err(e) => Err(e.without_url().to_string()),
+        }
     }
 }
 
