@@ -253,3 +253,24 @@ impl Sink for Nats {
         (delivered, failure)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::config::Secret;
+
+    /// The example of the Standard Webhooks specification (and its reference libraries).
+    #[test]
+    fn signatures_match_the_standard_webhooks_example() {
+        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            sign(
+                secret.bytes(),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+}
