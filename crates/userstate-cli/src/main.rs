@@ -8,6 +8,7 @@ mod args;
 mod audit;
 mod backup;
 mod bench;
+mod delivery;
 mod exit;
 mod maintenance;
 mod serve;
@@ -62,6 +63,17 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Measure commands/s and latency (docs/BENCH.md).
     Bench(bench::BenchArgs),
+    /// Delivery targets: `status` prints each target's checkpoint, lease and dead letters.
+    #[command(subcommand)]
+    Delivery(DeliveryCommand),
+}
+
+/// `userstate delivery …`.
+#[derive(Debug, Subcommand)]
+enum DeliveryCommand {
+    /// Each target of a delivery file: checkpoint vs head, lease holder, dead letters (exit 1
+    /// when there are dead letters).
+    Status(delivery::DeliveryArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -102,6 +114,7 @@ async fn main() -> ExitCode {
         Command::Import(args) => maintenance::import(args).await,
         Command::Backup(args) => backup::run(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
+        Command::Delivery(DeliveryCommand::Status(args)) => delivery::status(args).await,
     };
     result.unwrap_or_else(|e| {
         // `userstate audit history u1 | head` closes the pipe early: not a failure.

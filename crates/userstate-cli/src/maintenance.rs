@@ -19,7 +19,7 @@ use crate::exit;
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed; it works while `serve` runs), with what it would repair on a writable open.
-async fn open_file_store_read_only(
+pub(crate) async fn open_file_store_read_only(
     data: &std::path::Path,
 ) -> anyhow::Result<(std::sync::Arc<dyn EventStore>, Vec<PendingRepair>)> {
     let store = crate::store::open_file_store_read_only(data).await?;

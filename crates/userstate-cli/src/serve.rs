@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+use userstate_server::delivery::{self, Delivery, DeliveryOptions};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::jwt::{JwksSource, JwtAuthenticator, JwtConfig, RefreshPolicy};
 use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
@@ -75,6 +76,22 @@ pub struct ServeArgs {
     /// after 5 minutes and on an unknown `kid`, at most every 10 s).
     #[arg(long, env = "USERSTATE_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
     pub jwks: Option<String>,
+    /// Delivery targets (TOML: `[[webhook]]`, `[[nats]]`; docs/OPERATIONS.md), reloaded on
+    /// SIGHUP (a bad file keeps the targets running and logs why).
+    #[arg(long, env = "USERSTATE_DELIVERY")]
+    pub delivery: Option<PathBuf>,
+    /// This node's name in the delivery leases (default: random per process). Two processes
+    /// must never share one.
+    #[arg(long, env = "USERSTATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a delivery lease lasts unless renewed: how long another node waits to take
+    /// over the targets of a node that died.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout, env = "USERSTATE_DELIVERY_LEASE")]
+    pub delivery_lease: Duration,
+    /// How many events behind the store head a reader of GET /v2/events (or the streaming
+    /// RPC) may fall before it gets an error and its stream ends.
+    #[arg(long, default_value_t = userstate_server::feed::DEFAULT_FEED_MAX_LAG, env = "USERSTATE_FEED_MAX_LAG")]
+    pub feed_max_lag: u64,
 }
 
 /// A timeout flag: a duration ([`parse_duration`]) other than zero.
@@ -150,6 +167,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_connections = args.max_connections as usize;
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;
+    config.feed_max_lag = args.feed_max_lag;
+    // A bad delivery file at start is an error (a reload keeps the old targets instead).
+    let targets = match &args.delivery {
+        Some(path) => Some(delivery::load(path)?),
+        None => None,
+    };
     let server = Server::bind(config).await.context("starting the server")?;
     // The embedded stores live in this process: `userstate token …` reaches them here.
     #[cfg(unix)]
@@ -164,6 +187,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let delivery = match targets {
+        Some(targets) => {
+            let mut options = DeliveryOptions {
+                lease: args.delivery_lease,
+                ..DeliveryOptions::default()
+            };
+            if let Some(node) = &args.node_id {
+                options.node = node.clone();
+            }
+            info!(node = %options.node, targets = targets.len(), "delivery targets loaded");
+            let delivery = Arc::new(Delivery::new(
+                server.state().service().store().clone(),
+                server.state().metrics(),
+                options,
+            ));
+            delivery.apply(targets).await;
+            let path = args.delivery.clone().unwrap_or_default();
+            // Installed before the listening line: a SIGHUP after it must reload, not kill us.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangups) => {
+                    tokio::spawn(reload_on_sighup(delivery.clone(), path, hangups));
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGHUP; the delivery file will not be reloaded")
+                }
+            }
+            Some(delivery)
+        }
+        None => None,
+    };
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();
@@ -175,8 +228,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print_first_start(&path.display().to_string(), addr);
     }
     server.run(shutdown).await?;
+    if let Some(delivery) = delivery {
+        delivery.stop().await;
+    }
     info!("server stopped; store closed");
     Ok(())
+}
+
+/// Reloads the delivery file on every SIGHUP: a valid file replaces the targets (unchanged
+/// ones keep running), a bad one is logged and changes nothing.
+async fn reload_on_sighup(
+    delivery: Arc<Delivery>,
+    path: PathBuf,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        match delivery::load(&path) {
+            Ok(targets) => {
+                info!(file = %path.display(), targets = targets.len(), "delivery file reloaded");
+                delivery.apply(targets).await;
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "delivery file not reloaded; keeping the targets running")
+            }
+        }
+    }
 }
 
 fn print_first_start(token_file: &str, addr: SocketAddr) {

@@ -17,6 +17,8 @@
 //!   read-your-writes; every front end calls it;
 //! - [`status`]: the one error value every failure becomes, built from
 //!   [`Classified`](userstate::Classified) (codes come from [`ErrorKind`](userstate::ErrorKind));
+//! - [`feed`]: the event feed (SSE and gRPC streaming share it); [`delivery`]: webhook and
+//!   NATS JetStream targets fed from it;
 //! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`grpc`]: the same service over gRPC
 //!   and gRPC-web on the same port (by content type); [`metrics`]: Prometheus;
 //!   [`server`]: binding, signals and shutdown.
@@ -29,6 +31,8 @@
 pub mod admin;
 pub mod auth;
 pub mod caller;
+pub mod delivery;
+pub mod feed;
 pub mod grpc;
 pub mod http;
 pub mod jwt;

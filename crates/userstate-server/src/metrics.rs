@@ -112,6 +112,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for collectors of other parts of the server (delivery).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Counts one failed authentication (`reason`: `missing`, `unknown` or `invalid`).
     pub fn auth_failed(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();

@@ -131,6 +131,11 @@ impl Node {
         panic!("userstate printed no listening line in 30 s");
     }
 
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL (`kill -9`), and reaps the process.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");

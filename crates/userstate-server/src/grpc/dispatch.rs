@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
 /// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
-pub const GRPC_METHODS: [&str; 20] = [
+pub const GRPC_METHODS: [&str; 21] = [
     "/zitadel.user.v2.UserService/AddHumanUser",
     "/zitadel.user.v2.UserService/GetUserByID",
     "/zitadel.user.v2.UserService/ListUsers",
@@ -40,6 +40,7 @@ pub const GRPC_METHODS: [&str; 20] = [
     "/zitadel.user.v3alpha.UserService/DeleteUser",
     "/userstate.lockout.v1.LockoutService/ReportAuthenticationFailed",
     "/userstate.lockout.v1.LockoutService/ReportAuthenticationSucceeded",
+    "/userstate.events.v1.EventService/SubscribeEvents",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

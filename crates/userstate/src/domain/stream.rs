@@ -43,7 +43,16 @@ pub enum StreamName<'a> {
     /// token names its own instance). `*` is no instance id, so no instance's stream can be
     /// named so.
     Tokens,
+    /// `delivery:*:{target}`: a delivery target's checkpoint and lease (issue 26). Of no
+    /// instance (`*` is no instance id), never a user and never delivered itself.
+    Delivery {
+        /// The target's name.
+        target: &'a str,
+    },
 }
+
+/// The instance part of names that belong to no instance ([`StreamName::Delivery`]).
+const NO_INSTANCE: &str = "*";
 
 /// The key of the instance's own lockout policy stream (`*` is no organisation id).
 const INSTANCE_POLICY: &str = "*";
@@ -63,6 +72,8 @@ pub enum StreamKind {
     LockoutPolicy,
     /// [`StreamName::Tokens`].
     Tokens,
+    /// [`StreamName::Delivery`].
+    Delivery,
 }
 
 const USER: &str = "user:";
@@ -70,6 +81,7 @@ const USERNAME: &str = "username:";
 const IDEMPOTENCY_KEY: &str = "idempotency:";
 const LOCKOUT_POLICY: &str = "lockout-policy:";
 const TOKENS: &str = "tokens:";
+const DELIVERY: &str = "delivery:";
 
 impl StreamKind {
     /// The kind of the stream named `name`, if it is one of ours.
@@ -84,6 +96,8 @@ impl StreamKind {
             Some(Self::LockoutPolicy)
         } else if name.starts_with(TOKENS) {
             Some(Self::Tokens)
+        } else if name.starts_with(DELIVERY) {
+            Some(Self::Delivery)
         } else {
             None
         }
@@ -96,6 +110,7 @@ impl StreamKind {
             Self::IdempotencyKey => IDEMPOTENCY_KEY,
             Self::LockoutPolicy => LOCKOUT_POLICY,
             Self::Tokens => TOKENS,
+            Self::Delivery => DELIVERY,
         }
     }
 }
@@ -125,6 +140,8 @@ impl<'a> StreamName<'a> {
             },
             StreamKind::Tokens if instance == ALL && key == ALL => Self::Tokens,
             StreamKind::Tokens => return None,
+            StreamKind::Delivery if instance == NO_INSTANCE => Self::Delivery { target: key },
+            StreamKind::Delivery => return None,
         })
     }
 
@@ -136,10 +153,12 @@ impl<'a> StreamName<'a> {
             Self::IdempotencyKey { .. } => StreamKind::IdempotencyKey,
             Self::LockoutPolicy { .. } => StreamKind::LockoutPolicy,
             Self::Tokens => StreamKind::Tokens,
+            Self::Delivery { .. } => StreamKind::Delivery,
         }
     }
 
-    /// The instance the stream belongs to (`*` for the store-wide token stream).
+    /// The instance the stream belongs to (`*` for the store-wide token stream and for a
+    /// delivery stream, of no instance).
     pub fn instance(&self) -> &'a str {
         match *self {
             Self::User { instance, .. }
@@ -147,6 +166,7 @@ impl<'a> StreamName<'a> {
             | Self::IdempotencyKey { instance, .. }
             | Self::LockoutPolicy { instance, .. } => instance,
             Self::Tokens => ALL,
+            Self::Delivery { .. } => NO_INSTANCE,
         }
     }
 
@@ -154,7 +174,8 @@ impl<'a> StreamName<'a> {
         match *self {
             Self::User { user: key, .. }
             | Self::Username { canonical: key, .. }
-            | Self::IdempotencyKey { digest: key, .. } => key,
+            | Self::IdempotencyKey { digest: key, .. }
+            | Self::Delivery { target: key } => key,
             Self::LockoutPolicy { org, .. } => org.unwrap_or(INSTANCE_POLICY),
             Self::Tokens => ALL,
         }
@@ -226,13 +247,21 @@ mod tests {
         assert_eq!(StreamName::parse("tokens:i1:*"), None);
         assert_eq!(StreamKind::of("tokens:*:*"), Some(StreamKind::Tokens));
         assert_eq!(instance_of("tokens:*:*"), "*");
+        let delivery = StreamName::Delivery { target: "sink" };
+        assert_eq!(delivery.to_name(), "delivery:*:sink");
+        assert_eq!(StreamName::parse("delivery:*:sink"), Some(delivery));
+        assert_eq!(StreamName::parse("delivery:i1:sink"), None);
+        assert_eq!(
+            StreamKind::of("delivery:*:sink"),
+            Some(StreamKind::Delivery)
+        );
     }
 
     proptest! {
         /// Whatever the parts, a built name parses back to them (ids hold no `:`).
         #[test]
         fn built_names_parse_back(
-            kind in 0..6u8,
+            kind in 0..7u8,
             instance in "[A-Za-z0-9_.@-]{1,20}",
             key in "[^\\x00]{1,20}",
             org in "[A-Za-z0-9_.@-]{1,20}",
@@ -243,6 +272,7 @@ mod tests {
                 2 => StreamName::LockoutPolicy { instance: &instance, org: None },
                 3 => StreamName::LockoutPolicy { instance: &instance, org: Some(&org) },
                 4 => StreamName::Tokens,
+                5 => StreamName::Delivery { target: &key },
                 _ => StreamName::IdempotencyKey { instance: &instance, digest: &key },
             };
             let text = name.to_name();
