@@ -72,7 +72,17 @@ pub struct ServeArgs {
     /// after 5 minutes and on an unknown `kid`, at most every 10 s).
     #[arg(long, env = "USERSTATE_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
     pub jwks: Option<String>,
+    /// Export the request spans (OpenTelemetry) over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317`. Off by default; the trace ids are in the log lines either way.
+    #[arg(long, value_name = "URL", env = "USERSTATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
+
+/// The git commit the binary was built from (build.rs), or `unknown`.
+pub const GIT_COMMIT: &str = match option_env!("USERSTATE_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 /// A timeout flag: a duration ([`parse_duration`]) other than zero.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -141,6 +151,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;
     let server = Server::bind(config).await.context("starting the server")?;
+    server
+        .state()
+        .metrics()
+        .set_build_info(env!("CARGO_PKG_VERSION"), GIT_COMMIT);
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();
