@@ -214,7 +214,7 @@ impl Projection {
     }
 
     /// How many users are in each state ([`ReadModel::count_by_state`]): one pass over the
-    /// users under the read lock (about a millisecond per million users).
+    /// users under the read lock (a few milliseconds per million users; writers wait meanwhile).
     pub fn count_by_state(&self) -> Vec<(UserState, usize)> {
         self.read().read.count_by_state()
     }
