@@ -244,15 +244,17 @@ mod tests {
         out
     }
 
+    /// Each flag has one variable, and no two flags share one (setting it would set both).
     #[test]
-    fn every_flag_has_one_environment_variable() {
+    fn every_flag_has_one_environment_variable_of_its_own() {
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
         for (long, row) in table() {
             assert_eq!(row.envs.len(), 1, "--{long}: {:?}", row.envs);
-            assert!(
-                row.envs[0].starts_with("USERSTATE_"),
-                "--{long}: {:?}",
-                row.envs
-            );
+            let env = &row.envs[0];
+            assert!(env.starts_with("USERSTATE_"), "--{long}: {env}");
+            if let Some(other) = owners.insert(env.clone(), long.clone()) {
+                panic!("--{other} and --{long} both read {env}");
+            }
         }
     }
 
