@@ -10,10 +10,8 @@
 //! for this request.
 
 use axum::http::{HeaderMap, HeaderValue};
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C trace context header, read on requests and written on answers.
@@ -23,31 +21,45 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// span as `trace_id = tracing::field::Empty`; [`continue_trace`] records it.
 pub const TRACE_ID_FIELD: &str = "trace_id";
 
-/// Reads headers for the propagator.
-struct Headers<'a>(&'a HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// The caller's span, from `headers`' `traceparent` (and `tracestate`); `None` when absent or
-/// malformed (the W3C rule: then the request starts a new trace).
+/// The caller's span, from `headers`' `traceparent`; `None` when absent or malformed (the W3C
+/// rule: then the request starts a new trace). Parsed as W3C Trace Context level 1 says:
+/// lowercase hex fields of fixed widths, ids not all zeros, version `ff` invalid, exactly four
+/// fields in version 00 and at least four in later ones; of the flags only `sampled` is
+/// known, the others are ignored. (OpenTelemetry's propagator takes shorter ids and refuses
+/// unknown flags.)
 pub fn remote_parent(headers: &HeaderMap) -> Option<Context> {
-    let value = headers.get(TRACEPARENT_HEADER)?.to_str().ok()?;
-    // The propagator takes shorter ids; W3C's fields have fixed widths (version 00: exactly
-    // four fields).
-    let widths: Vec<usize> = value.trim().split('-').map(str::len).collect();
-    if widths.len() < 4 || widths[..4] != [2, 32, 16, 2] {
+    let value = headers.get(TRACEPARENT_HEADER)?.to_str().ok()?.trim();
+    let fields: Vec<&str> = value.split('-').collect();
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let version = *fields.first()?;
+    if !hex(version, 2) || version == "ff" || fields.len() < 4 {
         return None;
     }
-    let cx = TraceContextPropagator::new().extract(&Headers(headers));
-    cx.span().span_context().is_valid().then_some(cx)
+    if version == "00" && fields.len() != 4 {
+        return None;
+    }
+    let (trace, parent, flags) = (fields[1], fields[2], fields[3]);
+    if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(parent).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()? & TraceFlags::SAMPLED.to_u8();
+    let remote = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    remote
+        .is_valid()
+        .then(|| Context::new().with_remote_span_context(remote))
 }
 
 /// Joins `span` (a request's span, with a [`TRACE_ID_FIELD`] field) to the trace `headers`
@@ -138,6 +150,22 @@ mod tests {
     }
 
     #[test]
+    fn a_later_version_is_read_as_far_as_version_00_goes() {
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-more";
+        let cx = remote_parent(&headers(later)).expect("parsed");
+        let remote = cx.span().span_context().clone();
+        assert_eq!(
+            remote.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            remote.trace_flags(),
+            TraceFlags::SAMPLED,
+            "unknown flags ignored"
+        );
+    }
+
+    #[test]
     fn a_malformed_or_missing_traceparent_starts_a_new_trace() {
         let span = tracing::Span::none();
         for bad in [
@@ -145,6 +173,10 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
         ] {
             assert!(remote_parent(&headers(bad)).is_none(), "{bad}");
             let answer = continue_trace(&headers(bad), &span);
@@ -158,5 +190,40 @@ mod tests {
         let a = continue_trace(&HeaderMap::new(), &span);
         let b = continue_trace(&HeaderMap::new(), &span);
         assert_ne!(a, b, "a new trace per request");
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the answer is a well-formed `traceparent`; a well-formed
+        /// one keeps its trace id and flags.
+        #[test]
+        fn any_traceparent_is_answered_with_a_valid_one(
+            header in "[ -~]{0,80}",
+            trace in 1u128..,
+            parent in 1u64..,
+            flags in proptest::prelude::any::<u8>(),
+        ) {
+            let span = tracing::Span::none();
+            for (sent, kept) in [
+                (header.clone(), None),
+                (format!("00-{trace:032x}-{parent:016x}-{flags:02x}"), Some(trace)),
+            ] {
+                let mut headers = HeaderMap::new();
+                let Ok(value) = HeaderValue::from_str(&sent) else { continue };
+                headers.insert(TRACEPARENT_HEADER, value);
+                let answer = continue_trace(&headers, &span);
+                let answer = answer.to_str().unwrap();
+                let parts: Vec<&str> = answer.split('-').collect();
+                proptest::prop_assert_eq!(parts.len(), 4, "{}", answer);
+                proptest::prop_assert_eq!(parts[0], "00");
+                proptest::prop_assert_eq!(parts[1].len(), 32);
+                proptest::prop_assert_eq!(parts[2].len(), 16);
+                proptest::prop_assert!(parts[1] != "0".repeat(32));
+                proptest::prop_assert!(parts[2] != "0".repeat(16));
+                if let Some(trace) = kept {
+                    proptest::prop_assert_eq!(parts[1], format!("{trace:032x}"));
+                    proptest::prop_assert_eq!(parts[3], format!("{:02x}", flags & 1));
+                }
+            }
+        }
     }
 }
