@@ -55,6 +55,7 @@ pub fn init(
         .with(filter)
         .init();
     if let Some(endpoint) = otlp_endpoint {
+        userstate_server::trace::set_exporting(true);
         tracing::info!(endpoint, "exporting spans over OTLP/gRPC");
     }
     Ok(Telemetry { provider })

@@ -145,6 +145,16 @@ async fn spans_are_exported_as_children_of_the_callers_trace() {
         .unwrap();
     assert_eq!(answer.status(), 404);
     let answered = answer.headers()["traceparent"].to_str().unwrap().to_owned();
+    // Without a traceparent: the exporter's new trace, the same in the answer and the log.
+    let answer = client
+        .get(format!("{base}/v2/users/nobody"))
+        .bearer_auth(token.trim())
+        .header("x-request-id", "req-otlp-2")
+        .send()
+        .await
+        .unwrap();
+    let own = answer.headers()["traceparent"].to_str().unwrap().to_owned();
+    let own_trace = own.split('-').nth(1).unwrap().to_owned();
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -177,6 +187,20 @@ async fn spans_are_exported_as_children_of_the_callers_trace() {
         format!("00-{trace}-{}-01", hex(&span.span_id)),
         "the answer names the exported span"
     );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !collector
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| hex(&s.trace_id) == own_trace && s.parent_span_id.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no root span of trace {own_trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.abort();
 
     // The request's JSON log line carries the trace id (in its span's fields).
@@ -187,6 +211,12 @@ async fn spans_are_exported_as_children_of_the_callers_trace() {
         .unwrap_or_else(|| panic!("no line for the request in\n{text}"));
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["span"]["trace_id"], trace, "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("req-otlp-2") && l.contains("request not successful"))
+        .unwrap_or_else(|| panic!("no line for the second request in\n{text}"));
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["span"]["trace_id"], own_trace.as_str(), "{line}");
 
     // The build: this binary's version and, built in a git checkout, its commit.
     let build = metrics

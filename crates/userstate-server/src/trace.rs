@@ -9,6 +9,8 @@
 //! the caller sent none or a malformed one), and the span id in the answer is a new random id
 //! for this request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
@@ -62,32 +64,95 @@ pub fn remote_parent(headers: &HeaderMap) -> Option<Context> {
         .then(|| Context::new().with_remote_span_context(remote))
 }
 
-/// Joins `span` (a request's span, with a [`TRACE_ID_FIELD`] field) to the trace `headers`
-/// name, records its trace id, and answers the `traceparent` for the response.
-pub fn continue_trace(headers: &HeaderMap, span: &tracing::Span) -> HeaderValue {
-    let parent = remote_parent(headers);
-    let remote = parent
-        .as_ref()
-        .map(|cx| cx.span().span_context().clone())
-        .unwrap_or_else(SpanContext::empty_context);
-    if let Some(parent) = parent {
-        span.set_parent(parent);
+/// Whether an OpenTelemetry layer exports the spans (see [`set_exporting`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Tells the request layers that the subscriber has an OpenTelemetry layer (`userstate serve
+/// --otlp-endpoint` calls it; an embedder that installs its own calls it too). Then a request
+/// without a `traceparent` takes the trace id the OpenTelemetry SDK gives its span, so the log
+/// lines and the exported span agree; otherwise the id is drawn here, before the span exists.
+pub fn set_exporting(exporting: bool) {
+    EXPORTING.store(exporting, Ordering::Relaxed);
+}
+
+/// The trace a request joins, read from its headers before its span is made.
+pub struct RequestTrace {
+    parent: Option<Context>,
+    remote: SpanContext,
+    /// The trace id, when it is known before the span exists (always, unless an OpenTelemetry
+    /// layer starts a new trace for the span).
+    known: Option<TraceId>,
+}
+
+impl RequestTrace {
+    /// The trace of a request with `headers`: the caller's (a valid `traceparent`), or a new one.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let parent = remote_parent(headers);
+        let remote = parent
+            .as_ref()
+            .map(|cx| cx.span().span_context().clone())
+            .unwrap_or_else(SpanContext::empty_context);
+        let known = if remote.is_valid() {
+            Some(remote.trace_id())
+        } else if EXPORTING.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(new_trace_id())
+        };
+        Self {
+            parent,
+            remote,
+            known,
+        }
     }
-    // With an OpenTelemetry layer: the exported span's ids (its trace id is the parent's).
-    let own = if span.is_disabled() {
-        SpanContext::empty_context()
-    } else {
-        span.context().span().span_context().clone()
-    };
-    let (trace_id, span_id, flags) = if own.is_valid() {
-        (own.trace_id(), own.span_id(), own.trace_flags())
-    } else if remote.is_valid() {
-        (remote.trace_id(), new_span_id(), remote.trace_flags())
-    } else {
-        (new_trace_id(), new_span_id(), TraceFlags::default())
-    };
-    span.record(TRACE_ID_FIELD, tracing::field::display(trace_id));
-    traceparent(trace_id, span_id, flags)
+
+    /// The span's [`TRACE_ID_FIELD`] value at creation: `trace_id = trace.field()`. Given when
+    /// the span is made, so the subscriber formats the span's fields once (recording a field
+    /// later costs a JSON subscriber a parse and a re-serialisation of all of them).
+    pub fn field(&self) -> Option<tracing::field::DisplayValue<TraceId>> {
+        self.known.map(tracing::field::display)
+    }
+
+    /// Joins `span` (made with [`field`](Self::field)) to the trace and answers the
+    /// `traceparent` for the response.
+    pub fn attach(self, span: &tracing::Span) -> HeaderValue {
+        if let Some(parent) = self.parent {
+            span.set_parent(parent);
+        }
+        // With an OpenTelemetry layer: the exported span's ids (its trace id is the parent's,
+        // or the SDK's new one, recorded now).
+        let own = match self.known.is_none() || EXPORTING.load(Ordering::Relaxed) {
+            true if !span.is_disabled() => span.context().span().span_context().clone(),
+            _ => SpanContext::empty_context(),
+        };
+        if own.is_valid() {
+            if self.known.is_none() {
+                span.record(TRACE_ID_FIELD, tracing::field::display(own.trace_id()));
+            }
+            return traceparent(own.trace_id(), own.span_id(), own.trace_flags());
+        }
+        let trace_id = match self.known {
+            Some(id) => id,
+            // Exporting, but the span is disabled: a trace id of our own.
+            None => new_trace_id(),
+        };
+        let flags = match self.remote.is_valid() {
+            true => self.remote.trace_flags(),
+            false => TraceFlags::default(),
+        };
+        traceparent(trace_id, new_span_id(), flags)
+    }
+}
+
+/// Joins `span` (a request's span, with an empty [`TRACE_ID_FIELD`]) to the trace `headers`
+/// name, records its trace id, and answers the `traceparent` for the response. (The request
+/// layers use [`RequestTrace`], which gives the field when the span is made.)
+pub fn continue_trace(headers: &HeaderMap, span: &tracing::Span) -> HeaderValue {
+    let trace = RequestTrace::of(headers);
+    if let Some(id) = trace.known {
+        span.record(TRACE_ID_FIELD, tracing::field::display(id));
+    }
+    trace.attach(span)
 }
 
 /// A `traceparent` value (version 00).

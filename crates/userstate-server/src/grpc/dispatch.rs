@@ -20,7 +20,7 @@ use super::connect::Connect;
 use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
 use crate::http::{assign_request_id, Who, REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
-use crate::trace::{continue_trace, TRACEPARENT_HEADER};
+use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
 /// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
@@ -136,10 +136,11 @@ impl ByContentType {
             let request_id = assign_request_id(req.headers_mut());
             let who = Who::of(&mut req);
             // As for HTTP (see `http::layers::track`): successful calls only at `debug`.
+            let trace = RequestTrace::of(req.headers());
             let span = tracing::info_span!("grpc", path = %route,
                 request_id = %request_id.to_str().unwrap_or("-"),
-                trace_id = tracing::field::Empty);
-            let traceparent = continue_trace(req.headers(), &span);
+                trace_id = trace.field());
+            let traceparent = trace.attach(&span);
             Box::pin(
                 async move {
                     let start = Instant::now();
@@ -174,10 +175,11 @@ impl ByContentType {
             let route = metrics_route(req.uri().path());
             let request_id = assign_request_id(req.headers_mut());
             let who = Who::of(&mut req);
+            let trace = RequestTrace::of(req.headers());
             let span = tracing::info_span!("connect", path = %route,
                 request_id = %request_id.to_str().unwrap_or("-"),
-                trace_id = tracing::field::Empty);
-            let traceparent = continue_trace(req.headers(), &span);
+                trace_id = trace.field());
+            let traceparent = trace.attach(&span);
             Box::pin(async move {
                 let start = Instant::now();
                 let mut response = connect.call(method, req).instrument(span.clone()).await;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::extract::MAX_HEADER_VALUE_LEN;
 use super::AppState;
 use crate::caller::{ClientAddr, SubjectSlot};
-use crate::trace::{continue_trace, TRACEPARENT_HEADER};
+use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
 
 /// The request id header: taken from the client when it is sane, generated otherwise, echoed
 /// on the response and stored as the events' correlation id.
@@ -47,7 +47,7 @@ pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 /// Assigns the request id, runs the request in a `request` span (method, route, request id,
 /// trace id; never headers or bodies, so tokens stay out of the logs), records its metrics and
-/// logs it. The span continues the caller's W3C trace ([`continue_trace`]): every line logged
+/// logs it. The span continues the caller's W3C trace ([`RequestTrace`]): every line logged
 /// while the request runs carries its trace id, and the answer a `traceparent`.
 ///
 /// A request that succeeds is logged only at `debug` (`RUST_LOG=info,userstate_server=debug`
@@ -61,9 +61,10 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |m| m.as_str());
     let method = req.method().clone();
+    let trace = RequestTrace::of(req.headers());
     let span = tracing::info_span!("request", %method, route, request_id = %id,
-        trace_id = tracing::field::Empty);
-    let traceparent = continue_trace(req.headers(), &span);
+        trace_id = trace.field());
+    let traceparent = trace.attach(&span);
     req.extensions_mut().insert(RequestId(id));
     let who = Who::of(&mut req);
     let start = Instant::now();
