@@ -92,7 +92,17 @@ pub struct ServeArgs {
     /// RPC) may fall before it gets an error and its stream ends.
     #[arg(long, default_value_t = userstate_server::feed::DEFAULT_FEED_MAX_LAG, env = "USERSTATE_FEED_MAX_LAG")]
     pub feed_max_lag: u64,
+    /// Export the request spans (OpenTelemetry) over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317`. Off by default; the trace ids are in the log lines either way.
+    #[arg(long, value_name = "URL", env = "USERSTATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
+
+/// The git commit the binary was built from (build.rs), or `unknown`.
+pub const GIT_COMMIT: &str = match option_env!("USERSTATE_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 /// A timeout flag: a duration ([`parse_duration`]) other than zero.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -217,6 +227,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    server
+        .state()
+        .metrics()
+        .set_build_info(env!("CARGO_PKG_VERSION"), GIT_COMMIT);
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();

@@ -21,7 +21,7 @@
 //!   NATS JetStream targets fed from it;
 //! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`grpc`]: the same service over gRPC
 //!   and gRPC-web on the same port (by content type); [`metrics`]: Prometheus;
-//!   [`server`]: binding, signals and shutdown.
+//!   [`server`]: binding, signals and shutdown; [`trace`]: W3C trace context on every request.
 //!
 //! It is not the place for business rules: those live in `userstate`'s domain and engine.
 
@@ -44,6 +44,7 @@ pub mod service;
 pub mod status;
 pub mod store_tokens;
 pub mod tokens;
+pub mod trace;
 pub mod wire;
 
 pub use auth::{AuthError, Authenticator, Chain, Credentials, StaticTokens};

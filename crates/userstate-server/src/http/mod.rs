@@ -71,7 +71,9 @@ impl AppState {
         let metrics = Metrics::new();
         let store = metrics.metered(store);
         let startup_head = store.head_position().await?;
-        let service = UserService::new(store).with_read_timeout(read_timeout);
+        let service = UserService::new(store)
+            .with_read_timeout(read_timeout)
+            .with_command_counters(metrics.commands().clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 service,
