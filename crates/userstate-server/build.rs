@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/zitadel/user/v3alpha/user_service.proto",
         "proto/zitadel/v1/message.proto",
         "proto/userstate/lockout/v1/lockout_service.proto",
+        "proto/userstate/events/v1/events_service.proto",
         "proto/google/rpc/status.proto",
     ];
     println!("cargo:rerun-if-changed=proto");

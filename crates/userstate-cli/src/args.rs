@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use userstate::{EventStore, InstanceId, Principal};
 
-use crate::store::{describe_store, open_store};
+use crate::store::{describe_store, open_store, open_store_read_only};
 
 /// Which store a command works on.
 #[derive(Clone, Debug, Args)]
@@ -30,6 +30,12 @@ impl StoreArgs {
     /// Opens the store.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         open_store(&self.store, &self.data).await
+    }
+
+    /// Opens the store to read it only: the file store read-only, beside a running `serve`
+    /// (see [`open_store_read_only`]).
+    pub async fn open_read_only(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        open_store_read_only(&self.store, &self.data).await
     }
 
     /// The store for an error message: `the file store in DATA/events`, `the memory store`,

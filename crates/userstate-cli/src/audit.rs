@@ -59,7 +59,8 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         _ => args.format,
     };
     let principal = args.actor.principal()?;
-    let engine = Engine::new(args.store.open().await?);
+    // Audits only read: the file store read-only, so they work beside a running `serve`.
+    let engine = Engine::new(args.store.open_read_only().await?);
     match args.action {
         Action::History { user } => {
             let user = UserId::new(user)?;

@@ -1,5 +1,5 @@
 //! `userstate checkpoint keygen|sign`: Ed25519 keys and signed checkpoints of the hash chain
-//! (docs/adr/0016-hash-chain.md). `verify --checkpoint FILE --pubkey FILE` checks one.
+//! (docs/adr/0020-hash-chain.md). `verify --checkpoint FILE --pubkey FILE` checks one.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;

@@ -43,16 +43,16 @@ pub fn code_for(kind: ErrorKind) -> u8 {
 /// key.
 struct Classification {
     kind: ErrorKind,
-    id: &'static str,
-    key: &'static str,
+    id: String,
+    key: String,
 }
 
 impl Classification {
     fn of(e: &dyn Classified) -> Self {
         Self {
             kind: e.kind(),
-            id: e.id(),
-            key: e.message_key(),
+            id: e.id().to_owned(),
+            key: e.message_key().to_owned(),
         }
     }
 }
@@ -68,6 +68,15 @@ fn classify_one(e: &(dyn StdError + 'static)) -> Option<Classification> {
     }
     if let Some(e) = e.downcast_ref::<DomainError>() {
         return Some(Classification::of(e));
+    }
+    // What a server answered over the admin socket (`userstate token …` beside `serve`).
+    #[cfg(unix)]
+    if let Some(e) = e.downcast_ref::<userstate_server::admin::RemoteError>() {
+        return Some(Classification {
+            kind: e.error_kind().unwrap_or(ErrorKind::Internal),
+            id: e.id.clone(),
+            key: e.key.clone(),
+        });
     }
     match e.downcast_ref::<TransferError>() {
         // "Try again" is true of an unreachable store; a conflict with what the target

@@ -10,28 +10,19 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use userstate::store::PendingRepair;
-use userstate::transfer::{export_jsonl, import_jsonl, TransferError};
+use userstate::transfer::{export_jsonl, import_validated, validate_jsonl, TransferError};
 use userstate::verify::{verify_store_against, Finding};
-use userstate::{EventStore, FileStore, ReadModel};
+use userstate::{EventStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
-use crate::store::file_store_dir;
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
-/// changed), with what it would repair on a writable open.
-async fn open_file_store_read_only(
+/// changed; it works while `serve` runs), with what it would repair on a writable open.
+pub(crate) async fn open_file_store_read_only(
     data: &std::path::Path,
 ) -> anyhow::Result<(std::sync::Arc<dyn EventStore>, Vec<PendingRepair>)> {
-    let dir = file_store_dir(data);
-    let store = tokio::task::spawn_blocking(move || FileStore::open_read_only(dir))
-        .await?
-        .with_context(|| {
-            format!(
-                "cannot open the file store in {} read-only",
-                file_store_dir(data).display()
-            )
-        })?;
+    let store = crate::store::open_file_store_read_only(data).await?;
     let pending = store.pending_repairs().to_vec();
     Ok((std::sync::Arc::new(store), pending))
 }
@@ -71,7 +62,8 @@ struct RebuildSummary {
 
 /// Rebuilds the read model from position 1 and prints what it holds.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    // Only reads: the file store read-only, so it works beside a running `serve`.
+    let store = args.store.open_read_only().await?;
     let during = || format!("rebuilding the read model from {}", args.store.describe());
     let head = store.head_position().await.with_context(during)?;
     let bar = bar(head, "rebuilding");
@@ -318,7 +310,7 @@ pub struct ExportArgs {
 
 /// Writes every event as JSON Lines.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    let store = args.store.open_read_only().await?;
     let during = || format!("exporting {}", args.store.describe());
     let bar = bar(
         store.head_position().await.with_context(during)?,
@@ -347,7 +339,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
 pub struct ImportArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// A file written by `userstate export`.
+    /// A file written by `userstate export`, or `-` for standard input.
     file: PathBuf,
     /// Import even when the target store already has events.
     #[arg(long)]
@@ -363,17 +355,52 @@ struct ImportSummary<'a> {
     imported: u64,
 }
 
-/// Validates the whole file, then appends its events.
+/// Copies standard input to a private temporary file (import reads its input twice: once to
+/// validate, once to append), removed when dropped.
+fn spool_stdin() -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut spool = tempfile::NamedTempFile::new()
+        .context("cannot create a temporary file to hold standard input")?;
+    std::io::copy(&mut std::io::stdin().lock(), spool.as_file_mut())
+        .context("cannot read the import from standard input")?;
+    Ok(spool)
+}
+
+/// Validates the whole input (a file, or `-`: standard input), then opens the store and
+/// appends its events. Nothing is created or written when the input is refused.
 pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let from_stdin = args.file.as_os_str() == "-";
     let file = args.file.display().to_string();
+    let name = if from_stdin {
+        "standard input".to_owned()
+    } else {
+        file.clone()
+    };
+    let spool = if from_stdin {
+        Some(spool_stdin()?)
+    } else {
+        None
+    };
+    let path = spool
+        .as_ref()
+        .map_or_else(|| args.file.clone(), |s| s.path().to_owned());
     // Before the store is opened, which creates a file store's directory: a file that cannot
-    // be read is named, and leaves nothing behind.
-    std::fs::File::open(&args.file)
-        .with_context(|| format!("cannot read the import file {file}"))?;
+    // be read or holds a bad line is named, and leaves nothing behind.
+    let total = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || validate_jsonl(&path)).await?
+    };
+    let total = match total {
+        Ok(total) => total,
+        Err(TransferError::Line { line, reason }) => anyhow::bail!(
+            "import of {name} refused, nothing was written: {name} line {line}: {reason}"
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read the import file {name}")))
+        }
+    };
     let store = args.store.open().await?;
-    let bar = bar(0, "importing");
-    let imported = import_jsonl(&*store, &args.file, args.allow_non_empty, |n, total| {
-        bar.set_length(total);
+    let bar = bar(total, "importing");
+    let imported = import_validated(&*store, &path, total, args.allow_non_empty, |n, _| {
         bar.set_position(n);
     })
     .await;
@@ -381,13 +408,20 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let count = match imported {
         Ok(count) => count,
         Err(TransferError::NotEmpty(head)) => anyhow::bail!(
-            "import of {file} refused: {} already holds events (head position {head}); pass \
+            "import of {name} refused: {} already holds events (head position {head}); pass \
              --allow-non-empty to import into it anyway",
             args.store.describe()
         ),
+        Err(TransferError::Append { line, source }) => {
+            return Err(anyhow::Error::new(source).context(format!(
+                "importing {name} into {}: the event on line {line} was not written (the \
+                 lines before it were)",
+                args.store.describe()
+            )))
+        }
         Err(e) => {
             return Err(anyhow::Error::new(e)
-                .context(format!("importing {file} into {}", args.store.describe())))
+                .context(format!("importing {name} into {}", args.store.describe())))
         }
     };
     if args.format.json() {

@@ -1,6 +1,7 @@
 //! `userstate serve`: the HTTP/JSON API on a store, with bearer tokens from a tokens file (or a
-//! first-start admin token on an empty data directory) and, optionally, JWTs verified against a
-//! JWKS, until SIGTERM or ctrl-c.
+//! first-start admin token on an empty data directory), the tokens kept in the store
+//! (`userstate token …`, followed while serving; on the embedded stores reached through
+//! `DATA/admin.sock`) and, optionally, JWTs verified against a JWKS, until SIGTERM or ctrl-c.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,19 +11,22 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tracing::{debug, info};
+use tracing::{debug, error, info, warn};
+use userstate_server::delivery::{self, Delivery, DeliveryOptions};
 use userstate_server::http::{LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 use userstate_server::jwt::{JwksSource, JwtAuthenticator, JwtConfig, RefreshPolicy};
 use userstate_server::server::DEFAULT_MAX_CONNECTIONS;
+use userstate_server::store_tokens::REFRESH_EVERY;
 use userstate_server::tokens::load_or_bootstrap;
-use userstate_server::{shutdown_signal, Chain, Server, ServerConfig};
+use userstate_server::{shutdown_signal, Chain, Server, ServerConfig, StoreTokens};
 
 use crate::store::open_store;
 
 /// Options of `userstate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token.
+    /// Data directory: the file store (`DATA/events`), the tokens file, the first admin token,
+    /// the admin socket (`DATA/admin.sock`, while serving an embedded store).
     #[arg(long, default_value = "./userstate-data", env = "USERSTATE_DATA")]
     pub data: PathBuf,
     /// Address to listen on (port 0: any free port; the bound address is printed).
@@ -72,7 +76,33 @@ pub struct ServeArgs {
     /// after 5 minutes and on an unknown `kid`, at most every 10 s).
     #[arg(long, env = "USERSTATE_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
     pub jwks: Option<String>,
+    /// Delivery targets (TOML: `[[webhook]]`, `[[nats]]`; docs/OPERATIONS.md), reloaded on
+    /// SIGHUP (a bad file keeps the targets running and logs why).
+    #[arg(long, env = "USERSTATE_DELIVERY")]
+    pub delivery: Option<PathBuf>,
+    /// This node's name in the delivery leases (default: random per process). Two processes
+    /// must never share one.
+    #[arg(long, env = "USERSTATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a delivery lease lasts unless renewed: how long another node waits to take
+    /// over the targets of a node that died.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout, env = "USERSTATE_DELIVERY_LEASE")]
+    pub delivery_lease: Duration,
+    /// How many events behind the store head a reader of GET /v2/events (or the streaming
+    /// RPC) may fall before it gets an error and its stream ends.
+    #[arg(long, default_value_t = userstate_server::feed::DEFAULT_FEED_MAX_LAG, env = "USERSTATE_FEED_MAX_LAG")]
+    pub feed_max_lag: u64,
+    /// Export the request spans (OpenTelemetry) over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317`. Off by default; the trace ids are in the log lines either way.
+    #[arg(long, value_name = "URL", env = "USERSTATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
+
+/// The git commit the binary was built from (build.rs), or `unknown`.
+pub const GIT_COMMIT: &str = match option_env!("USERSTATE_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 /// A timeout flag: a duration ([`parse_duration`]) other than zero.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -112,7 +142,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = load_or_bootstrap(&args.data, args.tokens.as_deref())?;
     info!(tokens = tokens.authenticator.len(), file = %tokens.tokens_path.display(), "tokens loaded");
-    let mut authenticator = Chain::new().with(tokens.authenticator.shared());
+    let store = open_store(&args.store, &args.data).await?;
+    // Tokens kept in the store (`userstate token …`), followed while serving.
+    let store_tokens = StoreTokens::start(store.clone(), REFRESH_EVERY)
+        .await
+        .context("reading the tokens kept in the store")?;
+    info!(tokens = store_tokens.len(), "store tokens loaded");
+    let mut authenticator = Chain::new()
+        .with(tokens.authenticator.shared())
+        .with(Arc::new(store_tokens.clone()));
     if let (Some(issuer), Some(audience), Some(jwks)) =
         (&args.jwt_issuer, &args.jwt_audience, &args.jwks)
     {
@@ -126,8 +164,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("--jwks")?;
         authenticator = authenticator.with(Arc::new(jwt));
     }
-    let store = open_store(&args.store, &args.data).await?;
-    let mut config = ServerConfig::new(args.listen, store, authenticator);
+    let mut config = ServerConfig::new(args.listen, store.clone(), authenticator);
     config.read_timeout = Duration::from_millis(args.read_timeout_ms);
     config.lag_limit = LagLimit {
         max_events: Some(args.max_lag_events),
@@ -140,7 +177,60 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_connections = args.max_connections as usize;
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;
+    config.feed_max_lag = args.feed_max_lag;
+    // A bad delivery file at start is an error (a reload keeps the old targets instead).
+    let targets = match &args.delivery {
+        Some(path) => Some(delivery::load(path)?),
+        None => None,
+    };
     let server = Server::bind(config).await.context("starting the server")?;
+    // The embedded stores live in this process: `userstate token …` reaches them here.
+    #[cfg(unix)]
+    let _admin = match args.store.as_str() {
+        "file" | "memory" => {
+            let engine = userstate::Engine::new(store.clone());
+            let bound =
+                userstate_server::admin::AdminSocket::bind(&args.data, engine, store_tokens).await;
+            bound
+                .map_err(|e| warn!(error = %e, "no admin socket: `userstate token` cannot reach this server"))
+                .ok()
+        }
+        _ => None,
+    };
+    let delivery = match targets {
+        Some(targets) => {
+            let mut options = DeliveryOptions {
+                lease: args.delivery_lease,
+                ..DeliveryOptions::default()
+            };
+            if let Some(node) = &args.node_id {
+                options.node = node.clone();
+            }
+            info!(node = %options.node, targets = targets.len(), "delivery targets loaded");
+            let delivery = Arc::new(Delivery::new(
+                server.state().service().store().clone(),
+                server.state().metrics(),
+                options,
+            ));
+            delivery.apply(targets).await;
+            let path = args.delivery.clone().unwrap_or_default();
+            // Installed before the listening line: a SIGHUP after it must reload, not kill us.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangups) => {
+                    tokio::spawn(reload_on_sighup(delivery.clone(), path, hangups));
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGHUP; the delivery file will not be reloaded")
+                }
+            }
+            Some(delivery)
+        }
+        None => None,
+    };
+    server
+        .state()
+        .metrics()
+        .set_build_info(env!("CARGO_PKG_VERSION"), GIT_COMMIT);
     // Installed before the listening line: a SIGTERM right after it must stop us gracefully.
     let shutdown = shutdown_signal();
     let addr = server.local_addr();
@@ -152,8 +242,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print_first_start(&path.display().to_string(), addr);
     }
     server.run(shutdown).await?;
+    if let Some(delivery) = delivery {
+        delivery.stop().await;
+    }
     info!("server stopped; store closed");
     Ok(())
+}
+
+/// Reloads the delivery file on every SIGHUP: a valid file replaces the targets (unchanged
+/// ones keep running), a bad one is logged and changes nothing.
+async fn reload_on_sighup(
+    delivery: Arc<Delivery>,
+    path: PathBuf,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        match delivery::load(&path) {
+            Ok(targets) => {
+                info!(file = %path.display(), targets = targets.len(), "delivery file reloaded");
+                delivery.apply(targets).await;
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "delivery file not reloaded; keeping the targets running")
+            }
+        }
+    }
 }
 
 fn print_first_start(token_file: &str, addr: SocketAddr) {

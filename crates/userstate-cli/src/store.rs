@@ -41,6 +41,39 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// Opens the store named by `spec` for the data directory `data_dir` to read it only. The file
+/// store is opened read-only (docs/adr/0017): nothing in the directory is created or changed,
+/// no lock is held, and it works while `serve` runs on the same directory, seeing every event
+/// acknowledged before the open. A data directory without a file store reads as an empty
+/// store (and is not created). Other stores open as for [`open_store`].
+pub async fn open_store_read_only(
+    spec: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    if spec != "file" {
+        return open_store(spec, data_dir).await;
+    }
+    let dir = file_store_dir(data_dir);
+    if !dir.exists() {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    Ok(Arc::new(open_file_store_read_only(data_dir).await?))
+}
+
+/// Opens the file store of the data directory `data_dir` read-only (see
+/// [`FileStore::open_read_only`]).
+pub async fn open_file_store_read_only(data_dir: &Path) -> anyhow::Result<FileStore> {
+    let dir = file_store_dir(data_dir);
+    tokio::task::spawn_blocking(move || FileStore::open_read_only(dir))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open the file store in {} read-only",
+                file_store_dir(data_dir).display()
+            )
+        })
+}
+
 /// Opens the store named by `spec` for the data directory `data_dir`.
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
     match spec {

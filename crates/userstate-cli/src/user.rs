@@ -146,7 +146,7 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     let format = if args.json { Format::Json } else { args.format };
     let principal = args.actor.principal()?;
     if let Action::List(list) = &args.action {
-        let model = ReadModel::rebuild(&*args.store.open().await?).await?;
+        let model = ReadModel::rebuild(&*args.store.open_read_only().await?).await?;
         return Ok(match crate::user_list::list(&model, &principal, list) {
             Ok(page) => {
                 crate::user_list::print(format, list, &page)?;
@@ -159,7 +159,13 @@ pub async fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(e) => return Ok(exit::report(&e.into())),
     };
-    let engine = Engine::new(args.store.open().await?);
+    // `get` only reads: the file store read-only, so it works beside a running `serve`.
+    let store = if matches!(request, Request::Get(_)) {
+        args.store.open_read_only().await?
+    } else {
+        args.store.open().await?
+    };
+    let engine = Engine::new(store);
     let command = match request {
         Request::Get(id) => {
             return Ok(

@@ -383,3 +383,82 @@ fn verify_finds_a_damaged_last_record_and_a_deleted_newest_segment() {
     assert_eq!(code(&out), 1, "{report}");
     assert!(report.contains("missing segment"), "{report}");
 }
+
+/// `import -` reads standard input; into an empty store the export comes back byte for byte
+/// (ids, sequences, `createdAt`, and the positions, which the store assigns anew in file
+/// order). A bad line is named with the input and its number, and a refused import creates
+/// nothing: no data directory.
+#[test]
+fn import_reads_stdin_keeps_the_order_and_creates_nothing_when_refused() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // Interleaved streams: users added, then locked in another order.
+    for i in 0..6 {
+        ok_json(
+            &a,
+            &[
+                "user",
+                "add",
+                &format!("m{i}"),
+                "--org",
+                "o",
+                "--id",
+                &format!("m{i}"),
+                "--json",
+            ],
+        );
+    }
+    for i in [4, 1, 5, 0] {
+        ok_json(&a, &["user", "lock", &format!("m{i}"), "--json"]);
+    }
+    let export = userstate(&a, &["export"]);
+    assert!(export.status.success());
+    let import = |data: &Path, input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
+            .args(["import", "-", "--format", "json", "--data"])
+            .arg(data)
+            .env_remove("USERSTATE_STORE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = import(&b, &export.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["file"], "-");
+    assert_eq!(
+        summary["imported"].as_u64().unwrap() as usize,
+        export.stdout.iter().filter(|&&c| c == b'\n').count()
+    );
+    assert_eq!(
+        userstate(&b, &["export"]).stdout,
+        export.stdout,
+        "the import is the export"
+    );
+
+    let mut bad = export.stdout.clone();
+    bad.extend_from_slice(b"{\"not\":\"an event\"}\n");
+    let lines = bad.iter().filter(|&&c| c == b'\n').count();
+    let fresh = dir.path().join("fresh");
+    let out = import(&fresh, &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("standard input") && err.contains(&format!("line {lines}")),
+        "{err}"
+    );
+    assert!(
+        !fresh.exists(),
+        "a refused import created {}",
+        fresh.display()
+    );
+}

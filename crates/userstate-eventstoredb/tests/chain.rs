@@ -1,4 +1,4 @@
-//! The hash chain on KurrentDB (ADR 0016), against the protocol test server: KurrentDB records
+//! The hash chain on KurrentDB (ADR 0020), against the protocol test server: KurrentDB records
 //! no chain (it orders events itself, with no lock a client could link under), so `verify`
 //! computes it over `$all` as read, and a signed checkpoint proves the log up to it — a
 //! payload changed on the server afterwards fails it.

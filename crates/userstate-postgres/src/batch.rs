@@ -52,7 +52,7 @@ struct Params<'a> {
     metadata: Vec<serde_json::Value>,
     ids: Vec<Uuid>,
     created: Vec<Option<DateTime<Utc>>>,
-    /// Each event's chain content digest (ADR 0016), computed here, outside the lock.
+    /// Each event's chain content digest (ADR 0020), computed here, outside the lock.
     contents: Vec<Vec<u8>>,
 }
 

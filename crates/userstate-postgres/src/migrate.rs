@@ -82,7 +82,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
 
 /// Chains the events written before the hash chain (migration 0004), once, in the migration's
 /// transaction and under the position lock: the content digest needs the canonical JSON that
-/// only the client computes (ADR 0016).
+/// only the client computes (ADR 0020).
 async fn chain_existing_events(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
     let err = |e| store_error("chaining the events written before the hash chain", e);
     tx.query_one(crate::sql::LOCK_POSITION, &[])

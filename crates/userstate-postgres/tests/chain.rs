@@ -1,4 +1,4 @@
-//! The hash chain on PostgreSQL (ADR 0016): computed under the position lock by every writer
+//! The hash chain on PostgreSQL (ADR 0020): computed under the position lock by every writer
 //! of every process, so concurrent group commits from two stores still form one chain; and
 //! rows changed, removed, inserted or swapped behind the store's back are named by position.
 

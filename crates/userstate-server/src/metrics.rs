@@ -1,17 +1,27 @@
 //! Prometheus metrics: HTTP requests by route, method and status; store append latency; the
 //! projection's lag behind the store head, in events and in seconds (age of the oldest event
-//! not applied yet). Served as text at `/metrics`.
+//! not applied yet); commands by type and outcome; users by state; the process (CPU, memory,
+//! file descriptors, start time; Linux) and the build (version, git commit). Served as text at
+//! `/metrics` (the names are listed in docs/OPERATIONS.md).
+//!
+//! The command path only touches atomics: every (command, outcome) counter is created up
+//! front ([`CommandCounters`]), so counting one is an index and an atomic add, never the
+//! label map's lock. The users-by-state gauge is computed from the read model when `/metrics`
+//! is scraped, not on the command path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use userstate::store::{NewEvent, StoreWrapper};
-use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
+use userstate::{
+    ErrorKind, EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId, UserCommand,
+    UserState,
+};
 
 /// Every metric of the server, in its own registry.
 #[derive(Clone)]
@@ -25,6 +35,9 @@ pub struct Metrics {
     lag_seconds: Gauge,
     head: IntGauge,
     projected: IntGauge,
+    build_info: IntGaugeVec,
+    users: IntGaugeVec,
+    commands: CommandCounters,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,8 +100,37 @@ impl Metrics {
             "Position of the last event the projection applied",
         )
         .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "userstate_build_info",
+                "Always 1; the labels name the running build: its version and git commit",
+            ),
+            &["version", "commit"],
+        )
+        .expect("static metric definition");
+        let users = IntGaugeVec::new(
+            Opts::new(
+                "userstate_users",
+                "Users in the read model by state (removed users included as `deleted`), \
+                 measured when /metrics is scraped",
+            ),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let commands_vec = IntCounterVec::new(
+            Opts::new(
+                "userstate_commands_total",
+                "Commands executed, by command and outcome (`ok` or the error kind)",
+            ),
+            &["command", "outcome"],
+        )
+        .expect("static metric definition");
+        let commands = CommandCounters::new(&commands_vec);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info.clone()),
+            Box::new(users.clone()),
+            Box::new(commands_vec),
             Box::new(auth_failures.clone()),
             Box::new(latency.clone()),
             Box::new(appends.clone()),
@@ -99,7 +141,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self {
+        // CPU seconds, resident and virtual memory, open and maximum fds, threads, start time:
+        // the standard `process_*` names, read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
+        let metrics = Self {
             registry,
             requests,
             auth_failures,
@@ -109,7 +159,44 @@ impl Metrics {
             lag_seconds,
             head,
             projected,
+            build_info,
+            users,
+            commands,
+        };
+        metrics.set_build_info(env!("CARGO_PKG_VERSION"), "unknown");
+        for state in STATES {
+            metrics
+                .users
+                .with_label_values(&[state_label(state)])
+                .set(0);
         }
+        metrics
+    }
+
+    /// Names the running build in `userstate_build_info` (replacing what was set before): the
+    /// binary's version and the git commit it was built from (`unknown` when not known).
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        self.build_info.reset();
+        self.build_info.with_label_values(&[version, commit]).set(1);
+    }
+
+    /// Sets `userstate_users` from the read model's count of users by state.
+    pub fn set_users_by_state(&self, counts: &[(UserState, usize)]) {
+        for &(state, n) in counts {
+            self.users
+                .with_label_values(&[state_label(state)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The counters of commands by type and outcome (for [`UserService`](crate::UserService)).
+    pub fn commands(&self) -> &CommandCounters {
+        &self.commands
+    }
+
+    /// The registry, for collectors of other parts of the server (delivery).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Counts one failed authentication (`reason`: `missing`, `unknown` or `invalid`).
@@ -180,6 +267,133 @@ impl Default for Metrics {
     }
 }
 
+/// Every state, in SPEC.md's order.
+const STATES: [UserState; 5] = [
+    UserState::Initial,
+    UserState::Active,
+    UserState::Inactive,
+    UserState::Locked,
+    UserState::Deleted,
+];
+
+/// The `state` label of `userstate_users`.
+fn state_label(state: UserState) -> &'static str {
+    match state {
+        UserState::Initial => "initial",
+        UserState::Active => "active",
+        UserState::Inactive => "inactive",
+        UserState::Locked => "locked",
+        UserState::Deleted => "deleted",
+    }
+}
+
+/// The `command` label of `userstate_commands_total`, by [`CommandCounters`] index.
+pub const COMMANDS: [&str; 10] = [
+    "add",
+    "deactivate",
+    "reactivate",
+    "lock",
+    "unlock",
+    "remove",
+    "report_authentication_failed",
+    "report_authentication_succeeded",
+    "expire_lock",
+    "set_lockout_policy",
+];
+
+/// The `outcome` label of `userstate_commands_total`: `ok`, then each [`ErrorKind`].
+pub const OUTCOMES: [&str; 12] = [
+    "ok",
+    "invalid_argument",
+    "failed_precondition",
+    "unauthenticated",
+    "permission_denied",
+    "not_found",
+    "already_exists",
+    "aborted",
+    "resource_exhausted",
+    "unavailable",
+    "internal",
+    "key_reused",
+];
+
+/// What a command is, for its counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandType {
+    /// A [`UserCommand`].
+    User(usize),
+    /// Setting a lockout policy.
+    SetLockoutPolicy,
+}
+
+impl CommandType {
+    /// The type of `command`.
+    pub fn of(command: &UserCommand) -> Self {
+        Self::User(match command {
+            UserCommand::Add(_) => 0,
+            UserCommand::Deactivate(_) => 1,
+            UserCommand::Reactivate(_) => 2,
+            UserCommand::Lock(_) | UserCommand::LockFor(_) => 3,
+            UserCommand::Unlock(_) => 4,
+            UserCommand::Remove(_) => 5,
+            UserCommand::AuthFailed(_) => 6,
+            UserCommand::AuthSucceeded(_) => 7,
+            UserCommand::ExpireLock { .. } => 8,
+        })
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::User(i) => i,
+            Self::SetLockoutPolicy => 9,
+        }
+    }
+}
+
+fn outcome_index(outcome: Result<(), ErrorKind>) -> usize {
+    match outcome {
+        Ok(()) => 0,
+        Err(kind) => match kind {
+            ErrorKind::InvalidArgument => 1,
+            ErrorKind::FailedPrecondition => 2,
+            ErrorKind::Unauthenticated => 3,
+            ErrorKind::PermissionDenied => 4,
+            ErrorKind::NotFound => 5,
+            ErrorKind::AlreadyExists => 6,
+            ErrorKind::Aborted => 7,
+            ErrorKind::ResourceExhausted => 8,
+            ErrorKind::Unavailable => 9,
+            ErrorKind::Internal => 10,
+            ErrorKind::KeyReused => 11,
+        },
+    }
+}
+
+/// `userstate_commands_total`, every (command, outcome) series made up front: counting is an
+/// index and one atomic add (the label map and its lock are never touched after start).
+#[derive(Clone)]
+pub struct CommandCounters {
+    counters: Arc<[IntCounter]>,
+}
+
+impl CommandCounters {
+    fn new(vec: &IntCounterVec) -> Self {
+        let counters = COMMANDS
+            .iter()
+            .flat_map(|c| OUTCOMES.iter().map(move |o| vec.with_label_values(&[c, o])))
+            .collect();
+        Self { counters }
+    }
+
+    /// Counts one command of type `command` that ended with `outcome`.
+    pub fn count(&self, command: CommandType, outcome: Result<(), ErrorKind>) {
+        let i = command.index() * OUTCOMES.len() + outcome_index(outcome);
+        if let Some(counter) = self.counters.get(i) {
+            counter.inc();
+        }
+    }
+}
+
 /// Delegates to a store and times every append.
 struct MeteredStore {
     inner: Arc<dyn EventStore>,
@@ -209,5 +423,44 @@ impl StoreWrapper for MeteredStore {
             .with_label_values(&[outcome])
             .observe(start.elapsed().as_secs_f64());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_name_every_error_kind_in_order() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(outcome_index(Err(kind)), i + 1);
+            let snake: String = format!("{kind:?}")
+                .chars()
+                .enumerate()
+                .flat_map(|(j, c)| {
+                    let sep = (j > 0 && c.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter()
+                        .chain(std::iter::once(c.to_ascii_lowercase()))
+                })
+                .collect();
+            assert_eq!(OUTCOMES[i + 1], snake);
+        }
+    }
+
+    #[test]
+    fn every_series_is_there_from_the_start() {
+        let metrics = Metrics::new();
+        metrics
+            .commands()
+            .count(CommandType::SetLockoutPolicy, Err(ErrorKind::KeyReused));
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("userstate_commands_total{"))
+            .count();
+        assert_eq!(series, COMMANDS.len() * OUTCOMES.len());
+        assert!(text.contains(
+            "userstate_commands_total{command=\"set_lockout_policy\",outcome=\"key_reused\"} 1"
+        ));
     }
 }

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::routes;
+use crate::http::{events, routes};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -18,7 +18,7 @@ use crate::http::routes;
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
         routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,
         routes::unlock_user_v3, routes::authentication_failed, routes::authentication_succeeded,
-        routes::get_lockout_policy, routes::set_lockout_policy,
+        routes::get_lockout_policy, routes::set_lockout_policy, events::events,
     ),
     modifiers(&BearerAuth),
     tags((name = "v2", description = "zitadel.user.v2"),
@@ -50,7 +50,8 @@ mod tests {
     use super::*;
     use crate::operations::{Verb, OPERATIONS};
 
-    /// The annotations document exactly the table's routes (aliases are routed, not documented).
+    /// The annotations document exactly the table's routes (aliases are routed, not documented)
+    /// and the event feed (a stream, outside the table).
     #[test]
     fn the_document_has_every_route_of_the_operation_table() {
         let doc = ApiDoc::openapi();
@@ -79,6 +80,11 @@ mod tests {
                     + usize::from(item.put.is_some())
             })
             .sum();
-        assert_eq!(documented, in_doc);
+        assert!(doc
+            .paths
+            .paths
+            .get("/v2/events")
+            .is_some_and(|i| i.get.is_some()));
+        assert_eq!(documented + 1, in_doc);
     }
 }

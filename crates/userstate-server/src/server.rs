@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY; also
     /// the interval of HTTP/2 keep-alive pings). More than zero.
     pub idle_timeout: Duration,
+    /// How far behind the store head (in events) a reader of the event feed may fall before
+    /// it gets an error and its stream ends.
+    pub feed_max_lag: u64,
 }
 
 impl ServerConfig {
@@ -89,6 +92,7 @@ impl ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            feed_max_lag: crate::feed::DEFAULT_FEED_MAX_LAG,
         }
     }
 }
@@ -150,6 +154,7 @@ impl Server {
             config.lag_limit,
         )
         .await?;
+        state.set_feed_max_lag(config.feed_max_lag);
         Ok(Self {
             listener,
             state,
@@ -218,6 +223,8 @@ impl Server {
             "stopped accepting; draining"
         );
         let _ = drain.send(true);
+        // Open event feeds end now: they would hold the drain until the grace runs out.
+        state.close_feeds();
         health.draining().await;
         let all_ended = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(limits.shutdown_grace, all_ended)

@@ -19,6 +19,7 @@ use userstate::{
     Principal, Profile, Projection, RecordedEvent, UserCommand, UserId, UserList, UserView,
 };
 
+use crate::metrics::{CommandCounters, CommandType};
 use crate::status::ApiError;
 
 /// How long a read waits for the projection by default.
@@ -64,6 +65,8 @@ pub struct UserService {
     _expiry: LockExpiry,
     last_written: Mutex<LastWritten>,
     read_timeout: Duration,
+    /// Counts every command by type and outcome, when set.
+    commands: Option<CommandCounters>,
 }
 
 impl UserService {
@@ -81,6 +84,19 @@ impl UserService {
             projection,
             last_written: Mutex::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
+            commands: None,
+        }
+    }
+
+    /// Counts every command in `counters` (`userstate_commands_total`), by type and outcome.
+    pub fn with_command_counters(mut self, counters: CommandCounters) -> Self {
+        self.commands = Some(counters);
+        self
+    }
+
+    fn count(&self, command: CommandType, outcome: Result<(), userstate::ErrorKind>) {
+        if let Some(counters) = &self.commands {
+            counters.count(command, outcome);
         }
     }
 
@@ -143,7 +159,12 @@ impl UserService {
             correlation_id: meta.correlation_id.clone(),
             idempotency_key: meta.idempotency_key.clone(),
         };
-        let details = self.engine.execute(&ctx, command).await?;
+        let kind = CommandType::of(&command);
+        let result = self.engine.execute(&ctx, command).await;
+        let details = result
+            .map_err(ApiError::from)
+            .inspect_err(|e| self.count(kind, Err(e.kind)))?;
+        self.count(kind, Ok(()));
         self.remember(principal, details.position);
         Ok(details)
     }
@@ -170,7 +191,11 @@ impl UserService {
             correlation_id: meta.correlation_id.clone(),
             idempotency_key: meta.idempotency_key.clone(),
         };
-        let details = self.engine.set_lockout_policy(&ctx, org, policy).await?;
+        let result = self.engine.set_lockout_policy(&ctx, org, policy).await;
+        let details = result
+            .map_err(ApiError::from)
+            .inspect_err(|e| self.count(CommandType::SetLockoutPolicy, Err(e.kind)))?;
+        self.count(CommandType::SetLockoutPolicy, Ok(()));
         self.remember(principal, details.position);
         Ok(details)
     }

@@ -200,6 +200,7 @@ async fn health_and_reflection_answer_on_the_same_port() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "userstate.events.v1.EventService",
             "userstate.lockout.v1.LockoutService",
             "zitadel.user.v2.UserService",
             "zitadel.user.v3alpha.UserService",

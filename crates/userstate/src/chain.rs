@@ -1,4 +1,4 @@
-//! The hash chain over the log and its signed checkpoints (docs/adr/0016-hash-chain.md).
+//! The hash chain over the log and its signed checkpoints (docs/adr/0020-hash-chain.md).
 //!
 //! Every recorded event carries [`RecordedEvent::hash`]: SHA-256 over a fixed, store-independent
 //! encoding of the event and the hash of the event before it in global position order (the

@@ -8,7 +8,9 @@
 //! Three layers, one direction:
 //! - [`domain`]: the pure state machine ([`User::decide`], [`User::apply`]);
 //! - [`store`]: the [`EventStore`] contract and its embedded backends;
-//! - [`engine`]: [`Engine::execute`], the [`Projection`] and audit.
+//! - [`engine`]: [`Engine::execute`], the [`Projection`] and audit;
+//! - [`feed`]: every committed event after a position, live ([`feed::Subscription`]), and the
+//!   checkpoints of its consumers.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,6 +35,7 @@ pub mod chain;
 pub mod domain;
 pub mod engine;
 mod error;
+pub mod feed;
 mod hash;
 pub mod store;
 #[cfg(feature = "testkit")]

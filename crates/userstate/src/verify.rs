@@ -138,7 +138,7 @@ pub async fn verify_store_against(
             let event = if report.chain_stored {
                 event
             } else {
-                // KurrentDB: the chain is computed over the log as read (ADR 0016).
+                // KurrentDB: the chain is computed over the log as read (ADR 0020).
                 let mut e = event.clone();
                 e.hash = e.chain_hash(&previous_hash);
                 computed = e;

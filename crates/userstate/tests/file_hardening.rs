@@ -224,18 +224,17 @@ async fn a_read_only_open_changes_nothing_and_reports_the_torn_tail() {
     drop(store);
     assert_eq!(snapshot(dir.path()), before, "nothing changed");
 
-    // A writer holding the directory keeps a read-only open out (it would read its batch in
-    // flight as a torn tail), and a read-only open keeps a writer out.
+    // A writer holding the directory does not keep a read-only open out (ADR 0017): it reads
+    // the live log up to the writer's last whole append and reports nothing to repair; and a
+    // read-only open does not keep a writer out.
     let writer = FileStore::open(dir.path()).expect("writable open repairs");
-    assert!(matches!(
-        FileStore::open_read_only(dir.path()),
-        Err(StoreError::Unavailable { .. })
-    ));
+    let live = FileStore::open_read_only(dir.path()).expect("read-only open beside a writer");
+    assert!(live.pending_repairs().is_empty());
+    assert_eq!(live.head(), 4);
     drop(writer);
     let reader = FileStore::open_read_only(dir.path()).expect("read-only open");
     assert!(reader.pending_repairs().is_empty());
-    assert!(matches!(
-        FileStore::open(dir.path()),
-        Err(StoreError::Unavailable { .. })
-    ));
+    let writer = FileStore::open(dir.path()).expect("a writer opens beside a reader");
+    assert_eq!(reader.read_all(1, 100).await.unwrap().len(), 4);
+    drop(writer);
 }

@@ -37,11 +37,23 @@ pub struct Node {
     /// Where its stderr (the log) goes.
     pub log: PathBuf,
     args: Vec<String>,
+    rust_log: String,
 }
 
 impl Node {
     /// Starts `userstate serve` on `store` with `tokens`, any free port, data dir `data`.
     pub fn start(store: &str, tokens: &Path, data: &Path, extra: &[&str]) -> Node {
+        Self::start_logging(store, tokens, data, extra, "warn")
+    }
+
+    /// [`Node::start`] with `RUST_LOG=rust_log`.
+    pub fn start_logging(
+        store: &str,
+        tokens: &Path,
+        data: &Path,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Node {
         std::fs::create_dir_all(data).expect("data dir");
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -57,19 +69,19 @@ impl Node {
             "15000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(args, data.join("serve.log"))
+        Self::spawn(args, data.join("serve.log"), rust_log.to_owned())
     }
 
     /// Starts the same command line again (after a kill).
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let again = Self::spawn(self.args.clone(), self.log.clone());
+        let again = Self::spawn(self.args.clone(), self.log.clone(), self.rust_log.clone());
         *self = again;
     }
 
     #[allow(clippy::zombie_processes)] // every path kills and reaps, or hands the child on
-    fn spawn(args: Vec<String>, log_path: PathBuf) -> Node {
+    fn spawn(args: Vec<String>, log_path: PathBuf, rust_log: String) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +89,7 @@ impl Node {
             .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_userstate"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -102,6 +114,7 @@ impl Node {
                             base: format!("http://{addr}"),
                             log: log_path,
                             args,
+                            rust_log,
                         };
                     }
                 }
@@ -116,6 +129,11 @@ impl Node {
         let _ = child.kill();
         let _ = child.wait();
         panic!("userstate printed no listening line in 30 s");
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL (`kill -9`), and reaps the process.

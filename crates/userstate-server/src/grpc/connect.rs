@@ -103,6 +103,14 @@ impl Connect {
             let status = Status::unimplemented("Connect unary calls are POST requests");
             return Err(error_response(StatusCode::METHOD_NOT_ALLOWED, &status));
         }
+        if method.is_server_streaming() {
+            // Connect's streaming envelope is not served (yet): the event feed streams over
+            // gRPC, gRPC-web and REST's Server-Sent Events (`GET /v2/events`).
+            let status = Status::unimplemented(
+                "Connect streaming is not served; use gRPC, gRPC-web or GET /v2/events (SSE)",
+            );
+            return Err(error_response(StatusCode::NOT_IMPLEMENTED, &status));
+        }
         let content_type = parts
             .headers
             .get(CONTENT_TYPE)

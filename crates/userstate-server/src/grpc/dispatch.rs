@@ -20,10 +20,11 @@ use super::connect::Connect;
 use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
 use crate::http::{assign_request_id, Who, REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
+use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
 /// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
-pub const GRPC_METHODS: [&str; 20] = [
+pub const GRPC_METHODS: [&str; 21] = [
     "/zitadel.user.v2.UserService/AddHumanUser",
     "/zitadel.user.v2.UserService/GetUserByID",
     "/zitadel.user.v2.UserService/ListUsers",
@@ -40,6 +41,7 @@ pub const GRPC_METHODS: [&str; 20] = [
     "/zitadel.user.v3alpha.UserService/DeleteUser",
     "/userstate.lockout.v1.LockoutService/ReportAuthenticationFailed",
     "/userstate.lockout.v1.LockoutService/ReportAuthenticationSucceeded",
+    "/userstate.events.v1.EventService/SubscribeEvents",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -65,7 +67,9 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 }
 
 /// Sends gRPC and gRPC-web requests to the tonic router (behind the gRPC-web translation),
-/// every other request to the HTTP router. gRPC calls get a tracing span and are counted in
+/// every other request to the HTTP router. gRPC and Connect calls get a tracing span that
+/// continues the caller's W3C trace (`traceparent` metadata; see [`crate::trace`]) and answer
+/// a `traceparent`. gRPC calls are counted in
 /// `metrics` with method `GRPC`, route = the gRPC path and status = the gRPC code (`0` when the
 /// call succeeded: a failed unary call's `grpc-status` is in the response headers).
 /// A Connect call (a `POST` to a served method's path that is not gRPC) goes to
@@ -133,8 +137,11 @@ impl ByContentType {
             let request_id = assign_request_id(req.headers_mut());
             let who = Who::of(&mut req);
             // As for HTTP (see `http::layers::track`): successful calls only at `debug`.
-            let span = tracing::debug_span!("grpc", path = %route,
-                request_id = %request_id.to_str().unwrap_or("-"));
+            let trace = RequestTrace::of(req.headers());
+            let span = tracing::info_span!("grpc", path = %route,
+                request_id = %request_id.to_str().unwrap_or("-"),
+                trace_id = trace.field());
+            let traceparent = trace.attach(&span);
             Box::pin(
                 async move {
                     let start = Instant::now();
@@ -152,6 +159,9 @@ impl ByContentType {
                     response
                         .headers_mut()
                         .insert(REQUEST_ID_HEADER, request_id.clone());
+                    response
+                        .headers_mut()
+                        .insert(TRACEPARENT_HEADER, traceparent);
                     let latency = start.elapsed();
                     tracing::debug!(code, "gRPC call answered");
                     log_unsuccessful(code, route, &request_id, latency, &who);
@@ -166,22 +176,30 @@ impl ByContentType {
             let route = metrics_route(req.uri().path());
             let request_id = assign_request_id(req.headers_mut());
             let who = Who::of(&mut req);
-            let span = tracing::debug_span!("connect", path = %route,
-                request_id = %request_id.to_str().unwrap_or("-"));
+            let trace = RequestTrace::of(req.headers());
+            let span = tracing::info_span!("connect", path = %route,
+                request_id = %request_id.to_str().unwrap_or("-"),
+                trace_id = trace.field());
+            let traceparent = trace.attach(&span);
             Box::pin(async move {
                 let start = Instant::now();
-                let mut response = connect.call(method, req).instrument(span).await;
+                let mut response = connect.call(method, req).instrument(span.clone()).await;
                 response
                     .headers_mut()
                     .insert(REQUEST_ID_HEADER, request_id.clone());
-                crate::http::log_request(
-                    response.status().as_u16(),
-                    "CONNECT",
-                    route,
-                    &request_id,
-                    start.elapsed(),
-                    &who,
-                );
+                response
+                    .headers_mut()
+                    .insert(TRACEPARENT_HEADER, traceparent);
+                span.in_scope(|| {
+                    crate::http::log_request(
+                        response.status().as_u16(),
+                        "CONNECT",
+                        route,
+                        &request_id,
+                        start.elapsed(),
+                        &who,
+                    )
+                });
                 metrics.observe_request(
                     route,
                     "CONNECT",

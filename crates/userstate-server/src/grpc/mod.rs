@@ -1,7 +1,8 @@
 //! gRPC and gRPC-web: `zitadel.user.v2.UserService` and `zitadel.user.v3alpha.UserService`
 //! (generated from `proto/` at build time; every message, field number and enum value is
 //! ZITADEL's own), userstate's own `userstate.lockout.v1.LockoutService` (the authentication
-//! reports, which ZITADEL does not have; its own package), the gRPC health service and server reflection, on the same port as the HTTP
+//! reports, which ZITADEL does not have; its own package), `userstate.events.v1.EventService`
+//! (the event feed as a server-streaming RPC), the gRPC health service and server reflection, on the same port as the HTTP
 //! API. Requests whose `content-type` starts with `application/grpc` (gRPC over HTTP/2, gRPC-web
 //! over HTTP/1.1 or HTTP/2; protobuf or JSON messages, see [`json`]) go to tonic; every other
 //! request goes to the axum router ([`with_grpc`]). Health reports `SERVING` until the server
@@ -17,6 +18,7 @@ pub mod codec;
 mod connect;
 pub(crate) mod convert;
 mod dispatch;
+mod events;
 pub mod json;
 mod lockout;
 mod metadata;
@@ -46,6 +48,13 @@ pub mod pb {
     }
     /// `userstate.*` (userstate's own services).
     pub mod userstate {
+        /// `userstate.events`.
+        pub mod events {
+            /// `userstate.events.v1`.
+            pub mod v1 {
+                tonic::include_proto!("userstate.events.v1");
+            }
+        }
         /// `userstate.lockout`.
         pub mod lockout {
             /// `userstate.lockout.v1`.
@@ -89,14 +98,16 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/userstate_descriptor.bin"));
 
+use pb::userstate::events::v1::event_service_server::EventServiceServer;
 use pb::userstate::lockout::v1::lockout_service_server::LockoutServiceServer;
 use pb::zitadel::user::v2::user_service_server::UserServiceServer;
 use pb::zitadel::user::v3alpha::user_service_server::UserServiceServer as UserServiceV3AlphaServer;
 
 /// The services `grpc.health.v1.Health` reports on: the server as a whole (`""`) and each user
 /// service and the lockout service.
-const HEALTH_SERVICES: [&str; 4] = [
+const HEALTH_SERVICES: [&str; 5] = [
     "",
+    <EventServiceServer<events::Events> as NamedService>::NAME,
     <UserServiceServer<v2::UserServiceV2> as NamedService>::NAME,
     <UserServiceV3AlphaServer<v3alpha::UsersV3Alpha> as NamedService>::NAME,
     <LockoutServiceServer<lockout::Lockout> as NamedService>::NAME,
@@ -149,12 +160,18 @@ pub async fn grpc_router(state: AppState) -> (Router, GrpcHealth) {
     );
     let lockout = Authenticate::new(
         state.clone(),
-        LockoutServiceServer::new(lockout::Lockout::new(state))
+        LockoutServiceServer::new(lockout::Lockout::new(state.clone()))
+            .max_decoding_message_size(MAX_BODY_BYTES),
+    );
+    let events = Authenticate::new(
+        state.clone(),
+        EventServiceServer::new(events::Events::new(state))
             .max_decoding_message_size(MAX_BODY_BYTES),
     );
     let mut routes = Routes::new(v2)
         .add_service(v3)
         .add_service(lockout)
+        .add_service(events)
         .add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -1,5 +1,5 @@
-//! The layer around every route: request id, tracing span, metrics and the log line of an
-//! unsuccessful request.
+//! The layer around every route: request id, trace context, tracing span, metrics and the log
+//! line of an unsuccessful request.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::extract::MAX_HEADER_VALUE_LEN;
 use super::AppState;
 use crate::caller::{ClientAddr, SubjectSlot};
+use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
 
 /// The request id header: taken from the client when it is sane, generated otherwise, echoed
 /// on the response and stored as the events' correlation id.
@@ -44,8 +45,10 @@ pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
     header
 }
 
-/// Assigns the request id, runs the request in a `request` span (method, route, request id;
-/// never headers or bodies, so tokens stay out of the logs), records its metrics and logs it.
+/// Assigns the request id, runs the request in a `request` span (method, route, request id,
+/// trace id; never headers or bodies, so tokens stay out of the logs), records its metrics and
+/// logs it. The span continues the caller's W3C trace ([`RequestTrace`]): every line logged
+/// while the request runs carries its trace id, and the answer a `traceparent`.
 ///
 /// A request that succeeds is logged only at `debug` (`RUST_LOG=info,userstate_server=debug`
 /// shows the spans and one line per request): at tens of thousands of requests per second a
@@ -58,7 +61,10 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |m| m.as_str());
     let method = req.method().clone();
-    let span = tracing::debug_span!("request", %method, route, request_id = %id);
+    let trace = RequestTrace::of(req.headers());
+    let span = tracing::info_span!("request", %method, route, request_id = %id,
+        trace_id = trace.field());
+    let traceparent = trace.attach(&span);
     req.extensions_mut().insert(RequestId(id));
     let who = Who::of(&mut req);
     let start = Instant::now();
@@ -67,6 +73,9 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     let latency = start.elapsed();
     span.in_scope(|| log_request(status, method.as_str(), route, &header, latency, &who));
     response.headers_mut().insert(REQUEST_ID_HEADER, header);
+    response
+        .headers_mut()
+        .insert(TRACEPARENT_HEADER, traceparent);
     state
         .metrics()
         .observe_request(route, method.as_str(), status, latency);

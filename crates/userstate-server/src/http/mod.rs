@@ -2,6 +2,7 @@
 //! every request passes (request id, tracing span, metrics, panic safety net). Handlers only parse
 //! and format; [`UserService`](crate::service::UserService) does the work.
 
+pub mod events;
 mod extract;
 mod lag;
 mod layers;
@@ -9,6 +10,7 @@ mod ops;
 mod response;
 pub mod routes;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,9 @@ struct Inner {
     metrics: Metrics,
     startup_head: u64,
     lag_limit: LagLimit,
+    feed_max_lag: AtomicU64,
+    /// Turns true when the server drains: open event feeds end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -66,7 +71,9 @@ impl AppState {
         let metrics = Metrics::new();
         let store = metrics.metered(store);
         let startup_head = store.head_position().await?;
-        let service = UserService::new(store).with_read_timeout(read_timeout);
+        let service = UserService::new(store)
+            .with_read_timeout(read_timeout)
+            .with_command_counters(metrics.commands().clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 service,
@@ -74,6 +81,8 @@ impl AppState {
                 metrics,
                 startup_head,
                 lag_limit,
+                feed_max_lag: AtomicU64::new(crate::feed::DEFAULT_FEED_MAX_LAG),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -102,6 +111,26 @@ impl AppState {
     pub fn lag_limit(&self) -> LagLimit {
         self.inner.lag_limit
     }
+
+    /// How far behind the head (in events) an event feed reader may fall.
+    pub fn feed_max_lag(&self) -> u64 {
+        self.inner.feed_max_lag.load(Ordering::Relaxed)
+    }
+
+    /// Sets how far behind the head an event feed reader may fall (for feeds opened later).
+    pub fn set_feed_max_lag(&self, max_lag: u64) {
+        self.inner.feed_max_lag.store(max_lag, Ordering::Relaxed);
+    }
+
+    /// Ends every open event feed (the server drains).
+    pub fn close_feeds(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Turns true when the server drains.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
 }
 
 /// The whole HTTP API.
@@ -116,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         }
     }
     router
+        .route("/v2/events", get(events::events))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

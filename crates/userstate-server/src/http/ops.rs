@@ -45,7 +45,8 @@ fn not_ready(message: String) -> Response {
     error.into_response()
 }
 
-/// Prometheus text exposition. Measures the projection's lag first.
+/// Prometheus text exposition. Measures the projection's lag and counts the users by state
+/// first.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let service = state.service();
     match Lag::measure(service).await {
@@ -54,6 +55,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .set_lag(lag.head, lag.projected, lag.seconds),
         Err(e) => tracing::warn!(error = %e, "cannot measure the projection lag"),
     }
+    state
+        .metrics()
+        .set_users_by_state(&service.projection().count_by_state());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().render(),

@@ -54,6 +54,15 @@ pub enum DomainError {
     /// The system's unlock of a lock that has no end, or whose end has not passed.
     #[error("the lock of user \"{0}\" has not expired")]
     LockNotExpired(UserId),
+    /// No token has this id, and no live token has this subject (`token revoke ID|SUBJECT`).
+    #[error("no token with id or subject {0:?}")]
+    TokenNotFound(String),
+    /// A token with this id, or with this secret's hash, exists already.
+    #[error("token {0:?} already exists")]
+    TokenExists(String),
+    /// Revoke on a token that is already revoked.
+    #[error("token \"{0}\" is already revoked")]
+    TokenAlreadyRevoked(super::TokenId),
 }
 
 impl Classified for DomainError {
@@ -62,16 +71,17 @@ impl Classified for DomainError {
             DomainError::InvalidId { .. } | DomainError::InvalidArgument { .. } => {
                 ErrorKind::InvalidArgument
             }
-            DomainError::NotFound(_) => ErrorKind::NotFound,
-            DomainError::AlreadyExists(_) | DomainError::UsernameTaken(_) => {
-                ErrorKind::AlreadyExists
-            }
+            DomainError::NotFound(_) | DomainError::TokenNotFound(_) => ErrorKind::NotFound,
+            DomainError::AlreadyExists(_)
+            | DomainError::UsernameTaken(_)
+            | DomainError::TokenExists(_) => ErrorKind::AlreadyExists,
             DomainError::CantDeactivateInitial(_)
             | DomainError::AlreadyInactive(_)
             | DomainError::NotInactive(..)
             | DomainError::ShouldBeActiveOrInitial(..)
             | DomainError::NotLocked(..)
-            | DomainError::LockNotExpired(_) => ErrorKind::FailedPrecondition,
+            | DomainError::LockNotExpired(_)
+            | DomainError::TokenAlreadyRevoked(_) => ErrorKind::FailedPrecondition,
         }
     }
 
@@ -87,6 +97,9 @@ impl Classified for DomainError {
             DomainError::ShouldBeActiveOrInitial(..) => "COMMAND-lgws8wtsqf",
             DomainError::NotLocked(..) => "COMMAND-olb9vb0oca",
             DomainError::LockNotExpired(_) => "USERSTATE-lock-not-expired",
+            DomainError::TokenNotFound(_) => "USERSTATE-token-not-found",
+            DomainError::TokenExists(_) => "USERSTATE-token-exists",
+            DomainError::TokenAlreadyRevoked(_) => "USERSTATE-token-revoked",
         }
     }
 
@@ -104,6 +117,9 @@ impl Classified for DomainError {
             DomainError::ShouldBeActiveOrInitial(..) => "Errors.User.ShouldBeActiveOrInitial",
             DomainError::NotLocked(..) => "Errors.User.NotLocked",
             DomainError::LockNotExpired(_) => "Errors.User.LockNotExpired",
+            DomainError::TokenNotFound(_) => "Errors.Token.NotFound",
+            DomainError::TokenExists(_) => "Errors.Token.AlreadyExisting",
+            DomainError::TokenAlreadyRevoked(_) => "Errors.Token.AlreadyRevoked",
         }
     }
 }

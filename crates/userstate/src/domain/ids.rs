@@ -126,6 +126,20 @@ id_type!(
     UserId,
     "user id"
 );
+id_type!(
+    /// A bearer token kept in the store (`tok_` and 16 hex digits when generated): what
+    /// `token list` shows and `token revoke` names. Never the token's secret.
+    TokenId,
+    "token id"
+);
+
+impl TokenId {
+    /// A fresh id: `tok_` and 16 random hex digits (64 bits).
+    pub fn generate() -> Self {
+        let n = uuid::Uuid::new_v4().as_u128() as u64;
+        Self(format!("tok_{n:016x}").into())
+    }
+}
 
 impl UserId {
     /// A fresh id in ZITADEL's style: a decimal string (here 18 digits from a random UUID).

@@ -10,6 +10,7 @@ mod ids;
 mod lockout;
 mod state;
 mod stream;
+mod token;
 mod user;
 
 pub use claims::{KeyClaim, KeyClaimed, UsernameClaim, UsernameEvent};
@@ -22,13 +23,16 @@ pub use event::{
     CheckFailed, DecodeError, Email, PayloadSource, Profile, UserAdded, UserEvent, UserLocked,
     UserUnlocked, EVENT_REVISION,
 };
-pub use ids::{InstanceId, OrgId, UserId, MAX_ID_LEN};
+pub use ids::{InstanceId, OrgId, TokenId, UserId, MAX_ID_LEN};
 pub use lockout::{
     check_duration, format_duration, parse_duration, proto_duration, AuthMethod, LockoutPolicy,
     LockoutPolicySet, LockoutPolicyStream, MAX_POLICY_DURATION,
 };
 pub use state::UserState;
 pub use stream::{instance_of, StreamKind, StreamName};
+pub use token::{
+    TokenCreated, TokenEvent, TokenRecord, TokenRegistry, TokenStatus, MAX_SUBJECT_LEN,
+};
 pub use user::{User, UserData};
 
 #[cfg(test)]

@@ -38,10 +38,26 @@ pub enum StreamName<'a> {
         /// The organisation overriding the instance's policy; `None` for the instance's.
         org: Option<&'a str>,
     },
+    /// `tokens:*:*`: the bearer tokens kept in the store, of every instance (one stream for
+    /// the whole store, so a server finds every token without knowing the instances; each
+    /// token names its own instance). `*` is no instance id, so no instance's stream can be
+    /// named so.
+    Tokens,
+    /// `delivery:*:{target}`: a delivery target's checkpoint and lease (issue 26). Of no
+    /// instance (`*` is no instance id), never a user and never delivered itself.
+    Delivery {
+        /// The target's name.
+        target: &'a str,
+    },
 }
+
+/// The instance part of names that belong to no instance ([`StreamName::Delivery`]).
+const NO_INSTANCE: &str = "*";
 
 /// The key of the instance's own lockout policy stream (`*` is no organisation id).
 const INSTANCE_POLICY: &str = "*";
+/// The instance and key parts of the store-wide token stream (`*` is no id).
+const ALL: &str = "*";
 
 /// A stream name's kind, told by its prefix alone (no split; for hot paths that only filter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +70,18 @@ pub enum StreamKind {
     IdempotencyKey,
     /// [`StreamName::LockoutPolicy`].
     LockoutPolicy,
+    /// [`StreamName::Tokens`].
+    Tokens,
+    /// [`StreamName::Delivery`].
+    Delivery,
 }
 
 const USER: &str = "user:";
 const USERNAME: &str = "username:";
 const IDEMPOTENCY_KEY: &str = "idempotency:";
 const LOCKOUT_POLICY: &str = "lockout-policy:";
+const TOKENS: &str = "tokens:";
+const DELIVERY: &str = "delivery:";
 
 impl StreamKind {
     /// The kind of the stream named `name`, if it is one of ours.
@@ -72,6 +94,10 @@ impl StreamKind {
             Some(Self::IdempotencyKey)
         } else if name.starts_with(LOCKOUT_POLICY) {
             Some(Self::LockoutPolicy)
+        } else if name.starts_with(TOKENS) {
+            Some(Self::Tokens)
+        } else if name.starts_with(DELIVERY) {
+            Some(Self::Delivery)
         } else {
             None
         }
@@ -83,6 +109,8 @@ impl StreamKind {
             Self::Username => USERNAME,
             Self::IdempotencyKey => IDEMPOTENCY_KEY,
             Self::LockoutPolicy => LOCKOUT_POLICY,
+            Self::Tokens => TOKENS,
+            Self::Delivery => DELIVERY,
         }
     }
 }
@@ -110,6 +138,10 @@ impl<'a> StreamName<'a> {
                 instance,
                 org: (key != INSTANCE_POLICY).then_some(key),
             },
+            StreamKind::Tokens if instance == ALL && key == ALL => Self::Tokens,
+            StreamKind::Tokens => return None,
+            StreamKind::Delivery if instance == NO_INSTANCE => Self::Delivery { target: key },
+            StreamKind::Delivery => return None,
         })
     }
 
@@ -120,16 +152,21 @@ impl<'a> StreamName<'a> {
             Self::Username { .. } => StreamKind::Username,
             Self::IdempotencyKey { .. } => StreamKind::IdempotencyKey,
             Self::LockoutPolicy { .. } => StreamKind::LockoutPolicy,
+            Self::Tokens => StreamKind::Tokens,
+            Self::Delivery { .. } => StreamKind::Delivery,
         }
     }
 
-    /// The instance the stream belongs to.
+    /// The instance the stream belongs to (`*` for the store-wide token stream and for a
+    /// delivery stream, of no instance).
     pub fn instance(&self) -> &'a str {
         match *self {
             Self::User { instance, .. }
             | Self::Username { instance, .. }
             | Self::IdempotencyKey { instance, .. }
             | Self::LockoutPolicy { instance, .. } => instance,
+            Self::Tokens => ALL,
+            Self::Delivery { .. } => NO_INSTANCE,
         }
     }
 
@@ -137,8 +174,10 @@ impl<'a> StreamName<'a> {
         match *self {
             Self::User { user: key, .. }
             | Self::Username { canonical: key, .. }
-            | Self::IdempotencyKey { digest: key, .. } => key,
+            | Self::IdempotencyKey { digest: key, .. }
+            | Self::Delivery { target: key } => key,
             Self::LockoutPolicy { org, .. } => org.unwrap_or(INSTANCE_POLICY),
+            Self::Tokens => ALL,
         }
     }
 
@@ -203,13 +242,26 @@ mod tests {
         assert_eq!(StreamName::parse("other:i1:x"), None);
         assert_eq!(StreamKind::of("usernames:x"), None);
         assert_eq!(StreamKind::of("username:i:x"), Some(StreamKind::Username));
+        assert_eq!(StreamName::Tokens.to_name(), "tokens:*:*");
+        assert_eq!(StreamName::parse("tokens:*:*"), Some(StreamName::Tokens));
+        assert_eq!(StreamName::parse("tokens:i1:*"), None);
+        assert_eq!(StreamKind::of("tokens:*:*"), Some(StreamKind::Tokens));
+        assert_eq!(instance_of("tokens:*:*"), "*");
+        let delivery = StreamName::Delivery { target: "sink" };
+        assert_eq!(delivery.to_name(), "delivery:*:sink");
+        assert_eq!(StreamName::parse("delivery:*:sink"), Some(delivery));
+        assert_eq!(StreamName::parse("delivery:i1:sink"), None);
+        assert_eq!(
+            StreamKind::of("delivery:*:sink"),
+            Some(StreamKind::Delivery)
+        );
     }
 
     proptest! {
         /// Whatever the parts, a built name parses back to them (ids hold no `:`).
         #[test]
         fn built_names_parse_back(
-            kind in 0..5u8,
+            kind in 0..7u8,
             instance in "[A-Za-z0-9_.@-]{1,20}",
             key in "[^\\x00]{1,20}",
             org in "[A-Za-z0-9_.@-]{1,20}",
@@ -219,6 +271,8 @@ mod tests {
                 1 => StreamName::Username { instance: &instance, canonical: &key },
                 2 => StreamName::LockoutPolicy { instance: &instance, org: None },
                 3 => StreamName::LockoutPolicy { instance: &instance, org: Some(&org) },
+                4 => StreamName::Tokens,
+                5 => StreamName::Delivery { target: &key },
                 _ => StreamName::IdempotencyKey { instance: &instance, digest: &key },
             };
             let text = name.to_name();

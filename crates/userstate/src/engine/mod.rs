@@ -15,6 +15,7 @@ mod listen;
 mod lockout;
 mod projection;
 mod read_model;
+mod tokens;
 mod username;
 
 pub use audit::{AsOf, AuditState};
@@ -29,6 +30,7 @@ pub use listen::CommitListener;
 pub use lockout::{LockExpiry, PolicyDetails, PolicySource, PolicyView, SYSTEM_SUBJECT};
 pub use projection::Projection;
 pub use read_model::{ReadModel, UserView};
+pub use tokens::tokens_stream;
 pub(crate) use username::{holder_of as username_holder, holds as username_holds};
 pub use username::{RECLAIM_AFTER, RESERVED as USERNAME_RESERVED};
 

@@ -256,10 +256,12 @@ impl ReadModel {
             UserState::Locked,
             UserState::Deleted,
         ];
-        states
-            .into_iter()
-            .map(|s| (s, self.entries.iter().filter(|e| e.state == s).count()))
-            .collect()
+        let mut counts = [0usize; 5];
+        for entry in &self.entries {
+            let i = states.iter().position(|&s| s == entry.state).unwrap_or(0);
+            counts[i] += 1;
+        }
+        states.into_iter().zip(counts).collect()
     }
 
     /// Takes the users who left a state out of that state's list indexes where they have

@@ -18,7 +18,7 @@ mod wrap;
 pub use error::StoreError;
 #[cfg(feature = "testkit")]
 pub(crate) use file::faults;
-pub use file::{record as file_record, FileStore, FileStoreOptions, PendingRepair};
+pub use file::{record as file_record, BackupSummary, FileStore, FileStoreOptions, PendingRepair};
 pub use memory::MemoryStore;
 pub use types::{
     EventMetadata, EventRef, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StreamId,
@@ -40,6 +40,27 @@ pub fn ensure_events(events: &[NewEvent]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// One append of [`EventStore::append_batch`]: what [`EventStore::append`] takes.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// The version the stream must have.
+    pub expected: ExpectedVersion,
+    /// At least one event.
+    pub events: Vec<NewEvent>,
+}
+
+/// Why [`EventStore::append_batch`] stopped: the first append (in order) that failed.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Its index in the batch. The appends before it are committed; it and those after it
+    /// are not.
+    pub index: usize,
+    /// Why it failed.
+    pub error: StoreError,
+}
+
 /// A durable (or, for [`MemoryStore`], volatile) log of event streams.
 ///
 /// Implementations must be safe to share between tasks (`Arc<dyn EventStore>`).
@@ -55,6 +76,29 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Appends `appends` in order, each atomically and checked against its expected version
+    /// as if appended one after the other (an append may expect a version an earlier one of
+    /// the batch creates), so their positions follow the order. Returns how many events were
+    /// appended. Not atomic as a whole: on a failure the appends before the first failing one
+    /// are committed, that one and every later one are not ([`BatchError`]). When it returns
+    /// `Ok` on a durable store, every event is durable.
+    ///
+    /// For moving histories between stores (`userstate import`). The default appends one
+    /// after the other with [`append`](Self::append) (a wrapper's own `append` included); the
+    /// file store queues the whole batch at once, so group commit writes it with a few
+    /// `fdatasync`s instead of one per append.
+    async fn append_batch(&self, appends: Vec<Append>) -> Result<u64, BatchError> {
+        let mut count = 0;
+        for (index, append) in appends.into_iter().enumerate() {
+            let n = append.events.len() as u64;
+            self.append(&append.stream, append.expected, append.events)
+                .await
+                .map_err(|error| BatchError { index, error })?;
+            count += n;
+        }
+        Ok(count)
+    }
 
     /// The events of `stream` with `sequence >= from_sequence`, in sequence order. An unknown
     /// stream is empty.
@@ -108,7 +152,7 @@ pub trait EventStore: Send + Sync + 'static {
         true
     }
 
-    /// Whether the store records each event's chain hash ([`RecordedEvent::hash`], ADR 0016)
+    /// Whether the store records each event's chain hash ([`RecordedEvent::hash`], ADR 0020)
     /// where it orders the event. True for the memory, file and PostgreSQL stores. KurrentDB
     /// assigns positions itself, with no lock a client could compute the link under, so its
     /// events carry [`EventHash::ZERO`](crate::chain::EventHash::ZERO) and says false: `verify`

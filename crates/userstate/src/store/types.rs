@@ -55,6 +55,13 @@ impl StreamId {
         Ok(Self(name.to_name()))
     }
 
+    /// The stream of a delivery target's checkpoint and lease ([`StreamName::Delivery`]). The
+    /// caller validates `target` ([`crate::feed::StoreCheckpoint::new`] does): an id of at
+    /// most 200 bytes, no control characters.
+    pub fn delivery(target: &str) -> Self {
+        Self(StreamName::Delivery { target }.to_name())
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1,4 +1,4 @@
--- The hash chain (docs/adr/0016-hash-chain.md): every event carries SHA-256 over its content
+-- The hash chain (docs/adr/0020-hash-chain.md): every event carries SHA-256 over its content
 -- and the previous event's hash, in position order. The content digest comes from the client
 -- (computed in Rust from the canonical JSON, outside any lock); the link is computed here,
 -- under the position lock, from the head hash kept beside the position counter. Rows written

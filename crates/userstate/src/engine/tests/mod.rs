@@ -6,6 +6,7 @@ mod idempotency;
 mod lockout;
 mod projection;
 pub(crate) mod read_model;
+mod tokens;
 mod usernames;
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Tamper evidence on the file store: an attacker with write access to the segment rewrites
-//! records with valid framing (fresh CRCs), and `verify` names the position (ADR 0016).
+//! records with valid framing (fresh CRCs), and `verify` names the position (ADR 0020).
 
 use std::path::{Path, PathBuf};
 

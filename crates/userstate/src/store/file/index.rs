@@ -214,6 +214,19 @@ impl Index {
         spans
     }
 
+    /// Every segment with the end of its indexed records, for a backup.
+    pub fn segment_extents(&self) -> Vec<super::backup::Extent> {
+        self.segments
+            .iter()
+            .map(|s| super::backup::Extent {
+                first: s.first,
+                file: s.file.clone(),
+                path: s.path.clone(),
+                len: s.len,
+            })
+            .collect()
+    }
+
     /// Number of streams.
     pub fn stream_count(&self) -> usize {
         self.streams.len()

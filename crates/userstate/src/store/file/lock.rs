@@ -5,9 +5,12 @@
 //! same process, and the OS releases it when the process dies (no stale lock after `kill -9`).
 //! The holder writes its process id into the file so the error can name it.
 //!
-//! A read-only open (`verify`) takes a *shared* lock on the file if it exists, without
-//! creating or writing it: a writer cannot start while it reads, and it refuses to read while
-//! a writer holds the directory (it would take the writer's batch in flight for a torn tail).
+//! A read-only open (`verify`, `export`, `backup`, ...) takes no lock: it only asks, with a
+//! shared lock taken and released at once on the file if it exists (never creating or writing
+//! it), whether a writer holds the directory. If one does, it reads the live log (a batch in
+//! flight is the end of what it sees, not a torn tail to report); if none does, it reads the
+//! log as a crash left it and reports what the next writable open would repair. Either way a
+//! writer can start while it reads (ADR 0017).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -49,19 +52,19 @@ impl DirLock {
         Ok(Self { _file: file })
     }
 
-    /// Takes a shared lock on `dir`'s lock file without creating or writing anything: `None`
-    /// when there is no lock file (a directory no writer ever opened, or a copy without it);
-    /// fails naming the lock file while a writer holds it.
-    pub fn shared(dir: &Path) -> Result<Option<Self>, StoreError> {
+    /// Whether a writer holds `dir` now: tries a shared lock on its lock file and releases it
+    /// at once, without creating or writing anything (no lock file: no writer ever opened the
+    /// directory, or it is a copy without one).
+    pub fn writer_present(dir: &Path) -> Result<bool, StoreError> {
         let path = dir.join(LOCK_FILE);
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         match file.try_lock_shared() {
-            Ok(()) => Ok(Some(Self { _file: file })),
-            Err(TryLockError::WouldBlock) => Err(locked(&path, &mut file)),
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
             Err(TryLockError::Error(e)) => Err(e.into()),
         }
     }

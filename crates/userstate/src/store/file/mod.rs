@@ -11,6 +11,7 @@
 
 #[cfg(test)]
 mod chain_tests;
+mod backup;
 #[cfg(feature = "testkit")]
 pub mod faults;
 mod index;
@@ -24,6 +25,7 @@ mod scan;
 mod segment;
 mod writer;
 
+pub use backup::BackupSummary;
 pub use recovery::PendingRepair;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -41,7 +43,8 @@ use self::lock::DirLock;
 use self::recovery::DIR_MODE;
 use self::writer::{Queue, Syncer};
 use super::{
-    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+    Append, BatchError, EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    StreamId, Watermark,
 };
 use crate::chain::EventHash;
 
@@ -156,7 +159,8 @@ fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
 /// ```
 ///
 /// # Layout
-/// The directory holds `userstate.lock` (the OS lock keeping other processes out) and segments
+/// The directory holds `userstate.lock` (the OS lock keeping other writers out; read-only opens
+/// take none, see [`FileStore::open_read_only`]), `manifest` (the list of segments) and segments
 /// `segment-{first position:020}.log`. Each segment is a 16-byte header followed by record
 /// frames (length, CRC32C of the length, CRC32C of the body, body; see
 /// [`file_record`](crate::store::file_record)). The log
@@ -228,8 +232,8 @@ fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
 ///   virtualised storage); an operator copying an old directory over a newer one.
 ///
 /// # What it is not
-/// Not shared between processes (the lock refuses a second one), not replicated, and not
-/// compacted: the log only grows.
+/// Not written by two processes (the lock refuses a second writer; any number of read-only
+/// opens may read beside it), not replicated, and not compacted: the log only grows.
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
@@ -258,14 +262,28 @@ impl FileStore {
     }
 
     /// Opens the store in `dir` to read it without changing anything in the directory: no
-    /// file is created, written, truncated or removed (not even the lock file), and a torn
-    /// tail is left as it is and reported by [`pending_repairs`](Self::pending_repairs). For
-    /// `userstate verify` after an incident.
+    /// file is created, written, truncated or removed (not even the lock file), and no lock is
+    /// held. For `userstate verify`, `export`, `audit`, `backup` and the `user` reads, also
+    /// while `serve` runs on the directory (ADR 0017).
     ///
-    /// Appends fail with [`StoreError::Unavailable`]. Takes a shared lock on the directory's
-    /// lock file when there is one, so a writer cannot start meanwhile; fails with
-    /// [`StoreError::Unavailable`] while a writer holds the directory. Damage is refused with
+    /// What it sees is a consistent prefix of the log, fixed at the open: every append
+    /// acknowledged before the open started, and possibly later ones; never part of an append.
+    /// Whether a writer holds the directory is asked first (a shared lock on the lock file,
+    /// taken and released at once). If none does, the log is read as a crash left it and a torn
+    /// tail is left as it is and reported by [`pending_repairs`](Self::pending_repairs). If one
+    /// does, the newest segment's log ends at its last whole append: the batch the writer is
+    /// writing is not looked into, nothing is reported, and an undecodable place is read again
+    /// before it is called damage (it may be bytes being written). A writer can start while a
+    /// read-only store is open.
+    ///
+    /// Appends fail with [`StoreError::Unavailable`]. Damage is refused with
     /// [`StoreError::Corrupt`], as by [`open`](Self::open).
+    ///
+    /// The snapshot does not follow the writer: [`head`](Self::head) stays where the open
+    /// found it. One case reads differently from what the writer keeps: an append whose batch
+    /// the writer had written but not yet synced when the open read it, and whose sync then
+    /// failed (ADR 0011: the writer cuts it off and reuses its positions); such an append was
+    /// never acknowledged.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
@@ -274,8 +292,14 @@ impl FileStore {
                 format!("no file store directory at {}", dir.display()),
             )));
         }
-        let lock = DirLock::shared(dir)?;
-        let recovered = recovery::recover(dir, None)?;
+        let live = DirLock::writer_present(dir)?;
+        let recovered = match recovery::recover(dir, None, live) {
+            // A writer that started while this read saw the directory as a crash left it.
+            Err(StoreError::Corrupt { .. }) if !live && DirLock::writer_present(dir)? => {
+                recovery::recover(dir, None, true)?
+            }
+            other => other?,
+        };
         Ok(FileStore {
             dir: dir.to_path_buf(),
             shared: Arc::new(Shared::new(recovered.index)?),
@@ -283,7 +307,7 @@ impl FileStore {
             publisher: None,
             read_only: true,
             pending: recovered.pending,
-            _lock: lock,
+            _lock: None,
         })
     }
 
@@ -300,7 +324,7 @@ impl FileStore {
             .mode(DIR_MODE)
             .create(dir)?;
         let lock = DirLock::acquire(dir)?;
-        let recovered = recovery::recover(dir, Some(&*options.io))?;
+        let recovered = recovery::recover(dir, Some(&*options.io), false)?;
         let shared = Arc::new(Shared::new(recovered.index)?);
         let last = recovered
             .last
@@ -345,6 +369,21 @@ impl FileStore {
         &self.dir
     }
 
+    /// Copies the log as this handle sees it (up to [`head`](Self::head), taken once when the
+    /// copy starts) into `out`, which must not exist or be an empty directory: a store that
+    /// [`open`](Self::open) opens as if it had been closed cleanly at that position. Changes
+    /// nothing in this store's directory and takes no lock, so it works on a read-only handle
+    /// while a writer appends (`userstate backup`, ADR 0017). Each copied file and the
+    /// directory are fsynced; on failure what was created is removed. `progress` gets the
+    /// bytes copied and the bytes to copy.
+    pub fn backup(
+        &self,
+        out: impl AsRef<Path>,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<BackupSummary, StoreError> {
+        backup::backup(&self.shared, out.as_ref(), progress)
+    }
+
     /// The spans of up to `limit` events from `from_position` on (none past the head).
     fn page(&self, from_position: u64, limit: usize) -> Vec<Span> {
         let from = from_position.max(1);
@@ -387,6 +426,43 @@ impl EventStore for FileStore {
         }
         let answer = writer::submit(&self.shared, stream, expected, events)?;
         answer.await.map_err(|_| writer::gone())?
+    }
+
+    /// Queues every append of the batch before it waits for any answer (each decided, and a
+    /// conflict answered, as it is queued), so the syncer writes the batch with as few
+    /// `fdatasync`s as its size allows; then waits for the answers in order. A failed append
+    /// stops the queueing: nothing after it is queued, and since a failed write fails every
+    /// batch queued behind it, nothing after it is committed.
+    async fn append_batch(&self, appends: Vec<Append>) -> Result<u64, BatchError> {
+        if self.read_only {
+            return Err(BatchError {
+                index: 0,
+                error: read_only(&self.dir),
+            });
+        }
+        let mut answers = Vec::with_capacity(appends.len());
+        let mut refused = None;
+        let mut count = 0;
+        for (index, append) in appends.into_iter().enumerate() {
+            count += append.events.len() as u64;
+            match writer::submit(&self.shared, &append.stream, append.expected, append.events) {
+                Ok(answer) => answers.push(answer),
+                Err(error) => {
+                    refused = Some(BatchError { index, error });
+                    break;
+                }
+            }
+        }
+        for (index, answer) in answers.into_iter().enumerate() {
+            let answered = answer.await.map_err(|_| writer::gone()).and_then(|a| a);
+            if let Err(error) = answered {
+                return Err(BatchError { index, error });
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
     }
 
     async fn read_stream(

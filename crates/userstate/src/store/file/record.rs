@@ -9,7 +9,7 @@
 //!       [payload_len u32][payload JSON][hash 32]
 //! ```
 //!
-//! Format 2 (flag bit 2 set, every record written since the hash chain, ADR 0016) ends the
+//! Format 2 (flag bit 2 set, every record written since the hash chain, ADR 0020) ends the
 //! body with the event's chain hash; the bytes from `stream_len` through the payload are the
 //! chain's `content` encoding ([`crate::chain`]). A format 1 record (no flag bit 2, no hash)
 //! still decodes, with [`RawRecord::hash`] `None`, and the store's open refuses it with a

@@ -83,9 +83,17 @@ pub struct Recovered {
     pub pending: Vec<PendingRepair>,
 }
 
-/// Scans `dir` (already locked) and rebuilds the index. With `io`, repairs what needs it and
-/// writes through `io`; without, changes nothing and reports.
-pub fn recover(dir: &Path, io: Option<&dyn SegmentIo>) -> Result<Recovered, StoreError> {
+/// Scans `dir` and rebuilds the index. With `io` (the directory locked), repairs what needs it
+/// and writes through `io`; without, changes nothing and reports. `live` (only without `io`):
+/// a writer holds the directory and may append, rotate or write the manifest while this
+/// reads, so what lies past the last whole append of the newest segment (a batch being
+/// written, or a segment being created) is the end of the log, not a repair to report.
+pub fn recover(
+    dir: &Path,
+    io: Option<&dyn SegmentIo>,
+    live: bool,
+) -> Result<Recovered, StoreError> {
+    let live = live && io.is_none();
     let started = Instant::now();
     if io.is_some() {
         tighten(dir)?;
@@ -111,6 +119,10 @@ pub fn recover(dir: &Path, io: Option<&dyn SegmentIo>) -> Result<Recovered, Stor
         }
         let unlisted = listed.as_ref().is_none_or(|l| !l.contains(first));
         if is_last && unlisted && torn_segment(path, *first)? {
+            if live {
+                // A rotation is creating it: nothing of it is acknowledged yet.
+                break;
+            }
             if io.is_none() {
                 pending.push(PendingRepair {
                     location: format!("file {}", path.display()),
@@ -130,10 +142,11 @@ pub fn recover(dir: &Path, io: Option<&dyn SegmentIo>) -> Result<Recovered, Stor
             len: SEGMENT_HEADER_LEN,
         });
         firsts.push(*first);
-        let ScanEnd { end, zeros_after } = scan_segment(path, *first, is_last, &mut index)?;
+        let ScanEnd { end, zeros_after } =
+            scan_segment(path, *first, is_last, io.is_none(), &mut index)?;
         index.set_last_len(end);
         let mut file_len = fs::metadata(path)?.len();
-        if end < file_len && !zeros_after {
+        if end < file_len && !zeros_after && !live {
             if io.is_none() {
                 pending.push(PendingRepair {
                     location: location(path, end),
@@ -180,7 +193,7 @@ pub fn recover(dir: &Path, io: Option<&dyn SegmentIo>) -> Result<Recovered, Stor
         if listed.as_ref() != Some(&firsts) || dir.join(MANIFEST_TMP).exists() {
             manifest::write(io, dir, &firsts)?;
         }
-    } else if listed.is_none() && !segments.is_empty() {
+    } else if listed.is_none() && !segments.is_empty() && !live {
         pending.push(PendingRepair {
             location: format!("directory {}", dir.display()),
             repair: "no segment manifest (written before the store had one): written".into(),
@@ -188,7 +201,7 @@ pub fn recover(dir: &Path, io: Option<&dyn SegmentIo>) -> Result<Recovered, Stor
     }
     info!(dir = %dir.display(), events = index.head(), streams = index.stream_count(),
         segments = index.segment_count(), elapsed_ms = started.elapsed().as_millis() as u64,
-        read_only = io.is_none(), "file store opened");
+        read_only = io.is_none(), live, "file store opened");
     Ok(Recovered {
         index,
         last,

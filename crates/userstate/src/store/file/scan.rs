@@ -14,8 +14,9 @@
 //! and changed afterwards: damage to a possibly acknowledged event, refused, never truncated.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::Duration;
 
 use super::index::Index;
 use super::io::{read_exact_at, SegmentFile};
@@ -26,6 +27,10 @@ use crate::store::StoreError;
 const CHUNK: usize = 1 << 20;
 /// The smallest unit a disk writes whole: a torn write loses whole sectors.
 const SECTOR: u64 = 512;
+/// How often a read-only scan reads an undecodable place again before it calls it damage
+/// (see [`scan_segment`]), and how long it waits in between.
+const REREADS: usize = 5;
+const REREAD_PAUSE: Duration = Duration::from_millis(20);
 
 /// A forward-only window over a file.
 struct Window {
@@ -67,31 +72,47 @@ impl Window {
         Ok(())
     }
 
+    /// Forgets what it holds and reads the file again from the current offset (bytes a live
+    /// writer wrote since they were read).
+    fn reread(&mut self) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        self.pos = 0;
+        self.end = 0;
+        self.eof = false;
+        self.refill()
+    }
+
     /// What follows the undecodable frame here: nothing but zeros, a later batch's start (a
     /// whole, checksummed record carrying the batch-start mark at any offset after this one), a
     /// torn batch, or a damaged record. Reads the rest of the file (only at the end of the last
     /// segment, or on damage).
-    fn after_damage(&mut self) -> std::io::Result<AfterDamage> {
+    fn after_damage(&mut self) -> std::io::Result<(AfterDamage, Vec<u8>)> {
         let at = self.offset;
         let mut rest = self.bytes().to_vec();
         if !self.eof {
             self.file.read_to_end(&mut rest)?;
         }
+        let verdict = Self::judge(at, &rest);
+        Ok((verdict, rest))
+    }
+
+    /// The verdict of [`after_damage`](Self::after_damage) on `rest`, read from offset `at`.
+    fn judge(at: u64, rest: &[u8]) -> AfterDamage {
         // Trailing zeros hold no record; skip them rather than try every offset in them.
         let end = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         if end == 0 {
-            return Ok(AfterDamage::Zeros);
+            return AfterDamage::Zeros;
         }
         let later = (1..end).any(|at| {
             matches!(decode(&rest[at..]), Decoded::Record { record, .. } if record.starts_batch)
         });
-        Ok(if later {
+        if later {
             AfterDamage::LaterBatch
-        } else if lost_sector(at, &rest, declared_len(&rest).unwrap_or(HEADER_LEN)) {
+        } else if lost_sector(at, rest, declared_len(rest).unwrap_or(HEADER_LEN)) {
             AfterDamage::TornBatch
         } else {
             AfterDamage::Damaged
-        })
+        }
     }
 }
 
@@ -135,10 +156,17 @@ pub struct ScanEnd {
 /// Scans the segment at `path` (whose name says it starts at `first`) into `index`. Returns
 /// where the last whole append ends; bytes after it other than zeros are a torn tail, accepted
 /// only in the last segment (a sealed segment must end exactly there).
+///
+/// With `read_only` (the scan holds no lock, and a writer may be appending to the last
+/// segment meanwhile: ADR 0017), an undecodable place in the last segment that looks like
+/// damage or is followed by a later batch is read again, up to [`REREADS`] times
+/// [`REREAD_PAUSE`] apart: bytes read before the writer wrote them (zeros, or half of a
+/// `pwrite` being copied) then decode, and only damage that reads the same twice is refused.
 pub fn scan_segment(
     path: &Path,
     first: u64,
     is_last: bool,
+    read_only: bool,
     index: &mut Index,
 ) -> Result<ScanEnd, StoreError> {
     let mut w = Window {
@@ -181,7 +209,37 @@ pub fn scan_segment(
             // pages reach the disk in any order). Damage followed by a later batch is not.
             Decoded::Invalid(why) => {
                 if is_last {
-                    match w.after_damage()? {
+                    let (mut verdict, mut seen) = w.after_damage()?;
+                    if read_only
+                        && matches!(verdict, AfterDamage::LaterBatch | AfterDamage::Damaged)
+                    {
+                        let mut decoded = false;
+                        for _ in 0..REREADS {
+                            std::thread::sleep(REREAD_PAUSE);
+                            w.reread()?;
+                            if matches!(decode(w.bytes()), Decoded::Record { .. })
+                                || (!w.eof && matches!(decode(w.bytes()), Decoded::Incomplete))
+                            {
+                                decoded = true;
+                                break;
+                            }
+                            let (again, rest) = w.after_damage()?;
+                            let stable = rest == seen;
+                            (verdict, seen) = (again, rest);
+                            if stable
+                                || !matches!(
+                                    verdict,
+                                    AfterDamage::LaterBatch | AfterDamage::Damaged
+                                )
+                            {
+                                break;
+                            }
+                        }
+                        if decoded {
+                            continue;
+                        }
+                    }
+                    match verdict {
                         AfterDamage::LaterBatch => {}
                         AfterDamage::Damaged => {
                             return Err(corrupt(
@@ -212,7 +270,7 @@ pub fn scan_segment(
         if record.hash.is_none() {
             return Err(corrupt(
                 at,
-                "a record of format 1, written before the hash chain (ADR 0016): this release \
+                "a record of format 1, written before the hash chain (ADR 0020): this release \
                  reads format 2 only; export the log with the release that wrote it and import \
                  it here"
                     .into(),
@@ -310,4 +368,84 @@ pub fn check_durable(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::store::{EventStore, ExpectedVersion};
+    use crate::testkit::{event, stream};
+
+    /// A segment of three appends, each its own batch (so each record carries the batch-start
+    /// mark), and the offset and bytes of the second record.
+    async fn three_batches(dir: &Path) -> (std::path::PathBuf, u64, Vec<u8>) {
+        let store = crate::FileStore::open(dir).unwrap();
+        for i in 0..3 {
+            store
+                .append(&stream("s"), ExpectedVersion::Any, vec![event("t", i)])
+                .await
+                .unwrap();
+        }
+        drop(store);
+        let path = dir.join(super::super::segment::file_name(1));
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = SEGMENT_HEADER_LEN as usize;
+        let Decoded::Record { len, .. } = decode(&bytes[at..]) else {
+            panic!("a first record")
+        };
+        at += len;
+        let Decoded::Record { len, .. } = decode(&bytes[at..]) else {
+            panic!("a second record")
+        };
+        (path, at as u64, bytes[at..at + len].to_vec())
+    }
+
+    fn scan(path: &Path, read_only: bool) -> Result<u64, StoreError> {
+        let mut index = Index::default();
+        scan_segment(path, 1, true, read_only, &mut index)?;
+        Ok(index.head())
+    }
+
+    /// A read-only scan beside a writer may read a record before the writer wrote it (zeros
+    /// where it goes, a later batch after it): it reads the place again, and once the bytes
+    /// are there it goes on. A writable open (nobody else writes) would refuse it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_only_scan_reads_again_a_record_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, at, record) = three_batches(dir.path()).await;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&vec![0; record.len()], at).unwrap();
+        assert!(
+            matches!(scan(&path, false), Err(StoreError::Corrupt { .. })),
+            "damage followed by a later batch"
+        );
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            file.write_all_at(&record, at).unwrap();
+        });
+        assert_eq!(scan(&path, true).unwrap(), 3, "every record, once written");
+        writer.join().unwrap();
+    }
+
+    /// Damage that reads the same when read again is refused by a read-only scan too.
+    #[tokio::test]
+    async fn a_read_only_scan_refuses_damage_that_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, at, _) = three_batches(dir.path()).await;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff; 4], at + 20).unwrap();
+        let started = std::time::Instant::now();
+        match scan(&path, true) {
+            Err(StoreError::Corrupt { location, .. }) => {
+                assert!(location.contains(&format!("offset {at}")), "{location}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "read again once, not forever"
+        );
+    }
 }
