@@ -16,7 +16,7 @@ use userstate::{EventStore, FileStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
-use crate::store::file_store_dir;
+use crate::store::{export_keys, file_store_dir, open_key_store, open_raw_store};
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed), with what it would repair on a writable open.
@@ -271,11 +271,22 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also write the key store (every user's key and the username secret) to this file,
+    /// mode 0600: the events are exported sealed, and only these keys open them.
+    #[arg(long, env = "USERSTATE_KEYS")]
+    keys: Option<PathBuf>,
 }
 
-/// Writes every event as JSON Lines.
+/// Writes every event as JSON Lines, as stored (personal data sealed), and with `--keys` the
+/// key store.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    let store = open_raw_store(&args.store.store, &args.store.data).await?;
+    if let Some(path) = &args.keys {
+        let keys = export_keys(&args.store.store, &args.store.data).await?;
+        write_private(path, &serde_json::to_vec_pretty(&keys)?)
+            .with_context(|| format!("cannot write the key file {}", path.display()))?;
+        eprintln!("exported {} keys to {}", keys.keys.len(), path.display());
+    }
     let during = || format!("exporting {}", args.store.describe());
     let bar = bar(
         store.head_position().await.with_context(during)?,
@@ -299,6 +310,18 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `bytes` to a new file `path` that only its owner may read (0600).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Options of `userstate import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -306,6 +329,10 @@ pub struct ImportArgs {
     store: StoreArgs,
     /// A file written by `userstate export`.
     file: PathBuf,
+    /// The key file `export --keys` wrote: its keys go into the target's key store first
+    /// (without it, the imported users' personal data reads as erased).
+    #[arg(long, env = "USERSTATE_KEYS")]
+    keys: Option<PathBuf>,
     /// Import even when the target store already has events.
     #[arg(long)]
     allow_non_empty: bool,
@@ -327,7 +354,26 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     // be read is named, and leaves nothing behind.
     std::fs::File::open(&args.file)
         .with_context(|| format!("cannot read the import file {file}"))?;
-    let store = args.store.open().await?;
+    let keys = match &args.keys {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))?;
+            let keys: userstate::crypto::KeyExport =
+                serde_json::from_slice(&text).with_context(|| {
+                    format!("{} is not a key file of `export --keys`", path.display())
+                })?;
+            Some(keys)
+        }
+        None => None,
+    };
+    let store = open_raw_store(&args.store.store, &args.store.data).await?;
+    if let Some(keys) = &keys {
+        open_key_store(&args.store.store, &args.store.data)
+            .await?
+            .import(keys)
+            .await
+            .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
+    }
     let bar = bar(0, "importing");
     let imported = import_jsonl(&*store, &args.file, args.allow_non_empty, |n, total| {
         bar.set_length(total);

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use userstate::{EventStore, FileStore, MemoryStore};
+use userstate::crypto::KeyExport;
+use userstate::{
+    CryptoStore, EventStore, FileKeyStore, FileStore, KeyStore, MemoryKeyStore, MemoryStore,
+};
 
 /// The directory of the file store inside the data directory.
 pub fn file_store_dir(data_dir: &Path) -> PathBuf {
@@ -41,8 +44,57 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-/// Opens the store named by `spec` for the data directory `data_dir`.
+/// Opens the store named by `spec` for the data directory `data_dir`, sealing personal data
+/// with the keys of its key store ([`open_key_store`]; ADR 0016).
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    let keys = open_key_store(spec, data_dir).await?;
+    let store = open_raw_store(spec, data_dir).await?;
+    Ok(Arc::new(CryptoStore::new(store, keys)))
+}
+
+/// The key store of the store named by `spec`: `DATA/keys` for the file store (and for
+/// KurrentDB, which has no place of its own for it), the table `userstate_keys` in the
+/// database for PostgreSQL, memory for the memory store.
+pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn KeyStore>> {
+    match spec {
+        "memory" => Ok(Arc::new(MemoryKeyStore::new())),
+        _ => {
+            let dir = data_dir.to_owned();
+            let keys = tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "cannot open the key store {}",
+                        data_dir.join("keys").display()
+                    )
+                })?;
+            Ok(Arc::new(keys))
+        }
+    }
+}
+
+/// Everything in the key store of the store named by `spec`, for `export --keys`. The file
+/// key store is read without being opened for writing (`serve` may run on it).
+pub async fn export_keys(spec: &str, data_dir: &Path) -> anyhow::Result<KeyExport> {
+    let is_file = spec != "memory";
+    if is_file {
+        let dir = data_dir.to_owned();
+        return tokio::task::spawn_blocking(move || FileKeyStore::read_export(&dir))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot read the key store {}",
+                    data_dir.join("keys").display()
+                )
+            })?
+            .with_context(|| format!("there is no key store {}", data_dir.join("keys").display()));
+    }
+    Ok(open_key_store(spec, data_dir).await?.export().await?)
+}
+
+/// Opens the store named by `spec` as it is stored: personal data sealed, username
+/// reservation streams named by a hash (what `export` writes and `import` reads).
+pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
     match spec {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         "file" => {

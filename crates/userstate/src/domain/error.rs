@@ -51,6 +51,9 @@ pub enum DomainError {
     /// Unlock on a user that is not locked.
     #[error("user \"{0}\" is not locked (state: {1})")]
     NotLocked(UserId, UserState),
+    /// Erase on a user that exists but was not removed.
+    #[error("user \"{0}\" is not removed (state: {1}); only a removed user can be erased")]
+    NotRemoved(UserId, UserState),
     /// The system's unlock of a lock that has no end, or whose end has not passed.
     #[error("the lock of user \"{0}\" has not expired")]
     LockNotExpired(UserId),
@@ -71,6 +74,7 @@ impl Classified for DomainError {
             | DomainError::NotInactive(..)
             | DomainError::ShouldBeActiveOrInitial(..)
             | DomainError::NotLocked(..)
+            | DomainError::NotRemoved(..)
             | DomainError::LockNotExpired(_) => ErrorKind::FailedPrecondition,
         }
     }
@@ -87,6 +91,7 @@ impl Classified for DomainError {
             DomainError::ShouldBeActiveOrInitial(..) => "COMMAND-lgws8wtsqf",
             DomainError::NotLocked(..) => "COMMAND-olb9vb0oca",
             DomainError::LockNotExpired(_) => "USERSTATE-lock-not-expired",
+            DomainError::NotRemoved(..) => "USERSTATE-not-removed",
         }
     }
 
@@ -104,6 +109,7 @@ impl Classified for DomainError {
             DomainError::ShouldBeActiveOrInitial(..) => "Errors.User.ShouldBeActiveOrInitial",
             DomainError::NotLocked(..) => "Errors.User.NotLocked",
             DomainError::LockNotExpired(_) => "Errors.User.LockNotExpired",
+            DomainError::NotRemoved(..) => "Errors.User.NotRemoved",
         }
     }
 }
