@@ -47,17 +47,25 @@ fn redact_password(url: &str) -> String {
 /// Opens the store named by `spec` for the data directory `data_dir`, sealing personal data
 /// with the keys of its key store ([`open_key_store`]; ADR 0016).
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    #[cfg(feature = "postgres")]
+    if is_postgres(spec) {
+        let store = connect_postgres(spec).await?;
+        let keys = postgres_keys(&store, spec).await?;
+        return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
+    }
     let keys = open_key_store(spec, data_dir).await?;
     let store = open_raw_store(spec, data_dir).await?;
     Ok(Arc::new(CryptoStore::new(store, keys)))
 }
 
 /// The key store of the store named by `spec`: `DATA/keys` for the file store (and for
-/// KurrentDB, which has no place of its own for it), the table `userstate_keys` in the
-/// database for PostgreSQL, memory for the memory store.
+/// KurrentDB, which has no place of its own for it), the table `user_keys` in the store's
+/// schema for PostgreSQL, memory for the memory store.
 pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn KeyStore>> {
     match spec {
         "memory" => Ok(Arc::new(MemoryKeyStore::new())),
+        #[cfg(feature = "postgres")]
+        url if is_postgres(url) => postgres_keys(&connect_postgres(url).await?, url).await,
         _ => {
             let dir = data_dir.to_owned();
             let keys = tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
@@ -76,7 +84,7 @@ pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
 /// Everything in the key store of the store named by `spec`, for `export --keys`. The file
 /// key store is read without being opened for writing (`serve` may run on it).
 pub async fn export_keys(spec: &str, data_dir: &Path) -> anyhow::Result<KeyExport> {
-    let is_file = spec != "memory";
+    let is_file = spec != "memory" && !is_postgres(spec);
     if is_file {
         let dir = data_dir.to_owned();
         return tokio::task::spawn_blocking(move || FileKeyStore::read_export(&dir))
@@ -90,6 +98,29 @@ pub async fn export_keys(spec: &str, data_dir: &Path) -> anyhow::Result<KeyExpor
             .with_context(|| format!("there is no key store {}", data_dir.join("keys").display()));
     }
     Ok(open_key_store(spec, data_dir).await?.export().await?)
+}
+
+fn is_postgres(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> anyhow::Result<userstate_postgres::PostgresStore> {
+    userstate_postgres::PostgresStore::connect(url)
+        .await
+        .with_context(|| format!("opening the store {}", redact_password(url)))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_keys(
+    store: &userstate_postgres::PostgresStore,
+    url: &str,
+) -> anyhow::Result<Arc<dyn KeyStore>> {
+    let keys = store
+        .key_store()
+        .await
+        .with_context(|| format!("opening the key store in {}", redact_password(url)))?;
+    Ok(Arc::new(keys))
 }
 
 /// Opens the store named by `spec` as it is stored: personal data sealed, username
@@ -116,12 +147,7 @@ pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
-        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = userstate_postgres::PostgresStore::connect(url)
-                .await
-                .with_context(|| format!("opening the store {}", redact_password(url)))?;
-            Ok(Arc::new(store))
-        }
+        url if is_postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
         #[cfg(feature = "kurrentdb")]
         url if matches!(
             url.split_once("://").map(|(scheme, _)| scheme),

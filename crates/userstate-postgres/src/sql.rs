@@ -54,4 +54,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0003_append_batch",
         sql: include_str!("sql/migrations/0003_append_batch.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_user_keys",
+        sql: include_str!("sql/migrations/0004_user_keys.sql"),
+    },
 ];

@@ -55,6 +55,19 @@ pub struct KeyExport {
 }
 
 impl KeyExport {
+    /// The export of `secret` and `keys`.
+    pub fn encode(secret: &[u8; 32], keys: impl IntoIterator<Item = (String, UserKey)>) -> Self {
+        Self {
+            username_secret: B64.encode(secret),
+            keys: keys.into_iter().map(|(id, k)| (id, k.to_b64())).collect(),
+        }
+    }
+
+    /// The username secret and the keys, decoded.
+    pub fn decode(&self) -> Result<KeyFile, StoreError> {
+        self.parse()
+    }
+
     fn parse(&self) -> Result<KeyFile, StoreError> {
         let bad = |what: &str| StoreError::InvalidArgument(format!("key export: {what}"));
         let secret = UserKey::from_b64(&self.username_secret)
@@ -185,11 +198,13 @@ impl KeyStore for MemoryKeyStore {
     }
 }
 
-fn destroyed(id: &str) -> StoreError {
+/// The refusal to make again a key that was destroyed.
+pub fn destroyed(id: &str) -> StoreError {
     StoreError::InvalidArgument(format!("the key of {id} was destroyed (erased user)"))
 }
 
-fn other_secret() -> StoreError {
+/// The refusal to import keys made under another username secret into a store with keys.
+pub fn other_secret() -> StoreError {
     StoreError::InvalidArgument(
         "the key store already holds keys under another username secret; import the keys \
          into an empty store"
@@ -274,7 +289,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-type KeyFile = ([u8; 32], Vec<(String, UserKey)>);
+/// A username secret and keys by id.
+pub type KeyFile = ([u8; 32], Vec<(String, UserKey)>);
 
 fn read_key_file(path: &Path) -> Result<Option<KeyFile>, StoreError> {
     let file = match File::open(path) {

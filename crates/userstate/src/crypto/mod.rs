@@ -16,7 +16,10 @@
 
 mod keys;
 
-pub use keys::{FileKeyStore, KeyExport, KeyStore, MemoryKeyStore, UserKey, KEY_FILE};
+pub use keys::{
+    destroyed, other_secret, FileKeyStore, KeyExport, KeyFile, KeyStore, MemoryKeyStore, UserKey,
+    KEY_FILE,
+};
 
 use std::sync::Arc;
 
@@ -191,14 +194,18 @@ impl CryptoStore {
         }
     }
 
-    /// Opens the sealed fields of `event` (in place).
-    async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), StoreError> {
-        if event.event_type == USER_ERASED {
+    /// Drops from the key store's cache the keys of the users `events` erase (another node
+    /// may have erased them), before any event of the page is opened.
+    fn forget_erased(&self, events: &[RecordedEvent]) {
+        for event in events.iter().filter(|e| e.event_type == USER_ERASED) {
             if let Some(id) = user_key_id(event.stream.as_str()) {
                 self.keys.forget(&id);
             }
-            return Ok(());
         }
+    }
+
+    /// Opens the sealed fields of `event` (in place).
+    async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), StoreError> {
         if personal_fields(&event.event_type).is_none() || event.payload.get(SEALED).is_none() {
             return Ok(());
         }
@@ -273,6 +280,7 @@ impl StoreWrapper for CryptoStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stored = self.stored_name(stream);
         let mut events = self.inner.read_stream(&stored, from_sequence).await?;
+        self.forget_erased(&events);
         for event in &mut events {
             event.stream = stream.clone();
             self.open_event(event).await?;
@@ -286,6 +294,7 @@ impl StoreWrapper for CryptoStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut events = self.inner.read_all(from_position, limit).await?;
+        self.forget_erased(&events);
         for event in &mut events {
             self.open_event(event).await?;
         }
