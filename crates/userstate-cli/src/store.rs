@@ -53,8 +53,8 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         let keys = postgres_keys(&store, spec).await?;
         return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
-    let keys = open_key_store(spec, data_dir).await?;
     let store = open_raw_store(spec, data_dir).await?;
+    let keys = open_key_store(spec, data_dir).await?;
     Ok(Arc::new(CryptoStore::new(store, keys)))
 }
 

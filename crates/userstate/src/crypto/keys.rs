@@ -242,7 +242,11 @@ pub const KEY_FILE: &str = "keys";
 impl FileKeyStore {
     /// Opens (creating when missing, mode 0600) the key store `DIR/keys`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
         let path = dir.join(KEY_FILE);
         let (secret, keys) = match read_key_file(&path)? {
             Some(read) => read,
