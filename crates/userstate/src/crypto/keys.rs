@@ -102,6 +102,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// destroyed.
     async fn create(&self, id: &str) -> Result<UserKey, StoreError>;
 
+    /// Like [`create`](Self::create), but may return before the new key is durable (its
+    /// sync already under way): for an event whose loss in a crash loses nothing — the
+    /// username reservation an add makes before the user's event, which is sealed with the
+    /// same key after a [`create`](Self::create) that waits for that sync.
+    async fn create_soon(&self, id: &str) -> Result<UserKey, StoreError> {
+        self.create(id).await
+    }
+
     /// Destroys the key `id` for good (the erasure); no error when there is none.
     async fn destroy(&self, id: &str) -> Result<(), StoreError>;
 
@@ -224,8 +232,11 @@ pub struct FileKeyStore {
 struct Shared {
     path: PathBuf,
     state: Mutex<FileState>,
-    /// The file offset known synced; held while syncing so concurrent makers share a sync.
+    /// The file offset known synced; held while syncing so concurrent makers share a sync
+    /// (taken on blocking threads only).
     synced: Mutex<u64>,
+    /// The same offset, for a check that never waits for a sync.
+    synced_hint: std::sync::atomic::AtomicU64,
 }
 
 struct FileState {
@@ -269,7 +280,28 @@ impl FileKeyStore {
                     len,
                 }),
                 synced: Mutex::new(len),
+                synced_hint: len.into(),
             }),
+        })
+    }
+
+    /// The key `id` and the file offset its line ends at, appended (not synced) when new.
+    fn append_key(&self, id: &str) -> Result<(UserKey, u64), StoreError> {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        Ok({
+            if let Some((key, offset)) = state.keys.get(id) {
+                (key.clone(), *offset)
+            } else if state.destroyed.contains(id) {
+                return Err(destroyed(id));
+            } else {
+                let key = UserKey::generate();
+                let line = format!("key {id} {}\n", key.to_b64());
+                state.file.write_all(line.as_bytes())?;
+                state.len += line.len() as u64;
+                let offset = state.len;
+                state.keys.insert(id.to_owned(), (key.clone(), offset));
+                (key, offset)
+            }
         })
     }
 
@@ -368,6 +400,8 @@ impl Shared {
         };
         file.sync_data()?;
         *synced = len;
+        self.synced_hint
+            .store(len, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }
@@ -399,25 +433,30 @@ impl KeyStore for FileKeyStore {
     }
 
     async fn create(&self, id: &str) -> Result<UserKey, StoreError> {
-        let (key, offset) = {
-            let mut state = self.shared.state.lock().expect("not poisoned");
-            if let Some((key, offset)) = state.keys.get(id) {
-                (key.clone(), *offset)
-            } else if state.destroyed.contains(id) {
-                return Err(destroyed(id));
-            } else {
-                let key = UserKey::generate();
-                let line = format!("key {id} {}\n", key.to_b64());
-                state.file.write_all(line.as_bytes())?;
-                state.len += line.len() as u64;
-                let offset = state.len;
-                state.keys.insert(id.to_owned(), (key.clone(), offset));
-                (key, offset)
-            }
-        };
-        if *self.shared.synced.lock().expect("not poisoned") < offset {
+        let (key, offset) = self.append_key(id)?;
+        if self
+            .shared
+            .synced_hint
+            .load(std::sync::atomic::Ordering::Acquire)
+            < offset
+        {
             let shared = self.shared.clone();
             blocking(move || Ok(shared.sync_to(offset)?)).await?;
+        }
+        Ok(key)
+    }
+
+    async fn create_soon(&self, id: &str) -> Result<UserKey, StoreError> {
+        let (key, offset) = self.append_key(id)?;
+        if self
+            .shared
+            .synced_hint
+            .load(std::sync::atomic::Ordering::Acquire)
+            < offset
+        {
+            let shared = self.shared.clone();
+            // Errors show again on the `create` that waits for this sync.
+            tokio::task::spawn_blocking(move || shared.sync_to(offset));
         }
         Ok(key)
     }
@@ -426,6 +465,8 @@ impl KeyStore for FileKeyStore {
         let shared = self.shared.clone();
         let id = id.to_owned();
         blocking(move || {
+            // The lock order of `sync_to`: `synced`, then `state`.
+            let mut synced = shared.synced.lock().expect("not poisoned");
             let mut state = shared.state.lock().expect("not poisoned");
             state.destroyed.insert(id.clone());
             if state.keys.remove(&id).is_none() {
@@ -435,7 +476,8 @@ impl KeyStore for FileKeyStore {
             write_key_file(&shared.path, &state.secret, keys.into_iter())?;
             state.file = open_append(&shared.path)?;
             state.len = state.file.metadata()?.len();
-            *shared.synced.lock().expect("not poisoned") = state.len;
+            *synced = state.len;
+            (shared.synced_hint).store(state.len, std::sync::atomic::Ordering::Release);
             for (_, offset) in state.keys.values_mut() {
                 *offset = 0;
             }
@@ -458,6 +500,8 @@ impl KeyStore for FileKeyStore {
         let (secret, imported) = export.parse()?;
         let shared = self.shared.clone();
         blocking(move || {
+            // The lock order of `sync_to`: `synced`, then `state`.
+            let mut synced = shared.synced.lock().expect("not poisoned");
             let mut state = shared.state.lock().expect("not poisoned");
             if !state.keys.is_empty() && secret != state.secret {
                 return Err(other_secret());
@@ -470,7 +514,8 @@ impl KeyStore for FileKeyStore {
             write_key_file(&shared.path, &state.secret, keys.into_iter())?;
             state.file = open_append(&shared.path)?;
             state.len = state.file.metadata()?.len();
-            *shared.synced.lock().expect("not poisoned") = state.len;
+            *synced = state.len;
+            (shared.synced_hint).store(state.len, std::sync::atomic::Ordering::Release);
             Ok(())
         })
         .await

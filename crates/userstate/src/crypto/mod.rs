@@ -246,7 +246,13 @@ impl StoreWrapper for CryptoStore {
                 fields.and_then(|_| key_id(stream.as_str(), &event.event_type, &event.payload));
             match (fields, id) {
                 (Some(fields), Some(id)) => {
-                    let key = self.keys.create(&id).await?;
+                    // A reservation lost in a crash loses nothing (the add's user event
+                    // waits for the key to be durable), so its key's sync may run beside it.
+                    let key = if event.event_type == UsernameEvent::RESERVED {
+                        self.keys.create_soon(&id).await?
+                    } else {
+                        self.keys.create(&id).await?
+                    };
                     let original = event.payload.clone();
                     if seal(
                         &mut event.payload,
