@@ -7,7 +7,7 @@ use clap::Args;
 use userstate_bench::{fsync_floor, print_table, run, FloorMode, RunSpec, Workload};
 
 use crate::args::StoreArgs;
-use crate::store::open_store;
+use crate::store::{open_raw_store, open_store};
 
 /// Options of `userstate bench`.
 ///
@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Store personal data unsealed, with no key store: what crypto-shredding costs is the
+    /// difference to a run without it (docs/PERFORMANCE.md).
+    #[arg(long, env = "USERSTATE_PLAIN")]
+    plain: bool,
 }
 
 /// Where `bench` puts the file stores it measures unless told (`--data`).
@@ -60,7 +64,11 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .store
             .data
             .join(format!("run-{}-{i}", std::process::id()));
-        let store = open_store(&args.store.store, &scratch).await?;
+        let store = if args.plain {
+            open_raw_store(&args.store.store, &scratch).await?
+        } else {
+            open_store(&args.store.store, &scratch).await?
+        };
         let spec = RunSpec {
             store_name: store_name.clone(),
             durable,

@@ -16,6 +16,7 @@ use userstate::{EventStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
+use crate::store::{export_keys, open_key_store, open_raw_store, open_raw_store_read_only};
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed; it works while `serve` runs), with what it would repair on a writable open.
@@ -306,11 +307,22 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also write the key store (every user's key and the username secret) to this file,
+    /// mode 0600: the events are exported sealed, and only these keys open them.
+    #[arg(long, env = "USERSTATE_KEYS")]
+    keys: Option<PathBuf>,
 }
 
-/// Writes every event as JSON Lines.
+/// Writes every event as JSON Lines, as stored (personal data sealed), and with `--keys` the
+/// key store.
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open_read_only().await?;
+    let store = open_raw_store_read_only(&args.store.store, &args.store.data).await?;
+    if let Some(path) = &args.keys {
+        let keys = export_keys(&args.store.store, &args.store.data).await?;
+        write_private(path, &serde_json::to_vec_pretty(&keys)?)
+            .with_context(|| format!("cannot write the key file {}", path.display()))?;
+        eprintln!("exported {} keys to {}", keys.keys.len(), path.display());
+    }
     let during = || format!("exporting {}", args.store.describe());
     let bar = bar(
         store.head_position().await.with_context(during)?,
@@ -334,6 +346,18 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `bytes` to a new file `path` that only its owner may read (0600).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Options of `userstate import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -341,6 +365,10 @@ pub struct ImportArgs {
     store: StoreArgs,
     /// A file written by `userstate export`, or `-` for standard input.
     file: PathBuf,
+    /// The key file `export --keys` wrote: its keys go into the target's key store first
+    /// (without it, the imported users' personal data reads as erased).
+    #[arg(long, env = "USERSTATE_KEYS")]
+    keys: Option<PathBuf>,
     /// Import even when the target store already has events.
     #[arg(long)]
     allow_non_empty: bool,
@@ -398,7 +426,27 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e).context(format!("cannot read the import file {name}")))
         }
     };
-    let store = args.store.open().await?;
+    let keys = match &args.keys {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))?;
+            let keys: userstate::crypto::KeyExport =
+                serde_json::from_slice(&text).with_context(|| {
+                    format!("{} is not a key file of `export --keys`", path.display())
+                })?;
+            Some(keys)
+        }
+        None => None,
+    };
+    // The events are written as exported: personal data sealed, under the keys imported here.
+    let store = open_raw_store(&args.store.store, &args.store.data).await?;
+    if let Some(keys) = &keys {
+        open_key_store(&args.store.store, &args.store.data)
+            .await?
+            .import(keys)
+            .await
+            .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
+    }
     let bar = bar(total, "importing");
     let imported = import_validated(&*store, &path, total, args.allow_non_empty, |n, _| {
         bar.set_position(n);

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use userstate::{EventStore, FileStore, MemoryStore};
+use userstate::crypto::KeyExport;
+use userstate::{
+    CryptoStore, EventStore, FileKeyStore, FileStore, KeyStore, MemoryKeyStore, MemoryStore,
+};
 
 /// The directory of the file store inside the data directory.
 pub fn file_store_dir(data_dir: &Path) -> PathBuf {
@@ -44,7 +47,9 @@ fn redact_password(url: &str) -> String {
 /// Opens the store named by `spec` for the data directory `data_dir` to read it only. The file
 /// store is opened read-only (docs/adr/0017): nothing in the directory is created or changed,
 /// no lock is held, and it works while `serve` runs on the same directory, seeing every event
-/// acknowledged before the open. A data directory without a file store reads as an empty
+/// acknowledged before the open. Personal data is opened with a copy of the key store read
+/// after the log (a user's key is written before its first event, so the copy holds the keys
+/// of every user in the snapshot). A data directory without a file store reads as an empty
 /// store (and is not created). Other stores open as for [`open_store`].
 pub async fn open_store_read_only(
     spec: &str,
@@ -53,8 +58,26 @@ pub async fn open_store_read_only(
     if spec != "file" {
         return open_store(spec, data_dir).await;
     }
-    let dir = file_store_dir(data_dir);
-    if !dir.exists() {
+    let raw = open_raw_store_read_only(spec, data_dir).await?;
+    let keys = MemoryKeyStore::new();
+    if let Some(export) = read_file_keys(data_dir).await? {
+        keys.import(&export).await.with_context(|| {
+            format!("reading the key store {}", data_dir.join("keys").display())
+        })?;
+    }
+    Ok(Arc::new(CryptoStore::new(raw, Arc::new(keys))))
+}
+
+/// Opens the store named by `spec` as it is stored (see [`open_raw_store`]) to read it only:
+/// the file store read-only, as [`open_store_read_only`] does.
+pub async fn open_raw_store_read_only(
+    spec: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    if spec != "file" {
+        return open_raw_store(spec, data_dir).await;
+    }
+    if !file_store_dir(data_dir).exists() {
         return Ok(Arc::new(MemoryStore::new()));
     }
     Ok(Arc::new(open_file_store_read_only(data_dir).await?))
@@ -74,8 +97,102 @@ pub async fn open_file_store_read_only(data_dir: &Path) -> anyhow::Result<FileSt
         })
 }
 
-/// Opens the store named by `spec` for the data directory `data_dir`.
+/// The file key store of `data_dir` (`DATA/keys`), read without being opened for writing;
+/// `None` when there is none yet.
+async fn read_file_keys(data_dir: &Path) -> anyhow::Result<Option<KeyExport>> {
+    let dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || FileKeyStore::read_export(&dir))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot read the key store {}",
+                data_dir.join("keys").display()
+            )
+        })
+}
+
+/// Opens the store named by `spec` for the data directory `data_dir`, sealing personal data
+/// with the keys of its key store ([`open_key_store`]; ADR 0021).
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    #[cfg(feature = "postgres")]
+    if is_postgres(spec) {
+        let store = connect_postgres(spec).await?;
+        let keys = postgres_keys(&store, spec).await?;
+        return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
+    }
+    let store = open_raw_store(spec, data_dir).await?;
+    let keys = open_key_store(spec, data_dir).await?;
+    Ok(Arc::new(CryptoStore::new(store, keys)))
+}
+
+/// The key store of the store named by `spec`: `DATA/keys` for the file store (and for
+/// KurrentDB, which has no place of its own for it), the table `user_keys` in the store's
+/// schema for PostgreSQL, memory for the memory store.
+pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn KeyStore>> {
+    match spec {
+        "memory" => Ok(Arc::new(MemoryKeyStore::new())),
+        #[cfg(feature = "postgres")]
+        url if is_postgres(url) => postgres_keys(&connect_postgres(url).await?, url).await,
+        _ => {
+            let dir = data_dir.to_owned();
+            let keys = tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "cannot open the key store {}",
+                        data_dir.join("keys").display()
+                    )
+                })?;
+            Ok(Arc::new(keys))
+        }
+    }
+}
+
+/// Everything in the key store of the store named by `spec`, for `export --keys`. The file
+/// key store is read without being opened for writing (`serve` may run on it).
+pub async fn export_keys(spec: &str, data_dir: &Path) -> anyhow::Result<KeyExport> {
+    let is_file = spec != "memory" && !is_postgres(spec);
+    if is_file {
+        let dir = data_dir.to_owned();
+        return tokio::task::spawn_blocking(move || FileKeyStore::read_export(&dir))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot read the key store {}",
+                    data_dir.join("keys").display()
+                )
+            })?
+            .with_context(|| format!("there is no key store {}", data_dir.join("keys").display()));
+    }
+    Ok(open_key_store(spec, data_dir).await?.export().await?)
+}
+
+fn is_postgres(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> anyhow::Result<userstate_postgres::PostgresStore> {
+    userstate_postgres::PostgresStore::connect(url)
+        .await
+        .with_context(|| format!("opening the store {}", redact_password(url)))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_keys(
+    store: &userstate_postgres::PostgresStore,
+    url: &str,
+) -> anyhow::Result<Arc<dyn KeyStore>> {
+    let keys = store
+        .key_store()
+        .await
+        .with_context(|| format!("opening the key store in {}", redact_password(url)))?;
+    Ok(Arc::new(keys))
+}
+
+/// Opens the store named by `spec` as it is stored: personal data sealed, username
+/// reservation streams named by a hash (what `export` writes and `import` reads).
+pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
     match spec {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         "file" => {
@@ -97,12 +214,7 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
             Ok(Arc::new(store))
         }
         #[cfg(feature = "postgres")]
-        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = userstate_postgres::PostgresStore::connect(url)
-                .await
-                .with_context(|| format!("opening the store {}", redact_password(url)))?;
-            Ok(Arc::new(store))
-        }
+        url if is_postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
         #[cfg(feature = "kurrentdb")]
         url if matches!(
             url.split_once("://").map(|(scheme, _)| scheme),

@@ -346,11 +346,14 @@ fn verify_reports_a_torn_tail_and_changes_nothing() {
     assert_eq!(code(&out), 0, "{report}");
     assert!(report.contains("torn tail"), "{report}");
     // The torn append was the last add's user event: its username reservation, written by
-    // the append before, is reported as an orphan (reclaimed by the next add of the name).
+    // the append before, is reported as an orphan (reclaimed by the next add of the name);
+    // the stream is named by the keyed hash of the name, never the name (ADR 0021).
     assert!(
-        report.contains("ORPHAN: stream username:default:tail4"),
+        report.contains("ORPHAN: stream username:default:h-"),
         "{report}"
     );
+    assert!(report.contains("held by user UserId(\"t4\")"), "{report}");
+    assert!(!report.contains("tail4"), "{report}");
     let name = segment.file_name().unwrap().to_string_lossy();
     assert!(report.contains(&*name), "{report}");
     assert_eq!(files(&d.join("events")), before, "verify changed the store");

@@ -41,6 +41,7 @@ mod batch;
 mod checkpoint;
 mod config;
 mod error;
+mod keys;
 mod migrate;
 mod notify;
 mod rows;
@@ -51,5 +52,6 @@ mod writer;
 
 pub use checkpoint::Checkpoints;
 pub use config::{PostgresStoreBuilder, DEFAULT_SCHEMA};
+pub use keys::PostgresKeyStore;
 pub use stats::WriterStats;
 pub use store::PostgresStore;

@@ -59,4 +59,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0004_hash_chain",
         sql: include_str!("sql/migrations/0004_hash_chain.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_user_keys",
+        sql: include_str!("sql/migrations/0005_user_keys.sql"),
+    },
 ];

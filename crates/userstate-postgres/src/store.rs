@@ -144,6 +144,12 @@ impl PostgresStore {
         })
     }
 
+    /// The key store of crypto-shredding in this store's schema (table `user_keys`), made
+    /// with the username secret when it has none yet.
+    pub async fn key_store(&self) -> Result<crate::PostgresKeyStore, StoreError> {
+        crate::PostgresKeyStore::open(self.pool.clone(), self.timeout).await
+    }
+
     /// Projection checkpoints stored in this store's schema.
     pub fn checkpoints(&self) -> Checkpoints {
         Checkpoints::new(self.pool.clone(), self.timeout)

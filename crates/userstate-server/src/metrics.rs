@@ -288,7 +288,7 @@ fn state_label(state: UserState) -> &'static str {
 }
 
 /// The `command` label of `userstate_commands_total`, by [`CommandCounters`] index.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "add",
     "deactivate",
     "reactivate",
@@ -298,6 +298,7 @@ pub const COMMANDS: [&str; 10] = [
     "report_authentication_failed",
     "report_authentication_succeeded",
     "expire_lock",
+    "erase",
     "set_lockout_policy",
 ];
 
@@ -339,13 +340,14 @@ impl CommandType {
             UserCommand::AuthFailed(_) => 6,
             UserCommand::AuthSucceeded(_) => 7,
             UserCommand::ExpireLock { .. } => 8,
+            UserCommand::Erase(_) => 9,
         })
     }
 
     fn index(self) -> usize {
         match self {
             Self::User(i) => i,
-            Self::SetLockoutPolicy => 9,
+            Self::SetLockoutPolicy => 10,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::http::{events, routes};
         Every error has the body {code, message, details:[{@type, id, message}]}."),
     paths(
         routes::add_human_user, routes::get_user_v2, routes::list_users, routes::user_history,
-        routes::user_state, routes::remove_user_v2,
+        routes::user_state, routes::remove_user_v2, routes::erase_user_v2,
         routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
         routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,

@@ -63,6 +63,9 @@ pub enum StateCommand {
     Unlock,
     /// Any -> deleted (terminal).
     Remove,
+    /// A removed user's personal data erased (ours, REST v2 only; SPEC.md "Erasure and
+    /// tamper evidence").
+    Erase,
 }
 
 impl StateCommand {
@@ -74,6 +77,7 @@ impl StateCommand {
             StateCommand::Lock => UserCommand::Lock(user),
             StateCommand::Unlock => UserCommand::Unlock(user),
             StateCommand::Remove => UserCommand::Remove(user),
+            StateCommand::Erase => UserCommand::Erase(user),
         }
     }
 
@@ -523,6 +527,15 @@ pub const OPERATIONS: &[Operation] = &[
             alias: false,
         }],
     ),
+    Operation {
+        kind: Kind::State(StateCommand::Erase),
+        name: "erase",
+        permission: "user.delete",
+        rpc: None,
+        rpc_service: None,
+        v2: Some(&[post("/v2/users/{userId}/erase")]),
+        v3alpha: None,
+    },
 ];
 
 /// An API version as a type, so a skin can be generic over it: the `details` form of its
@@ -578,7 +591,11 @@ mod tests {
     #[test]
     fn every_state_command_is_offered_in_both_versions() {
         for op in OPERATIONS {
-            if let Kind::State(_) = op.kind {
+            // Erase is ours, REST v2 only.
+            if let Kind::State(command) = op.kind {
+                if command == StateCommand::Erase {
+                    continue;
+                }
                 let apis: Vec<Api> = op.bindings().map(|(api, _)| api).collect();
                 assert_eq!(apis, [Api::V2, Api::V3Alpha], "{}", op.name);
             }

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod chain;
+pub mod crypto;
 pub mod domain;
 pub mod engine;
 mod error;
@@ -58,6 +59,7 @@ pub(crate) fn testkit_events(n: u64) -> Vec<store::NewEvent> {
         .collect()
 }
 
+pub use crypto::{CryptoStore, FileKeyStore, KeyStore, MemoryKeyStore};
 pub use domain::{
     AddUser, AuthMethod, AuthOutcome, DomainError, Email, InstanceId, LockFor, LockoutPolicy,
     OrgId, Profile, User, UserCommand, UserEvent, UserId, UserState,

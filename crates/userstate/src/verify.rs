@@ -271,7 +271,20 @@ fn orphans(
             };
             let user_stream = StreamId::user(&InstanceId::new(instance).ok()?, &holder);
             let user = streams.get(&user_stream).and_then(|s| s.user.as_ref());
-            if user.is_some_and(|u| username_holds(u, canonical)) {
+            // A reservation stream named by a keyed hash of the name (crypto-shredding, ADR
+            // 0016) cannot be matched to the name here: its holder must be live.
+            let hashed = canonical.len() == 66 && canonical.starts_with("h-");
+            let live = |u: &User| {
+                u.state()
+                    .is_some_and(|s| s != crate::domain::UserState::Deleted)
+            };
+            if user.is_some_and(|u| {
+                if hashed {
+                    live(u)
+                } else {
+                    username_holds(u, canonical)
+                }
+            }) {
                 return None;
             }
             Some(finding(
@@ -327,6 +340,7 @@ fn check_user_event(user: &mut User, event: &RecordedEvent) -> Option<String> {
                         now: event.created_at,
                     })
                 }
+                UserEvent::Erased => UserCommand::Erase(id),
                 _ => UserCommand::Remove(id),
             };
             user.decide(&command)

@@ -48,6 +48,7 @@ pub(super) fn handler(kind: Kind, api: Api, route: &Route) -> MethodRouter<AppSt
         (Kind::ListUsers, _) => on(filter, list_users),
         (Kind::History, _) => on(filter, user_history),
         (Kind::StateAsOf, _) => on(filter, user_state),
+        (Kind::State(Erase), _) => on(filter, erase_user_v2),
         (Kind::State(Deactivate), Api::V2) => on(filter, deactivate_user_v2),
         (Kind::State(Reactivate), Api::V2) => on(filter, reactivate_user_v2),
         (Kind::State(Lock), Api::V2) => on(filter, lock_user_v2),
@@ -390,6 +391,17 @@ command_route!(
     "/v2/users/{userId}/unlock",
     "v2",
     Unlock,
+    DetailsResponseV2,
+    V2
+);
+command_route!(
+    "Erase a removed user's personal data (ours; needs user.delete): its key is destroyed, \
+     the lifecycle history stays, username, profile and email read as erased.",
+    erase_user_v2,
+    post,
+    "/v2/users/{userId}/erase",
+    "v2",
+    Erase,
     DetailsResponseV2,
     V2
 );

@@ -31,6 +31,8 @@ pub enum UsernameEvent {
 #[serde(rename_all = "camelCase")]
 struct ReservedPayload {
     user_id: UserId,
+    /// Empty in a stored payload (sealed there, see `crate::crypto`) and after erasure.
+    #[serde(default)]
     username: String,
 }
 

@@ -41,6 +41,9 @@ pub enum UserCommand {
     Unlock(UserId),
     /// Remove: any existing user -> deleted (terminal).
     Remove(UserId),
+    /// Erase a removed user's personal data (ours, SPEC.md "Erasure and tamper evidence"):
+    /// the user's key is destroyed, the lifecycle history stays.
+    Erase(UserId),
     /// Lock for a while: active or initial -> locked until `now + duration` (a zero duration
     /// locks until unlocked by hand, like [`UserCommand::Lock`]).
     LockFor(LockFor),
@@ -90,7 +93,8 @@ impl UserCommand {
             | UserCommand::Reactivate(id)
             | UserCommand::Lock(id)
             | UserCommand::Unlock(id)
-            | UserCommand::Remove(id) => id,
+            | UserCommand::Remove(id)
+            | UserCommand::Erase(id) => id,
             UserCommand::LockFor(lock) => &lock.user_id,
             UserCommand::AuthFailed(outcome) | UserCommand::AuthSucceeded(outcome) => {
                 &outcome.user_id
@@ -109,6 +113,7 @@ impl UserCommand {
             UserCommand::Lock(_) | UserCommand::LockFor(_) => "user.locked",
             UserCommand::Unlock(_) | UserCommand::ExpireLock { .. } => "user.unlocked",
             UserCommand::Remove(_) => "user.removed",
+            UserCommand::Erase(_) => "user.erased",
             UserCommand::AuthFailed(o) if o.method == Password => {
                 "user.human.password.check.failed"
             }
@@ -129,6 +134,7 @@ impl UserCommand {
             UserCommand::Lock(_) => "lock",
             UserCommand::Unlock(_) => "unlock",
             UserCommand::Remove(_) => "remove",
+            UserCommand::Erase(_) => "erase",
             UserCommand::LockFor(_) => "lock",
             UserCommand::AuthFailed(_) => "authentication-failed",
             UserCommand::AuthSucceeded(_) => "authentication-succeeded",

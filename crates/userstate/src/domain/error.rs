@@ -51,6 +51,9 @@ pub enum DomainError {
     /// Unlock on a user that is not locked.
     #[error("user \"{0}\" is not locked (state: {1})")]
     NotLocked(UserId, UserState),
+    /// Erase on a user that exists but was not removed.
+    #[error("user \"{0}\" is not removed (state: {1}); only a removed user can be erased")]
+    NotRemoved(UserId, UserState),
     /// The system's unlock of a lock that has no end, or whose end has not passed.
     #[error("the lock of user \"{0}\" has not expired")]
     LockNotExpired(UserId),
@@ -81,6 +84,7 @@ impl Classified for DomainError {
             | DomainError::ShouldBeActiveOrInitial(..)
             | DomainError::NotLocked(..)
             | DomainError::LockNotExpired(_)
+            | DomainError::NotRemoved(..)
             | DomainError::TokenAlreadyRevoked(_) => ErrorKind::FailedPrecondition,
         }
     }
@@ -100,6 +104,7 @@ impl Classified for DomainError {
             DomainError::TokenNotFound(_) => "USERSTATE-token-not-found",
             DomainError::TokenExists(_) => "USERSTATE-token-exists",
             DomainError::TokenAlreadyRevoked(_) => "USERSTATE-token-revoked",
+            DomainError::NotRemoved(..) => "USERSTATE-not-removed",
         }
     }
 
@@ -120,6 +125,7 @@ impl Classified for DomainError {
             DomainError::TokenNotFound(_) => "Errors.Token.NotFound",
             DomainError::TokenExists(_) => "Errors.Token.AlreadyExisting",
             DomainError::TokenAlreadyRevoked(_) => "Errors.Token.AlreadyRevoked",
+            DomainError::NotRemoved(..) => "Errors.User.NotRemoved",
         }
     }
 }

@@ -40,7 +40,9 @@ pub struct Email {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserAdded {
-    /// The login name, unique per instance.
+    /// The login name, unique per instance. Empty in a stored payload (it is sealed there, see
+    /// `crate::crypto`) and once the user was erased.
+    #[serde(default)]
     pub username: String,
     /// The organisation that owns the user.
     pub resource_owner: OrgId,
@@ -53,6 +55,11 @@ pub struct UserAdded {
     /// Whether the user starts in the initial state.
     #[serde(default)]
     pub initial: bool,
+    /// Set when the personal data (username, profile, email) was erased: the user's key is
+    /// gone, the fields are empty (SPEC.md "Erasure and tamper evidence"). Never stored: a
+    /// read of the sealed payload without its key sets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
 }
 
 /// Payload of `user.locked`. Locks written before issue 24 have an empty payload: a lock by
@@ -118,6 +125,9 @@ pub enum UserEvent {
     CheckFailed(AuthMethod, CheckFailed),
     /// `user.human.password.check.succeeded` / `user.human.mfa.otp.check.succeeded`
     CheckSucceeded(AuthMethod),
+    /// `user.erased`: the user's personal data was erased (its key destroyed); the user stays
+    /// removed.
+    Erased,
 }
 
 /// A stored event that is not a user event this version understands.
@@ -160,7 +170,7 @@ impl PayloadSource for &serde_json::Value {
 
 impl UserEvent {
     /// Every type string of a user event, as stored.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 11] = [
         "user.human.added",
         "user.deactivated",
         "user.reactivated",
@@ -171,6 +181,7 @@ impl UserEvent {
         "user.human.mfa.otp.check.failed",
         "user.human.password.check.succeeded",
         "user.human.mfa.otp.check.succeeded",
+        "user.erased",
     ];
 
     /// The stable type string, e.g. `user.locked`.
@@ -186,6 +197,7 @@ impl UserEvent {
             UserEvent::CheckFailed(AuthMethod::Otp, _) => 7,
             UserEvent::CheckSucceeded(AuthMethod::Password) => 8,
             UserEvent::CheckSucceeded(AuthMethod::Otp) => 9,
+            UserEvent::Erased => 10,
         }]
     }
 
@@ -201,7 +213,9 @@ impl UserEvent {
             UserEvent::Deactivated => UserState::Inactive,
             UserEvent::Locked(_) => UserState::Locked,
             UserEvent::Removed => UserState::Deleted,
-            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => return None,
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) | UserEvent::Erased => {
+                return None
+            }
         })
     }
 
@@ -261,6 +275,7 @@ impl UserEvent {
                 UserEvent::CheckSucceeded(AuthMethod::Password)
             }
             "user.human.mfa.otp.check.succeeded" => UserEvent::CheckSucceeded(AuthMethod::Otp),
+            "user.erased" => UserEvent::Erased,
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

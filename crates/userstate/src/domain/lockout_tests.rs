@@ -49,6 +49,7 @@ fn active() -> User {
         profile: None,
         email: None,
         initial: false,
+        erased: false,
     });
     User::from_events([(&added, t(0))])
 }

@@ -24,6 +24,7 @@ fn added(initial: bool) -> UserEvent {
         profile: None,
         email: None,
         initial,
+        erased: false,
     })
 }
 
@@ -181,6 +182,7 @@ fn events_round_trip_through_their_stored_form() {
             is_verified: true,
         }),
         initial: true,
+        erased: false,
     });
     for event in [
         full,
@@ -239,4 +241,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn erase_is_for_removed_users_and_empties_their_personal_data() {
+    use UserState::*;
+    let cmd = UserCommand::Erase(uid());
+    assert_eq!(
+        User::default().decide(&cmd),
+        Err(DomainError::NotFound(uid()))
+    );
+    for state in [Initial, Active, Inactive, Locked] {
+        let err = fold(&given(Some(state))).decide(&cmd).unwrap_err();
+        assert_eq!(err, DomainError::NotRemoved(uid(), state));
+        assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
+    }
+    let mut user = fold(&given(Some(Deleted)));
+    assert_eq!(user.decide(&cmd), Ok(vec![UserEvent::Erased]));
+    user.apply(&UserEvent::Erased, t0());
+    let data = user.data().unwrap();
+    assert!(data.erased && data.username.is_empty());
+    assert_eq!((data.profile.clone(), data.email.clone()), (None, None));
+    assert_eq!(data.resource_owner.as_str(), "org1");
+    assert_eq!(user.state(), Some(Deleted));
+    // Again (a retry): recorded again.
+    assert_eq!(user.decide(&cmd), Ok(vec![UserEvent::Erased]));
 }

@@ -23,6 +23,8 @@ pub struct UserData {
     pub profile: Option<Profile>,
     /// Email as added.
     pub email: Option<Email>,
+    /// Whether the personal data (username, profile, email) was erased: they are empty then.
+    pub erased: bool,
 }
 
 /// A user folded from its history. `User::default()` is a user that was never added.
@@ -108,6 +110,16 @@ impl User {
                 resource_owner: added.resource_owner.clone(),
                 profile: added.profile.clone(),
                 email: added.email.clone(),
+                erased: added.erased,
+            }));
+        }
+        if let (UserEvent::Erased, Some(data)) = (event, &self.data) {
+            self.data = Some(Arc::new(UserData {
+                username: String::new(),
+                resource_owner: data.resource_owner.clone(),
+                profile: None,
+                email: None,
+                erased: true,
             }));
         }
         if let Some(state) = event.state_after().filter(|_| self.data.is_some()) {
@@ -195,6 +207,7 @@ impl User {
                     profile: add.profile.clone(),
                     email: add.email.clone(),
                     initial: add.initial,
+                    erased: false,
                 })
             }
             UserCommand::Deactivate(id) => match self.require_live_state(id)? {
@@ -246,6 +259,13 @@ impl User {
                 self.require_live(id)?;
                 UserEvent::Removed
             }
+            // Again on an erased user: the key is gone already, the erasure is recorded again
+            // (an idempotent retry).
+            UserCommand::Erase(id) => match self.state() {
+                None => return Err(DomainError::NotFound(id.clone())),
+                Some(UserState::Deleted) => UserEvent::Erased,
+                Some(other) => return Err(DomainError::NotRemoved(id.clone(), other)),
+            },
         };
         Ok(vec![event])
     }

@@ -345,6 +345,12 @@ pub(crate) fn decode_ref(e: &EventRef<'_>) -> Result<UserEvent, Error> {
 fn authorise(principal: &Principal, command: &UserCommand, user: &User) -> Result<OrgId, Error> {
     let org = match command {
         UserCommand::Add(add) => add.organization.clone(),
+        // Erase is for removed users (its state precondition is checked in `decide`).
+        UserCommand::Erase(id) => user
+            .data()
+            .ok_or_else(|| crate::domain::DomainError::NotFound(id.clone()))?
+            .resource_owner
+            .clone(),
         _ => user.require_live(command.user_id())?.resource_owner.clone(),
     };
     may_act(principal, command, &org)?;
@@ -370,7 +376,7 @@ fn authorise_repeat(
 fn may_act(principal: &Principal, command: &UserCommand, org: &OrgId) -> Result<(), Error> {
     let id = command.user_id();
     let permission = match command {
-        UserCommand::Remove(_) => Permission::UserDelete,
+        UserCommand::Remove(_) | UserCommand::Erase(_) => Permission::UserDelete,
         _ => Permission::UserWrite,
     };
     if !principal.may(permission, org) {

@@ -493,6 +493,13 @@ impl ReadModel {
                 None
             }
             UserEvent::Locked(locked) => locked.locked_until,
+            UserEvent::Erased => {
+                // Profile and email go; the username stays in memory (it orders the list
+                // indexes) until the next rebuild, which reads it erased. A removed user is
+                // never answered, so neither is it.
+                entry.extra = None;
+                entry.locked_until
+            }
             _ => None,
         };
         entry.state = state;

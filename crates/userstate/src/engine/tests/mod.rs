@@ -557,6 +557,7 @@ async fn audit_of_a_history_without_its_add_is_corrupt_not_a_panic() {
         profile: None,
         email: None,
         initial: false,
+        erased: false,
     });
     let added = to_new_event(&admin(), &org("o1"), &added);
     store

@@ -61,9 +61,16 @@ impl Reference {
         };
         view.locked_until = match &decoded {
             UserEvent::Locked(locked) => locked.locked_until,
-            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => view.locked_until,
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) | UserEvent::Erased => {
+                view.locked_until
+            }
             _ => None,
         };
+        if let UserEvent::Erased = &decoded {
+            // Erasure drops profile and email (the username orders lists; see `apply_ref`).
+            view.profile = None;
+            view.email = None;
+        }
         match &decoded {
             UserEvent::CheckFailed(AuthMethod::Password, f) => {
                 view.failed_password_attempts = f.failed_attempts
@@ -83,7 +90,9 @@ impl Reference {
             UserEvent::Deactivated => UserState::Inactive,
             UserEvent::Reactivated | UserEvent::Unlocked(_) => UserState::Active,
             UserEvent::Locked(_) => UserState::Locked,
-            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) => view.state,
+            UserEvent::CheckFailed(..) | UserEvent::CheckSucceeded(_) | UserEvent::Erased => {
+                view.state
+            }
             UserEvent::Removed => UserState::Deleted,
             UserEvent::Added(_) => unreachable!(),
         };

@@ -9,9 +9,9 @@
 //! `recovery` (open), `read` (positional reads), `lock` (the directory lock), `io` (the I/O
 //! seam under the writer) and `faults` (its fault-injecting twin, feature `testkit`).
 
+mod backup;
 #[cfg(test)]
 mod chain_tests;
-mod backup;
 #[cfg(feature = "testkit")]
 pub mod faults;
 mod index;

@@ -1,0 +1,513 @@
+//! Crypto-shredding (SPEC.md "Erasure and tamper evidence", ADR 0021): personal data is stored
+//! sealed under a per-user key kept in a [`KeyStore`] apart from the log, and erasing a user
+//! destroys the key.
+//!
+//! [`CryptoStore`] wraps any [`EventStore`]. On append it seals the personal fields of the
+//! events that carry them — `username`, `profile` and `email` of `user.human.added`, `username`
+//! of `username.reserved` — into one `sealed` field (ChaCha20-Poly1305, base64 of nonce and
+//! ciphertext, the key id and event type as associated data), and names a username's
+//! reservation stream by a keyed hash of the canonical name instead of the name
+//! (`username:{instance}:h-{hex HMAC-SHA256}`, the key store's username secret). On read it
+//! opens the sealed fields again; without the key (erased) the fields stay empty and the
+//! payload says `"erased": true`. Appending `user.erased` destroys the user's key first.
+//!
+//! Everything below the wrapper — the store's files or tables, its hash chain, `export` —
+//! holds only the sealed form.
+
+mod keys;
+
+pub use keys::{
+    destroyed, other_secret, FileKeyStore, KeyExport, KeyFile, KeyStore, MemoryKeyStore, UserKey,
+    KEY_FILE,
+};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::ChaCha20Poly1305;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use crate::domain::{StreamName, UsernameEvent};
+use crate::store::{
+    EventRef, EventStore, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StoreError,
+    StoreWrapper, StreamId,
+};
+
+/// The field that holds the sealed personal fields in a stored payload.
+pub const SEALED: &str = "sealed";
+/// The field a read sets on a payload whose sealed fields cannot be opened any more.
+pub const ERASED: &str = "erased";
+/// The type of the event that erases a user.
+pub const USER_ERASED: &str = "user.erased";
+const USER_ADDED: &str = "user.human.added";
+const NONCE_LEN: usize = 12;
+
+/// The personal fields of an event type, `None` for types without any.
+fn personal_fields(event_type: &str) -> Option<&'static [&'static str]> {
+    match event_type {
+        USER_ADDED => Some(&["username", "profile", "email"]),
+        UsernameEvent::RESERVED => Some(&["username"]),
+        _ => None,
+    }
+}
+
+/// The id of the key an event of `stream` with `payload` is sealed with: `{instance}:{user}`
+/// of the user it is about (for a reservation, its holder).
+fn key_id(stream: &str, event_type: &str, payload: &Value) -> Option<String> {
+    match StreamName::parse(stream)? {
+        StreamName::User { instance, user } => Some(format!("{instance}:{user}")),
+        StreamName::Username { instance, .. } if event_type == UsernameEvent::RESERVED => {
+            let user = payload.get("userId")?.as_str()?;
+            Some(format!("{instance}:{user}"))
+        }
+        _ => None,
+    }
+}
+
+/// The user key id of a user stream (`user.erased` destroys it).
+fn user_key_id(stream: &str) -> Option<String> {
+    match StreamName::parse(stream)? {
+        StreamName::User { instance, user } => Some(format!("{instance}:{user}")),
+        _ => None,
+    }
+}
+
+fn aad(id: &str, event_type: &str) -> Vec<u8> {
+    [id.as_bytes(), b"\0", event_type.as_bytes()].concat()
+}
+
+/// Moves the personal fields of `payload` into its `sealed` field; `false` when there was
+/// nothing to seal (already sealed, or no personal field present).
+fn seal(payload: &mut Value, fields: &[&str], key: &UserKey, aad: &[u8]) -> bool {
+    let Some(object) = payload.as_object_mut() else {
+        return false;
+    };
+    if object.contains_key(SEALED) {
+        return false;
+    }
+    let mut personal = Map::new();
+    for field in fields {
+        if let Some(value) = object.remove(*field) {
+            personal.insert((*field).to_owned(), value);
+        }
+    }
+    let plain = serde_json::to_vec(&personal).expect("a JSON map serializes");
+    let cipher = ChaCha20Poly1305::new(&key.0.into());
+    let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let sealed = cipher
+        .encrypt(&nonce, Payload { msg: &plain, aad })
+        .expect("ChaCha20-Poly1305 encrypts any message under 256 GiB");
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    object.insert(SEALED.to_owned(), Value::String(B64.encode(bytes)));
+    true
+}
+
+/// Opens the `sealed` field of `payload` back into its fields with `key`; without a key (or a
+/// sealed field that does not open under it) the fields stay absent and `erased` is set.
+fn open(payload: &mut Value, key: Option<&UserKey>, aad: &[u8]) {
+    let Some(object) = payload.as_object_mut() else {
+        return;
+    };
+    let Some(Value::String(sealed)) = object.remove(SEALED) else {
+        return;
+    };
+    let opened = key.and_then(|key| {
+        let bytes = B64.decode(sealed).ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let plain = ChaCha20Poly1305::new(&key.0.into())
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .ok()?;
+        serde_json::from_slice::<Map<String, Value>>(&plain).ok()
+    });
+    match opened {
+        Some(fields) => object.extend(fields),
+        None => {
+            object.insert(ERASED.to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+/// An [`EventStore`] that seals personal data under per-user keys (see the module docs).
+pub struct CryptoStore {
+    inner: Arc<dyn EventStore>,
+    keys: Arc<dyn KeyStore>,
+    secret: [u8; 32],
+}
+
+impl CryptoStore {
+    /// Wraps `inner`, sealing with the keys of `keys`.
+    pub fn new(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStore>) -> Self {
+        let secret = keys.username_secret();
+        Self {
+            inner,
+            keys,
+            secret,
+        }
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
+    }
+
+    /// The stream name the store keeps for `stream`: a username reservation stream is named
+    /// by a keyed hash of its canonical name; every other name is kept as is.
+    pub fn stored_name(&self, stream: &StreamId) -> StreamId {
+        match StreamName::parse(stream.as_str()) {
+            Some(StreamName::Username {
+                instance,
+                canonical,
+            }) => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+                    .expect("HMAC takes a key of any length");
+                mac.update(instance.as_bytes());
+                mac.update(b"\0");
+                mac.update(canonical.as_bytes());
+                let digest = mac.finalize().into_bytes();
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                StreamId::new(format!("username:{instance}:h-{hex}"))
+                    .expect("a hashed name is a valid stream name")
+            }
+            _ => stream.clone(),
+        }
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<UserKey>, StoreError> {
+        match self.keys.cached(id) {
+            Some(key) => Ok(key),
+            None => self.keys.load(id).await,
+        }
+    }
+
+    /// Drops from the key store's cache the keys of the users `events` erase (another node
+    /// may have erased them), before any event of the page is opened.
+    fn forget_erased(&self, events: &[RecordedEvent]) {
+        for event in events.iter().filter(|e| e.event_type == USER_ERASED) {
+            if let Some(id) = user_key_id(event.stream.as_str()) {
+                self.keys.forget(&id);
+            }
+        }
+    }
+
+    /// Opens the sealed fields of `event` (in place).
+    async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), StoreError> {
+        if personal_fields(&event.event_type).is_none() || event.payload.get(SEALED).is_none() {
+            return Ok(());
+        }
+        let Some(id) = key_id(event.stream.as_str(), &event.event_type, &event.payload) else {
+            return Ok(());
+        };
+        let key = self.key(&id).await?;
+        open(
+            &mut event.payload,
+            key.as_ref(),
+            &aad(&id, &event.event_type),
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StoreWrapper for CryptoStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut plain = Vec::with_capacity(events.len());
+        for event in &mut events {
+            if event.event_type == USER_ERASED {
+                if let Some(id) = user_key_id(stream.as_str()) {
+                    self.keys.destroy(&id).await?;
+                }
+            }
+            let fields = personal_fields(&event.event_type);
+            let id =
+                fields.and_then(|_| key_id(stream.as_str(), &event.event_type, &event.payload));
+            match (fields, id) {
+                (Some(fields), Some(id)) => {
+                    // A reservation lost in a crash loses nothing (the add's user event
+                    // waits for the key to be durable), so its key's sync may run beside it.
+                    let key = if event.event_type == UsernameEvent::RESERVED {
+                        self.keys.create_soon(&id).await?
+                    } else {
+                        self.keys.create(&id).await?
+                    };
+                    let original = event.payload.clone();
+                    if seal(
+                        &mut event.payload,
+                        fields,
+                        &key,
+                        &aad(&id, &event.event_type),
+                    ) {
+                        plain.push(Some(original));
+                    } else {
+                        plain.push(None);
+                    }
+                }
+                _ => plain.push(None),
+            }
+        }
+        let stored = self.stored_name(stream);
+        let mut recorded = self.inner.append(&stored, expected, events).await?;
+        for (event, plain) in recorded.iter_mut().zip(plain) {
+            event.stream = stream.clone();
+            if let Some(plain) = plain {
+                event.payload = plain;
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_sequence: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stored = self.stored_name(stream);
+        let mut events = self.inner.read_stream(&stored, from_sequence).await?;
+        self.forget_erased(&events);
+        for event in &mut events {
+            event.stream = stream.clone();
+            self.open_event(event).await?;
+        }
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_all(from_position, limit).await?;
+        self.forget_erased(&events);
+        for event in &mut events {
+            self.open_event(event).await?;
+        }
+        Ok(events)
+    }
+
+    /// The inner store's visit, with the sealed events opened on the way. A key the key
+    /// store cannot answer without I/O ends the page before its event; the key is loaded
+    /// and the visit goes on from there.
+    async fn visit_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventRef<'e>) + Send),
+    ) -> Result<usize, StoreError> {
+        loop {
+            let mut visited = 0;
+            let mut missing: Option<String> = None;
+            self.inner
+                .visit_all(from_position, limit, &mut |event: EventRef<'_>| {
+                    if missing.is_some() {
+                        return;
+                    }
+                    if event.event_type == USER_ERASED {
+                        if let Some(id) = user_key_id(event.stream) {
+                            self.keys.forget(&id);
+                        }
+                    }
+                    if personal_fields(event.event_type).is_none() {
+                        visited += 1;
+                        return visit(event);
+                    }
+                    // An undecodable payload goes to the fold as it is, which reports it.
+                    let Ok(mut payload) = event.payload.deserialize::<Value>() else {
+                        visited += 1;
+                        return visit(event);
+                    };
+                    if payload.get(SEALED).is_none() {
+                        visited += 1;
+                        return visit(EventRef {
+                            payload: PayloadRef::Value(&payload),
+                            ..event
+                        });
+                    }
+                    let Some(id) = key_id(event.stream, event.event_type, &payload) else {
+                        visited += 1;
+                        return visit(event);
+                    };
+                    let Some(key) = self.keys.cached(&id) else {
+                        missing = Some(id);
+                        return;
+                    };
+                    open(&mut payload, key.as_ref(), &aad(&id, event.event_type));
+                    visited += 1;
+                    visit(EventRef {
+                        payload: PayloadRef::Value(&payload),
+                        ..event
+                    });
+                })
+                .await?;
+            match missing {
+                Some(id) if visited == 0 => {
+                    // Loaded into the key store's cache (or known absent) for the next try.
+                    let key = self.keys.load(&id).await?;
+                    if key.is_none() && self.keys.cached(&id).is_none() {
+                        return Err(StoreError::Backend {
+                            message: format!("the key store cannot answer for key {id}"),
+                            source: None,
+                        });
+                    }
+                }
+                _ => return Ok(visited),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{InstanceId, UserId};
+    use crate::store::{EventMetadata, MemoryStore};
+
+    fn new_event(event_type: &str, payload: Value) -> NewEvent {
+        NewEvent::new(event_type, 1, payload, EventMetadata::default())
+    }
+
+    proptest! {
+        /// Whatever the personal fields hold, they open back to themselves under their key,
+        /// and to nothing (erased) under another key or none.
+        #[test]
+        fn sealed_fields_open_only_under_their_key(
+            username in ".{0,40}", given in ".{0,40}", email in ".{0,40}"
+        ) {
+            let plain = json!({"username": username, "resourceOwner": "o",
+                "profile": {"givenName": given}, "email": {"email": email}});
+            let key = UserKey::generate();
+            let fields = personal_fields(USER_ADDED).unwrap();
+            let mut sealed = plain.clone();
+            prop_assert!(seal(&mut sealed, fields, &key, b"i:u"));
+            let text = sealed.to_string();
+            prop_assert!(sealed.get("username").is_none() && sealed.get("profile").is_none());
+            prop_assert_eq!(&sealed["resourceOwner"], "o");
+            let mut opened = sealed.clone();
+            open(&mut opened, Some(&key), b"i:u");
+            prop_assert_eq!(&opened, &plain);
+            for (key, aad) in [(Some(&UserKey::generate()), &b"i:u"[..]), (Some(&key), b"i:v"), (None, b"i:u")] {
+                let mut erased: Value = serde_json::from_str(&text).unwrap();
+                open(&mut erased, key, aad);
+                prop_assert_eq!(erased, json!({"resourceOwner": "o", "erased": true}));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_store_holds_only_sealed_data_and_erasure_destroys_the_key() {
+        let inner = Arc::new(MemoryStore::new());
+        let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+        let store: Arc<dyn EventStore> = Arc::new(CryptoStore::new(inner.clone(), keys.clone()));
+        let instance = InstanceId::new("i").unwrap();
+        let user = StreamId::user(&instance, &UserId::new("u").unwrap());
+        let name = StreamId::username(&instance, "Alice.Secret").unwrap();
+        let reserved = json!({"userId": "u", "username": "Alice.Secret"});
+        let added = json!({"username": "Alice.Secret", "resourceOwner": "o",
+            "email": {"email": "alice@secret.example"}});
+        let recorded = store
+            .append(
+                &name,
+                ExpectedVersion::Any,
+                vec![new_event(UsernameEvent::RESERVED, reserved.clone())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (recorded[0].stream.clone(), recorded[0].payload.clone()),
+            (name.clone(), reserved.clone())
+        );
+        store
+            .append(
+                &user,
+                ExpectedVersion::Any,
+                vec![new_event(USER_ADDED, added.clone())],
+            )
+            .await
+            .unwrap();
+        let raw = inner.read_all(1, 100).await.unwrap();
+        let text = serde_json::to_string(&raw).unwrap();
+        assert!(!text.to_lowercase().contains("alice"), "{text}");
+        assert_ne!(raw[0].stream, name);
+        assert_eq!(
+            store.read_stream(&name, 1).await.unwrap()[0].payload,
+            reserved
+        );
+        assert_eq!(store.read_stream(&user, 1).await.unwrap()[0].payload, added);
+        let mut visited = Vec::new();
+        store
+            .visit_all(1, 100, &mut |e| {
+                visited.push(e.payload.deserialize::<Value>().unwrap())
+            })
+            .await
+            .unwrap();
+        assert_eq!(visited, [reserved, added]);
+
+        store
+            .append(
+                &user,
+                ExpectedVersion::Any,
+                vec![new_event(USER_ERASED, json!({}))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(keys.load("i:u").await.unwrap(), None);
+        let erased = store.read_all(1, 100).await.unwrap();
+        assert_eq!(erased[0].payload, json!({"userId": "u", "erased": true}));
+        assert_eq!(
+            erased[1].payload,
+            json!({"resourceOwner": "o", "erased": true})
+        );
+        assert!(
+            keys.create("i:u").await.is_err(),
+            "an erased user's key came back"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_file_key_store_keeps_keys_across_opens_and_forgets_destroyed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = FileKeyStore::open(dir.path()).unwrap();
+        let a = keys.create("i:a").await.unwrap();
+        let b = keys.create("i:b").await.unwrap();
+        let secret = keys.username_secret();
+        keys.destroy("i:a").await.unwrap();
+        drop(keys);
+        let text = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        assert!(!text.contains("i:a") && !text.contains(&B64.encode(a.0)));
+        let keys = FileKeyStore::open(dir.path()).unwrap();
+        assert_eq!(keys.username_secret(), secret);
+        assert_eq!(keys.load("i:a").await.unwrap(), None);
+        assert_eq!(keys.load("i:b").await.unwrap(), Some(b));
+        let export = keys.export().await.unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let moved = FileKeyStore::open(other.path()).unwrap();
+        moved.import(&export).await.unwrap();
+        assert_eq!(moved.username_secret(), secret);
+        assert_eq!(moved.export().await.unwrap(), export);
+    }
+}
