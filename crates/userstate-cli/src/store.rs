@@ -11,6 +11,7 @@ use anyhow::{bail, Context as _};
 use userstate::crypto::KeyExport;
 use userstate::{
     CryptoStore, EventStore, FileKeyStore, FileStore, KeyStore, MemoryKeyStore, MemoryStore,
+    UnsealedStore,
 };
 
 /// The directory of the file store inside the data directory.
@@ -121,12 +122,23 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
     let store = open_raw_store(spec, data_dir).await?;
+    if is_kurrentdb(spec) {
+        // No key store every node shares: unsealed, and erasure refused (ADR 0021).
+        return Ok(Arc::new(UnsealedStore::new(store)));
+    }
     let keys = open_key_store(spec, data_dir).await?;
     Ok(Arc::new(CryptoStore::new(store, keys)))
 }
 
-/// The key store of the store named by `spec`: `DATA/keys` for the file store (and for
-/// KurrentDB, which has no place of its own for it), the table `user_keys` in the store's
+fn is_kurrentdb(spec: &str) -> bool {
+    matches!(
+        spec.split_once("://").map(|(scheme, _)| scheme),
+        Some("esdb" | "esdb+discover" | "kurrentdb" | "kurrentdb+discover" | "kurrent" | "kdb")
+    )
+}
+
+/// The key store of the store named by `spec`: `DATA/keys` for the file store (KurrentDB
+/// keeps personal data unsealed, [`open_store`]), the table `user_keys` in the store's
 /// schema for PostgreSQL, memory for the memory store.
 pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn KeyStore>> {
     match spec {
@@ -216,11 +228,7 @@ pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
         #[cfg(feature = "postgres")]
         url if is_postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
         #[cfg(feature = "kurrentdb")]
-        url if matches!(
-            url.split_once("://").map(|(scheme, _)| scheme),
-            Some("esdb" | "esdb+discover" | "kurrentdb" | "kurrentdb+discover" | "kurrent" | "kdb")
-        ) =>
-        {
+        url if is_kurrentdb(url) => {
             let store = userstate_eventstoredb::EsdbStore::connect(url)
                 .await
                 .with_context(|| format!("opening the store {}", redact_password(url)))?;

@@ -134,6 +134,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn found_in_files(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     for path in files(dir) {
+        // Only regular files hold bytes (`serve` keeps its admin socket beside them).
+        if !std::fs::metadata(&path).unwrap().is_file() {
+            continue;
+        }
         let bytes = std::fs::read(&path).unwrap();
         for needle in needles {
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
