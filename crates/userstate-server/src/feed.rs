@@ -5,11 +5,14 @@
 //! server-streaming `userstate.events.v1.EventService/SubscribeEvents` ([`crate::grpc`]).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
+use axum::http::{header::AUTHORIZATION, HeaderMap};
 use futures_util::{stream, Stream};
 use userstate::feed::{Filter, Subscription, DEFAULT_MAX_LAG};
 use userstate::{DomainError, Error, Permission, RecordedEvent};
 
+use crate::auth::Credentials;
 use crate::caller::Caller;
 use crate::http::AppState;
 use crate::status::ApiError;
@@ -94,18 +97,33 @@ pub fn event_line(event: &RecordedEvent) -> String {
     serde_json::to_string(event).expect("a recorded event is JSON")
 }
 
+/// How often an open stream asks the authenticator again whether the credentials it was
+/// opened with are still good (a revoked store token, an expired JWT): at most this long after
+/// that, the reader gets no further event.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
 /// The events of `subscription` one by one, for a response body: ends after the first error
-/// (a reader too far behind, a store failure), which it yields, and ends when the server
-/// drains ([`AppState::close_feeds`]). Holds at most one page.
+/// (a reader too far behind, a store failure, credentials no longer accepted), which it
+/// yields, and ends when the server drains ([`AppState::close_feeds`]). Holds at most one
+/// page. `headers` are the request's: their `Authorization` is authenticated again before an
+/// event is sent once [`RECHECK`] has passed since the last time.
 pub fn events(
     state: &AppState,
     subscription: Subscription,
+    headers: &HeaderMap,
 ) -> impl Stream<Item = Result<RecordedEvent, ApiError>> + Send + 'static {
+    let mut credentials = HeaderMap::new();
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        credentials.insert(AUTHORIZATION, value.clone());
+    }
     let reader = Reader {
         subscription,
         pending: VecDeque::new(),
         closing: state.closing(),
         done: false,
+        state: state.clone(),
+        credentials,
+        checked: Instant::now(),
     };
     stream::unfold(reader, Reader::step)
 }
@@ -117,6 +135,11 @@ struct Reader {
     pending: VecDeque<RecordedEvent>,
     closing: tokio::sync::watch::Receiver<bool>,
     done: bool,
+    state: AppState,
+    /// The `Authorization` header the stream was opened with (nothing else is kept).
+    credentials: HeaderMap,
+    /// When the credentials were last accepted.
+    checked: Instant,
 }
 
 impl Reader {
@@ -136,6 +159,20 @@ impl Reader {
                     return Some((Err(ApiError::from(e)), self));
                 }
             }
+        }
+        if self.checked.elapsed() >= RECHECK {
+            let accepted = self
+                .state
+                .authenticator()
+                .authenticate(Credentials::new(&self.credentials))
+                .await;
+            if let Err(error) = accepted {
+                self.state.metrics().auth_failed("invalid");
+                tracing::info!(subject = error.subject(), error = %error, "event feed closed: its credentials are no longer accepted");
+                self.done = true;
+                return Some((Err(ApiError::from(error)), self));
+            }
+            self.checked = Instant::now();
         }
         let event = self.pending.pop_front()?;
         Some((Ok(event), self))

@@ -400,3 +400,85 @@ async fn grpc_streams_the_same_events() {
     assert_eq!(body["code"], "unimplemented", "{body}");
     s.stop().await;
 }
+
+/// A token that can be revoked while streams opened with it are open (as a store token or an
+/// expiring JWT can).
+struct Revocable {
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+const REVOCABLE: &str = "tok-revocable";
+
+#[async_trait::async_trait]
+impl userstate_server::Authenticator for Revocable {
+    async fn authenticate(
+        &self,
+        credentials: userstate_server::Credentials<'_>,
+    ) -> Result<Arc<userstate::Principal>, userstate_server::AuthError> {
+        if credentials.bearer()? != REVOCABLE {
+            return Err(userstate_server::AuthError::Unknown);
+        }
+        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(userstate_server::AuthError::rejected(
+                Some("revocable".into()),
+                "token revoked",
+            ));
+        }
+        Ok(Arc::new(userstate::Principal::system(
+            "revocable",
+            userstate::InstanceId::new("i1").unwrap(),
+        )))
+    }
+}
+
+/// A stream does not outlive its credentials: once the token is revoked, an open SSE stream and
+/// an open gRPC stream get no further event: an Unauthenticated error, then the end.
+#[tokio::test]
+async fn a_revoked_token_ends_its_open_streams() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let revocable = Arc::new(Revocable {
+        revoked: false.into(),
+    });
+    let chain = userstate_server::Chain::new()
+        .with(Arc::new(authenticator()))
+        .with(revocable.clone());
+    let s = TestServer::start_config(store.clone(), |config| {
+        config.authenticator = Arc::new(chain)
+    })
+    .await;
+    assert_eq!(s.add(ADMIN, "r1", "acme").await.status, 201);
+    let mut sse = SseReader::open(&s, "?afterPosition=0", REVOCABLE, None).await;
+    assert!(
+        sse.next().await.unwrap().event.is_none(),
+        "an event while valid"
+    );
+    let mut client = EventServiceClient::new(channel(s.addr).await);
+    let mut grpc = client
+        .subscribe_events(as_(REVOCABLE, SubscribeEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        grpc.message().await.unwrap().is_some(),
+        "a message while valid"
+    );
+
+    revocable
+        .revoked
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(userstate_server::feed::RECHECK + Duration::from_millis(200)).await;
+    assert_eq!(s.post("/v2/users/r1/lock", ADMIN).await.status, 200);
+
+    let refused = sse.next().await.expect("an error event, not the lock");
+    assert_eq!(refused.event.as_deref(), Some("error"), "{refused:?}");
+    let body: Value = serde_json::from_str(&refused.data).unwrap();
+    assert_eq!(body["code"], 16, "Unauthenticated: {body}");
+    assert!(sse.next().await.is_none(), "then the stream ends");
+
+    let status = tokio::time::timeout(Duration::from_secs(10), grpc.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    s.stop().await;
+}

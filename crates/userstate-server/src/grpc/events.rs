@@ -55,6 +55,7 @@ impl EventService for Events {
         let caller = caller(&self.state, &request)
             .await
             .map_err(|e| status_of(&e))?;
+        let headers = request.metadata().clone().into_headers();
         let message = request.into_inner();
         let too_many = |field: &'static str, n: usize| {
             status_of(&ApiError::from(userstate::DomainError::InvalidArgument {
@@ -74,7 +75,7 @@ impl EventService for Events {
             orgs: message.orgs,
         };
         let subscription = open(&self.state, &caller, &feed).map_err(|e| status_of(&e))?;
-        let answers = feed::events(&self.state, subscription).map(answer);
+        let answers = feed::events(&self.state, subscription, &headers).map(answer);
         Ok(Response::new(Box::pin(answers)))
     }
 }

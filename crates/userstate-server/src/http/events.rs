@@ -44,7 +44,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let request = feed_request(&headers, &uri)?;
     let subscription = open(&state, &caller, &request)?;
-    let events = feed::events(&state, subscription).map(|item| {
+    let events = feed::events(&state, subscription, &headers).map(|item| {
         Ok::<_, Infallible>(match item {
             Ok(event) => Event::default()
                 .id(event.position.to_string())
