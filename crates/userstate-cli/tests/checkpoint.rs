@@ -2,21 +2,14 @@
 //! signed checkpoint verifies; a payload byte changed before it (framing fixed up) fails both
 //! the chain and the checkpoint, by position; a checkpoint under another key is refused.
 
+mod bin;
+
+use bin::userstate;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use userstate::store::file_record::{decode, encode, Decoded, Marks};
-
-fn userstate(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_userstate"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("USERSTATE_STORE")
-        .output()
-        .expect("run the userstate binary")
-}
 
 fn ok(data: &Path, args: &[&str]) -> Output {
     let out = userstate(data, args);

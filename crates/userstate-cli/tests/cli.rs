@@ -2,20 +2,13 @@
 //! codes, audit at many points of a long history, verify on clean and damaged stores, and
 //! export -> import into a fresh store.
 
+mod bin;
+
+use bin::userstate;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn userstate(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_userstate"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("USERSTATE_STORE")
-        .output()
-        .expect("run the userstate binary")
-}
 
 fn ok_json(data: &Path, args: &[&str]) -> Value {
     let out = userstate(data, args);

@@ -6,6 +6,9 @@
 //! sizes, inodes, mtimes and ctimes of every file are the same after them (any write,
 //! truncation, chmod, rename or new file would show).
 
+mod bin;
+
+use bin::userstate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
@@ -97,16 +100,6 @@ async fn ready(base: &str) {
         assert!(Instant::now() < deadline, "not ready: {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn userstate(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_userstate"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("USERSTATE_STORE")
-        .output()
-        .expect("run the userstate binary")
 }
 
 fn ok(data: &Path, args: &[&str]) -> String {

@@ -51,13 +51,12 @@ pub enum StreamName<'a> {
     },
 }
 
-/// The instance part of names that belong to no instance ([`StreamName::Delivery`]).
+/// The instance part of names that belong to no instance ([`StreamName::Tokens`],
+/// [`StreamName::Delivery`]), and the key of the one token stream: `*` is no id.
 const NO_INSTANCE: &str = "*";
 
 /// The key of the instance's own lockout policy stream (`*` is no organisation id).
 const INSTANCE_POLICY: &str = "*";
-/// The instance and key parts of the store-wide token stream (`*` is no id).
-const ALL: &str = "*";
 
 /// A stream name's kind, told by its prefix alone (no split; for hot paths that only filter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +137,7 @@ impl<'a> StreamName<'a> {
                 instance,
                 org: (key != INSTANCE_POLICY).then_some(key),
             },
-            StreamKind::Tokens if instance == ALL && key == ALL => Self::Tokens,
+            StreamKind::Tokens if instance == NO_INSTANCE && key == NO_INSTANCE => Self::Tokens,
             StreamKind::Tokens => return None,
             StreamKind::Delivery if instance == NO_INSTANCE => Self::Delivery { target: key },
             StreamKind::Delivery => return None,
@@ -165,7 +164,7 @@ impl<'a> StreamName<'a> {
             | Self::Username { instance, .. }
             | Self::IdempotencyKey { instance, .. }
             | Self::LockoutPolicy { instance, .. } => instance,
-            Self::Tokens => ALL,
+            Self::Tokens => NO_INSTANCE,
             Self::Delivery { .. } => NO_INSTANCE,
         }
     }
@@ -177,7 +176,7 @@ impl<'a> StreamName<'a> {
             | Self::IdempotencyKey { digest: key, .. }
             | Self::Delivery { target: key } => key,
             Self::LockoutPolicy { org, .. } => org.unwrap_or(INSTANCE_POLICY),
-            Self::Tokens => ALL,
+            Self::Tokens => NO_INSTANCE,
         }
     }
 
