@@ -11,7 +11,6 @@ use anyhow::{bail, Context as _};
 use userstate::crypto::KeyExport;
 use userstate::{
     CryptoStore, EventStore, FileKeyStore, FileStore, KeyStore, MemoryKeyStore, MemoryStore,
-    UnsealedStore,
 };
 
 /// The directory of the file store inside the data directory.
@@ -121,11 +120,13 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         let keys = postgres_keys(&store, spec).await?;
         return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
-    let store = open_raw_store(spec, data_dir).await?;
+    #[cfg(feature = "kurrentdb")]
     if is_kurrentdb(spec) {
-        // No key store every node shares: unsealed, and erasure refused (ADR 0021).
-        return Ok(Arc::new(UnsealedStore::new(store)));
+        let store = connect_kurrentdb(spec).await?;
+        let keys = kurrentdb_keys(&store, spec).await?;
+        return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
+    let store = open_raw_store(spec, data_dir).await?;
     let keys = open_key_store(spec, data_dir).await?;
     Ok(Arc::new(CryptoStore::new(store, keys)))
 }
@@ -137,14 +138,16 @@ fn is_kurrentdb(spec: &str) -> bool {
     )
 }
 
-/// The key store of the store named by `spec`: `DATA/keys` for the file store (KurrentDB
-/// keeps personal data unsealed, [`open_store`]), the table `user_keys` in the store's
-/// schema for PostgreSQL, memory for the memory store.
+/// The key store of the store named by `spec`: `DATA/keys` for the file store, the table
+/// `user_keys` in the store's schema for PostgreSQL, key streams in the server for KurrentDB
+/// (`{namespace}.keys-…`, shared by every node), memory for the memory store.
 pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn KeyStore>> {
     match spec {
         "memory" => Ok(Arc::new(MemoryKeyStore::new())),
         #[cfg(feature = "postgres")]
         url if is_postgres(url) => postgres_keys(&connect_postgres(url).await?, url).await,
+        #[cfg(feature = "kurrentdb")]
+        url if is_kurrentdb(url) => kurrentdb_keys(&connect_kurrentdb(url).await?, url).await,
         _ => {
             let dir = data_dir.to_owned();
             let keys = tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
@@ -163,7 +166,7 @@ pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
 /// Everything in the key store of the store named by `spec`, for `export --keys`. The file
 /// key store is read without being opened for writing (`serve` may run on it).
 pub async fn export_keys(spec: &str, data_dir: &Path) -> anyhow::Result<KeyExport> {
-    let is_file = spec != "memory" && !is_postgres(spec);
+    let is_file = spec != "memory" && !is_postgres(spec) && !is_kurrentdb(spec);
     if is_file {
         let dir = data_dir.to_owned();
         return tokio::task::spawn_blocking(move || FileKeyStore::read_export(&dir))
@@ -202,6 +205,25 @@ async fn postgres_keys(
     Ok(Arc::new(keys))
 }
 
+#[cfg(feature = "kurrentdb")]
+async fn connect_kurrentdb(url: &str) -> anyhow::Result<userstate_eventstoredb::EsdbStore> {
+    userstate_eventstoredb::EsdbStore::connect(url)
+        .await
+        .with_context(|| format!("opening the store {}", redact_password(url)))
+}
+
+#[cfg(feature = "kurrentdb")]
+async fn kurrentdb_keys(
+    store: &userstate_eventstoredb::EsdbStore,
+    url: &str,
+) -> anyhow::Result<Arc<dyn KeyStore>> {
+    let keys = store
+        .key_store()
+        .await
+        .with_context(|| format!("opening the key store in {}", redact_password(url)))?;
+    Ok(Arc::new(keys))
+}
+
 /// Opens the store named by `spec` as it is stored: personal data sealed, username
 /// reservation streams named by a hash (what `export` writes and `import` reads).
 pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
@@ -228,12 +250,7 @@ pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
         #[cfg(feature = "postgres")]
         url if is_postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
         #[cfg(feature = "kurrentdb")]
-        url if is_kurrentdb(url) => {
-            let store = userstate_eventstoredb::EsdbStore::connect(url)
-                .await
-                .with_context(|| format!("opening the store {}", redact_password(url)))?;
-            Ok(Arc::new(store))
-        }
+        url if is_kurrentdb(url) => Ok(Arc::new(connect_kurrentdb(url).await?)),
         other => {
             bail!("unknown store {other:?}; use `file`, `memory`, `postgres://…` or `esdb://…`")
         }

@@ -5,8 +5,10 @@
 //! by its ids) and whose data is our payload. Everything else goes in the custom metadata, a
 //! JSON object: `instance`, `resourceOwner`, `creator`, `correlationId`, `idempotencyKey` (our
 //! [`EventMetadata`]), `revision` (payload schema revision), `createdAt` (our commit time,
-//! RFC 3339 with nanoseconds, the same for all events of one append) and, when there is a
-//! correlation id, KurrentDB's conventional `$correlationId`.
+//! RFC 3339 with nanoseconds, the same for all events of one append), `chain` (the event's link
+//! in its stream's hash chain, 64 hex digits, see [`userstate::chain::stream_link`] and ADR
+//! 0020; absent on events written before it) and, when there is a correlation id, KurrentDB's
+//! conventional `$correlationId`.
 //!
 //! Our global position is the event's log position in `$all` plus one (1-based, 0 = "none").
 //! Every event a gRPC append writes is a self-committed prepare record, so its commit and its
@@ -17,6 +19,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use userstate::chain::EventHash;
 use userstate::store::{EventMetadata, NewEvent};
 use userstate::{RecordedEvent, StoreError};
 
@@ -30,6 +33,8 @@ struct StoredMetadata {
     meta: EventMetadata,
     revision: u16,
     created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<EventHash>,
     #[serde(
         rename = "$correlationId",
         default,
@@ -43,12 +48,18 @@ pub fn our_position(p: kurrentdb::Position) -> u64 {
     p.prepare.saturating_add(1)
 }
 
-/// The KurrentDB event for `event`, committed at `now` (an imported event keeps its own time).
-pub fn encode(event: &NewEvent, now: DateTime<Utc>) -> Result<kurrentdb::EventData, StoreError> {
+/// The KurrentDB event for `event`, committed at `created_at` (for an imported event, its own
+/// time), carrying `chain`, its link in its stream's chain.
+pub fn encode(
+    event: &NewEvent,
+    created_at: DateTime<Utc>,
+    chain: EventHash,
+) -> Result<kurrentdb::EventData, StoreError> {
     let meta = StoredMetadata {
         meta: event.metadata.clone(),
         revision: event.revision,
-        created_at: event.created_at.unwrap_or(now),
+        created_at,
+        chain: Some(chain),
         esdb_correlation_id: event.metadata.correlation_id.clone(),
     };
     let invalid =
@@ -93,13 +104,15 @@ pub fn decode(
         metadata: meta.meta,
         created_at: None,
     };
-    Ok(RecordedEvent::record(
+    let mut recorded = RecordedEvent::record(
         stream,
         e.revision.saturating_add(1),
         our_position(e.position),
         meta.created_at,
         event,
-    ))
+    );
+    recorded.hash = meta.chain.unwrap_or(EventHash::ZERO);
+    Ok(recorded)
 }
 
 #[cfg(test)]
@@ -128,6 +141,7 @@ mod tests {
             },
             revision: 3,
             created_at: DateTime::from_timestamp(0, 5).unwrap_or_default(),
+            chain: Some(EventHash([0xab; 32])),
             esdb_correlation_id: Some("k".into()),
         };
         let json = serde_json::to_value(&meta).unwrap();
@@ -135,7 +149,7 @@ mod tests {
             json,
             serde_json::json!({"instance": "i", "resourceOwner": "o", "creator": "c",
                 "correlationId": "k", "revision": 3, "createdAt": "1970-01-01T00:00:00.000000005Z",
-                "$correlationId": "k"})
+                "chain": "ab".repeat(32), "$correlationId": "k"})
         );
     }
 }

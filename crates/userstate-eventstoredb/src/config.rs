@@ -87,8 +87,9 @@ impl EsdbConfig {
     /// The namespace: every stream of this store is named `{namespace}-{stream id}` and only
     /// streams with the prefix `{namespace}-` are read from `$all`. It is also the stream
     /// category KurrentDB's `$by_category` projection derives (`$ce-{namespace}`).
-    /// Non-empty, at most 64 bytes, no `-`, no control characters, not starting with `$`;
-    /// since it holds no `-`, two namespaces never share a prefix.
+    /// Non-empty, at most 64 bytes, no `-`, no control characters, not starting with `$`, not
+    /// ending in `.keys`; since it holds no `-`, two namespaces never share a prefix, and the
+    /// key streams (`{namespace}.keys-…`, `src/keys.rs`) are in no namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -109,13 +110,15 @@ fn validate_namespace(ns: &str) -> Result<(), StoreError> {
         && ns.len() <= MAX_NAMESPACE_LEN
         && !ns.starts_with('$')
         && !ns.contains('-')
+        && !ns.ends_with(crate::keys::KEYS_SUFFIX)
         && !ns.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
         Err(StoreError::InvalidArgument(format!(
             "namespace {ns:?} must be 1 to {MAX_NAMESPACE_LEN} bytes, without '-' or control \
-             characters, and must not start with '$'"
+             characters, must not start with '$' and must not end in '.keys' (the key streams \
+             of namespace NAME are NAME.keys-…)"
         )))
     }
 }
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn bad_namespaces_and_urls_are_refused() {
-        for ns in ["", "a-b", "$sys", "x\ny", &"n".repeat(65)] {
+        for ns in ["", "a-b", "$sys", "x\ny", &"n".repeat(65), "userstate.keys"] {
             assert!(EsdbConfig::from_url("esdb://h:2113")
                 .unwrap()
                 .with_namespace(ns)

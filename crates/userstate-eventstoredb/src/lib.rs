@@ -20,6 +20,10 @@
 //!   becomes [`StoreError::Conflict`](userstate::StoreError::Conflict).
 //! - Global positions are `$all` log positions plus one; `read_all` pages `$all` filtered to
 //!   the namespace and the head is followed with a `$all` subscription.
+//! - The per-user keys of crypto-shredding live in KurrentDB too, one stream per key outside
+//!   the namespace's `$all` filter, destroyed by a tombstone (`src/keys.rs`).
+//! - Each event's custom metadata carries its link in its stream's hash chain (`src/codec.rs`,
+//!   ADR 0020).
 //! - A dead client is replaced with backoff; meanwhile calls answer
 //!   [`StoreError::Unavailable`](userstate::StoreError::Unavailable) (`src/connection.rs`).
 //!
@@ -31,11 +35,13 @@ mod codec;
 mod config;
 mod connection;
 mod head;
+mod keys;
 mod naming;
 mod positions;
 mod store;
 
 pub use config::{EsdbConfig, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
+pub use keys::EsdbKeyStore;
 pub use store::EsdbStore;
 
 /// The protocol-level KurrentDB test server of `tests/support` (feature `test-server`): a tonic

@@ -1,6 +1,7 @@
 //! [`EsdbStore`]: the [`EventStore`] contract on KurrentDB / EventStoreDB.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -8,11 +9,13 @@ use kurrentdb::{
     AppendToStreamOptions, CurrentRevision, Position, ReadAllOptions, ReadStreamOptions,
     StreamPosition, StreamState, SubscriptionFilter,
 };
+use userstate::chain::{self, Coordinates, EventHash};
 use userstate::store::{NewEvent, Watermark};
 use userstate::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 
 use crate::codec::{decode, encode, our_position};
 use crate::connection::Connection;
+use crate::keys::EsdbKeyStore;
 use crate::naming::StreamNaming;
 use crate::positions::PositionIndex;
 use crate::{head, EsdbConfig};
@@ -21,6 +24,10 @@ use crate::{head, EsdbConfig};
 const PAGE: usize = 512;
 /// Positions remembered for starting `$all` reads.
 const INDEX_CAPACITY: usize = 65_536;
+/// Streams whose last sequence and link are remembered (the cache is emptied when full).
+const HEADS_CAPACITY: usize = 65_536;
+/// Attempts of an append with [`ExpectedVersion::Any`] that lost a race to another writer.
+const ANY_ATTEMPTS: usize = 16;
 
 /// What the store and its head follower share.
 pub(crate) struct Shared {
@@ -28,12 +35,33 @@ pub(crate) struct Shared {
     pub(crate) naming: StreamNaming,
     pub(crate) index: PositionIndex,
     pub(crate) head: Arc<Watermark>,
+    /// Stream -> the sequence and stored link of an event of it seen last: the link the next
+    /// append's first event chains to, when it expects that sequence.
+    pub(crate) heads: Mutex<HashMap<StreamId, (u64, EventHash)>>,
 }
 
 impl Shared {
     /// Raises the head watch to `position` if it is higher.
     pub(crate) fn raise_head(&self, position: u64) {
         self.head.advance(position);
+    }
+
+    /// Remembers that `event` is (or was) the last of its stream.
+    fn remember_head(&self, event: &RecordedEvent) {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        if heads.len() >= HEADS_CAPACITY {
+            heads.clear();
+        }
+        heads.insert(event.stream.clone(), (event.sequence, event.hash));
+    }
+
+    /// The link remembered for the event at `sequence` of `stream`.
+    fn known_link(&self, stream: &StreamId, sequence: u64) -> Option<EventHash> {
+        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads
+            .get(stream)
+            .filter(|(s, _)| *s == sequence)
+            .map(|(_, h)| *h)
     }
 
     pub(crate) fn filter(&self) -> SubscriptionFilter {
@@ -80,6 +108,7 @@ impl Shared {
 pub struct EsdbStore {
     shared: Arc<Shared>,
     follower: tokio::task::JoinHandle<()>,
+    namespace: String,
 }
 
 impl EsdbStore {
@@ -98,9 +127,20 @@ impl EsdbStore {
             naming: StreamNaming::new(config.namespace()),
             index: PositionIndex::new(INDEX_CAPACITY),
             head: Arc::default(),
+            heads: Mutex::default(),
         });
         let follower = tokio::spawn(head::follow(shared.clone()));
-        Ok(Self { shared, follower })
+        Ok(Self {
+            shared,
+            follower,
+            namespace: config.namespace().to_owned(),
+        })
+    }
+
+    /// The key store of crypto-shredding in this server, shared by every node of the namespace
+    /// (see [`EsdbKeyStore`]); makes the username secret when there is none yet.
+    pub async fn key_store(&self) -> Result<EsdbKeyStore, StoreError> {
+        EsdbKeyStore::open(self.shared.clone(), &self.namespace).await
     }
 
     /// The namespace prefix of this store's KurrentDB stream names.
@@ -144,14 +184,136 @@ impl EsdbStore {
             Err(e) => return Err(s.connection.fail(&lease, e)),
         }
         s.connection.succeeded(&lease);
-        raw.iter()
+        let events = raw
+            .iter()
             .map(|e| {
                 let event = e.get_original_event();
                 s.index
                     .remember(our_position(event.position), event.position);
                 decode(&s.naming, event)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(last) = events.last() {
+            s.remember_head(last);
+        }
+        Ok(events)
+    }
+
+    /// The last event of `stream`, if any.
+    async fn last_of(&self, stream: &StreamId) -> Result<Option<RecordedEvent>, StoreError> {
+        let s = &self.shared;
+        let name = s.naming.esdb_name(stream);
+        let lease = s.connection.lease()?;
+        let options = ReadStreamOptions::default()
+            .backwards()
+            .position(StreamPosition::End)
+            .max_count(1);
+        let result = async {
+            let mut read = lease.client.read_stream(name.as_str(), &options).await?;
+            read.next().await
+        }
+        .await;
+        let event = match result {
+            Ok(e) => e,
+            Err(kurrentdb::Error::ResourceNotFound) => None,
+            Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
+            Err(e) => return Err(s.connection.fail(&lease, e)),
+        };
+        s.connection.succeeded(&lease);
+        event
+            .map(|e| decode(&s.naming, e.get_original_event()))
+            .transpose()
+    }
+
+    /// The stored link of the event at `sequence` of `stream` (the one an append expecting
+    /// that version chains to): remembered, or read. [`EventHash::ZERO`] for 0, or when there
+    /// is no such event (the append then fails on its expected version).
+    async fn link_at(&self, stream: &StreamId, sequence: u64) -> Result<EventHash, StoreError> {
+        if sequence == 0 {
+            return Ok(EventHash::ZERO);
+        }
+        if let Some(link) = self.shared.known_link(stream, sequence) {
+            return Ok(link);
+        }
+        let read = self.read_revisions(stream, sequence - 1, 1).await?;
+        Ok(read
+            .first()
+            .filter(|e| e.sequence == sequence)
+            .map_or(EventHash::ZERO, |e| e.hash))
+    }
+
+    /// Appends `events` after the event at `version` of `stream`, each linked to the one
+    /// before it in the stream (ADR 0020).
+    async fn append_linked(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        mut previous: EventHash,
+        events: &[NewEvent],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let s = &self.shared;
+        let name = s.naming.esdb_name(stream);
+        let now = Utc::now();
+        let mut data = Vec::with_capacity(events.len());
+        for (sequence, e) in (version + 1..).zip(events) {
+            let created_at = e.created_at.unwrap_or(now);
+            let at = Coordinates {
+                position: 0, // not known before commit, and not covered by a stream link
+                sequence,
+                created_at_micros: created_at.timestamp_micros(),
+                event_id: e.event_id,
+                revision: e.revision,
+            };
+            let content =
+                chain::content_digest(stream.as_str(), &e.event_type, &e.metadata, &e.payload);
+            previous = chain::stream_link(&previous, &at, &content);
+            data.push(encode(e, created_at, previous)?);
+        }
+        let expected = ExpectedVersion::Exact(version);
+        let options = AppendToStreamOptions::default().stream_state(stream_state(expected));
+        let lease = s.connection.lease()?;
+        let written = match lease
+            .client
+            .append_to_stream(name.as_str(), &options, data)
+            .await
+        {
+            Ok(w) => w,
+            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                s.connection.succeeded(&lease);
+                let actual = match current {
+                    CurrentRevision::Current(r) => r + 1,
+                    CurrentRevision::NoStream => 0,
+                };
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
+            Err(e) => return Err(s.connection.fail(&lease, e)),
+        };
+        s.connection.succeeded(&lease);
+        // The append answers only the last revision; read the events back for their
+        // positions, so that what we return equals what every later read returns.
+        let n = events.len() as u64;
+        let first = (written.next_expected_version + 1).saturating_sub(n);
+        let recorded = self.read_revisions(stream, first, events.len()).await?;
+        let ids_match = recorded.len() == events.len()
+            && recorded
+                .iter()
+                .zip(events)
+                .all(|(r, e)| r.event_id == e.event_id);
+        if !ids_match {
+            return Err(StoreError::Corrupt {
+                location: format!("stream {name} from revision {first}"),
+                reason: "the events read back after an append are not the ones appended".into(),
+            });
+        }
+        if let Some(last) = recorded.last() {
+            s.raise_head(last.position);
+        }
+        Ok(recorded)
     }
 
     /// One `$all` page from `start` (inclusive), at most `count` raw events.
@@ -221,57 +383,32 @@ impl EventStore for EsdbStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         userstate::store::ensure_events(&events)?;
-        let s = &self.shared;
-        let name = s.naming.esdb_name(stream);
-        let now = Utc::now();
-        let data = events
-            .iter()
-            .map(|e| encode(e, now))
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = AppendToStreamOptions::default().stream_state(stream_state(expected));
-        let lease = s.connection.lease()?;
-        let written = match lease
-            .client
-            .append_to_stream(name.as_str(), &options, data)
-            .await
-        {
-            Ok(w) => w,
-            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
-                s.connection.succeeded(&lease);
-                let actual = match current {
-                    CurrentRevision::Current(r) => r + 1,
-                    CurrentRevision::NoStream => 0,
-                };
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual,
-                });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (version, previous) = match expected {
+                ExpectedVersion::NoStream => (0, EventHash::ZERO),
+                ExpectedVersion::Exact(n) => (n, self.link_at(stream, n).await?),
+                // The link needs the event before: append after the last one seen, again
+                // when another writer got there first.
+                ExpectedVersion::Any => match self.last_of(stream).await? {
+                    Some(last) => (last.sequence, last.hash),
+                    None => (0, EventHash::ZERO),
+                },
+            };
+            match self.append_linked(stream, version, previous, &events).await {
+                Err(StoreError::Conflict { .. })
+                    if expected == ExpectedVersion::Any && attempt < ANY_ATTEMPTS => {}
+                Err(StoreError::Conflict { actual, .. }) => {
+                    return Err(StoreError::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    })
+                }
+                other => return other,
             }
-            Err(kurrentdb::Error::ResourceDeleted) => return Err(deleted(stream, &name)),
-            Err(e) => return Err(s.connection.fail(&lease, e)),
-        };
-        s.connection.succeeded(&lease);
-        // The append answers only the last revision; read the events back for their
-        // positions, so that what we return equals what every later read returns.
-        let n = events.len() as u64;
-        let first = (written.next_expected_version + 1).saturating_sub(n);
-        let recorded = self.read_revisions(stream, first, events.len()).await?;
-        let ids_match = recorded.len() == events.len()
-            && recorded
-                .iter()
-                .zip(&events)
-                .all(|(r, e)| r.event_id == e.event_id);
-        if !ids_match {
-            return Err(StoreError::Corrupt {
-                location: format!("stream {name} from revision {first}"),
-                reason: "the events read back after an append are not the ones appended".into(),
-            });
         }
-        if let Some(last) = recorded.last() {
-            s.raise_head(last.position);
-        }
-        Ok(recorded)
     }
 
     async fn read_stream(
@@ -361,9 +498,15 @@ impl EventStore for EsdbStore {
         false
     }
 
-    /// KurrentDB orders events itself, without a lock the link could be computed under (ADR
-    /// 0016): the chain is computed over `$all` as read, by `verify` and `export`.
+    /// KurrentDB orders events itself, without a lock the global link could be computed under
+    /// (ADR 0020): the global chain is computed over `$all` as read, by `verify` and `export`.
     fn stores_chain(&self) -> bool {
         false
+    }
+
+    /// Each event's custom metadata carries its link in its stream's chain, made at append
+    /// (where the expected version fixes the event before it).
+    fn stores_stream_chain(&self) -> bool {
+        true
     }
 }

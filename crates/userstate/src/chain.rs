@@ -33,6 +33,8 @@ use crate::store::{EventMetadata, RecordedEvent};
 
 /// The domain separation tag at the start of every link.
 const LINK_TAG: &[u8] = b"userstate-chain-v1";
+/// The domain separation tag of a link in a stream's chain (KurrentDB, [`stream_link`]).
+const STREAM_LINK_TAG: &[u8] = b"userstate-stream-chain-v1";
 /// What a checkpoint's signature covers, before its position and hash.
 const CHECKPOINT_TAG: &str = "userstate-checkpoint-v1";
 
@@ -167,6 +169,22 @@ pub fn link(previous: &EventHash, at: &Coordinates, content: &EventHash) -> Even
     EventHash(h.finalize().into())
 }
 
+/// The link of an event in its **stream's** chain, for a store that cannot link in global
+/// order where it assigns positions (KurrentDB, ADR 0020): like [`link`] without the position
+/// (the server assigns it at commit), chaining to the stored link of the event before it in
+/// its stream (`previous`; [`EventHash::ZERO`] for a stream's first event).
+pub fn stream_link(previous: &EventHash, at: &Coordinates, content: &EventHash) -> EventHash {
+    let mut h = Sha256::new();
+    h.update(STREAM_LINK_TAG);
+    h.update(previous.0);
+    h.update(at.sequence.to_be_bytes());
+    h.update(at.created_at_micros.to_be_bytes());
+    h.update(at.event_id.as_bytes());
+    h.update(at.revision.to_be_bytes());
+    h.update(content.0);
+    EventHash(h.finalize().into())
+}
+
 impl RecordedEvent {
     /// The coordinates this event's link covers.
     pub fn coordinates(&self) -> Coordinates {
@@ -192,6 +210,11 @@ impl RecordedEvent {
     /// The hash this event must carry when it follows `previous`.
     pub fn chain_hash(&self, previous: &EventHash) -> EventHash {
         link(previous, &self.coordinates(), &self.content_digest())
+    }
+
+    /// The link this event must carry in its stream's chain after `previous` ([`stream_link`]).
+    pub fn stream_chain_hash(&self, previous: &EventHash) -> EventHash {
+        stream_link(previous, &self.coordinates(), &self.content_digest())
     }
 }
 

@@ -59,7 +59,7 @@ pub(crate) fn testkit_events(n: u64) -> Vec<store::NewEvent> {
         .collect()
 }
 
-pub use crypto::{CryptoStore, FileKeyStore, KeyStore, MemoryKeyStore, UnsealedStore};
+pub use crypto::{CryptoStore, FileKeyStore, KeyStore, MemoryKeyStore};
 pub use domain::{
     AddUser, AuthMethod, AuthOutcome, DomainError, Email, InstanceId, LockFor, LockoutPolicy,
     OrgId, Profile, User, UserCommand, UserEvent, UserId, UserState,

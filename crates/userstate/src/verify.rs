@@ -7,7 +7,9 @@
 //! It also checks the hash chain ([`crate::chain`]): every event's stored hash must be the
 //! hash of its content chained to the stored hash of the event read before it, so a changed,
 //! removed, inserted or reordered event is reported at its position (a removed one at the
-//! event that follows the gap, which no longer chains to the one before it). With a signed
+//! event that follows the gap, which no longer chains to the one before it). On KurrentDB,
+//! which links each event to the one before it in its stream instead, those links are checked
+//! the same way, stream by stream. With a signed
 //! [`Checkpoint`], the hash at its position must be the signed one: that proves the log up to
 //! it is the one that was signed, even against someone who rewrote the chain.
 //!
@@ -73,9 +75,11 @@ pub struct Report {
     /// Whether the checkpoint given to [`verify_store_against`] was proven.
     pub checkpoint_proven: bool,
     /// Whether the store records the chain ([`EventStore::stores_chain`]). When it does not
-    /// (KurrentDB), the hashes are computed here over the log as read: no link can break, and
-    /// a change, removal, insertion or reordering shows only against a signed checkpoint,
-    /// which then names its own position rather than the event's.
+    /// (KurrentDB), the global hashes are computed here over the log as read, and its events'
+    /// links in their streams' chains are checked instead
+    /// ([`EventStore::stores_stream_chain`]): a changed, removed, inserted or reordered event
+    /// of a stream is named by its position; a whole stream removed or events of different
+    /// streams reordered show only against a signed checkpoint, which names its own position.
     pub chain_stored: bool,
     /// Username reservations held by no live user with that name, in log order: what an add
     /// leaves when it crashes between its two writes (or, on a store in use, an add between
@@ -92,6 +96,9 @@ impl Report {
 
 struct StreamCheck {
     last_sequence: u64,
+    /// The stream's last event's stored link and position (stream chains, KurrentDB).
+    last_link: EventHash,
+    last_position: u64,
     user: Option<User>,
 }
 
@@ -117,6 +124,10 @@ pub async fn verify_store_against(
         chain_stored: store.stores_chain(),
         ..Report::default()
     };
+    let stream_chain = !report.chain_stored && store.stores_stream_chain();
+    // Stream chains: whether an event carrying a link was seen yet (events written before
+    // the stream chain carry none).
+    let mut linked_seen = false;
     let mut previous_hash = EventHash::ZERO;
     let mut previous_position = 0u64;
     // Some(true): the checkpoint's event was found with the signed hash.
@@ -134,6 +145,7 @@ pub async fn verify_store_against(
             break;
         }
         for event in &page {
+            let stored = event;
             let computed;
             let event = if report.chain_stored {
                 event
@@ -189,9 +201,19 @@ pub async fn verify_store_against(
                 .entry(event.stream.clone())
                 .or_insert_with(|| StreamCheck {
                     last_sequence: 0,
+                    last_link: EventHash::ZERO,
+                    last_position: 0,
                     user: (StreamKind::of(event.stream.as_str()) == Some(StreamKind::User))
                         .then(User::default),
                 });
+            if stream_chain {
+                if let Some(problem) = check_stream_link(stored, check, &mut linked_seen) {
+                    report.chain_breaks += 1;
+                    report.findings.push(finding(event, problem));
+                }
+                check.last_link = stored.hash;
+                check.last_position = stored.position;
+            }
             if event.sequence != check.last_sequence + 1 {
                 report.findings.push(finding(
                     event,
@@ -298,6 +320,37 @@ fn orphans(
         .collect();
     found.sort_by_key(|f| f.position);
     found
+}
+
+/// The problem with `event`'s link in its stream's chain (KurrentDB, ADR 0020), if any.
+fn check_stream_link(
+    event: &RecordedEvent,
+    stream: &StreamCheck,
+    linked_seen: &mut bool,
+) -> Option<String> {
+    if event.hash == EventHash::ZERO {
+        return (*linked_seen).then(|| {
+            "hash chain broken: the event carries no link in its stream's chain, though events \
+             before it do: its link was removed (or an older userstate wrote it)"
+                .to_owned()
+        });
+    }
+    *linked_seen = true;
+    if event.hash == event.stream_chain_hash(&stream.last_link) {
+        return None;
+    }
+    Some(if stream.last_position == 0 {
+        "hash chain broken: the event does not match its link as its stream's first event \
+         (changed, or events of the stream before it were removed)"
+            .to_owned()
+    } else {
+        format!(
+            "hash chain broken: the event does not match its link to the event before it in \
+             its stream (position {}): it was changed, inserted or moved, or an event of the \
+             stream between them was removed",
+            stream.last_position
+        )
+    })
 }
 
 fn finding(event: &RecordedEvent, problem: String) -> Finding {

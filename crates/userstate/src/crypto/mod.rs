@@ -378,44 +378,6 @@ impl StoreWrapper for CryptoStore {
     }
 }
 
-/// A store whose nodes share no key store (KurrentDB: each node's key file would be its own,
-/// so one node could not open what another sealed; ADR 0021): personal data is stored as
-/// given, and an erasure is refused (400), since there is no key whose destruction would
-/// erase anything.
-pub struct UnsealedStore {
-    inner: Arc<dyn EventStore>,
-}
-
-impl UnsealedStore {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn EventStore>) -> Self {
-        Self { inner }
-    }
-}
-
-#[async_trait]
-impl StoreWrapper for UnsealedStore {
-    fn inner(&self) -> &dyn EventStore {
-        &*self.inner
-    }
-
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.iter().any(|e| e.event_type == USER_ERASED) {
-            return Err(StoreError::InvalidArgument(
-                "this store keeps no per-user keys shared by its nodes (KurrentDB), so personal \
-                 data cannot be erased here; see docs/adr/0021-crypto-shredding.md"
-                    .into(),
-            ));
-        }
-        self.inner.append(stream, expected, events).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -154,11 +154,22 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store records each event's chain hash ([`RecordedEvent::hash`], ADR 0020)
     /// where it orders the event. True for the memory, file and PostgreSQL stores. KurrentDB
-    /// assigns positions itself, with no lock a client could compute the link under, so its
-    /// events carry [`EventHash::ZERO`](crate::chain::EventHash::ZERO) and says false: `verify`
-    /// and `export` then compute the chain over the log as read. Wrappers forward it.
+    /// assigns positions itself, with no lock a client could compute the link under, so it
+    /// says false (its events carry their stream's link instead, see
+    /// [`stores_stream_chain`](Self::stores_stream_chain)): `verify` and `export` then compute
+    /// the global chain over the log as read. Wrappers forward it.
     fn stores_chain(&self) -> bool {
         true
+    }
+
+    /// Whether [`RecordedEvent::hash`] holds the event's link in its **stream's** chain
+    /// ([`chain::stream_link`](crate::chain::stream_link)) instead of the global one: KurrentDB,
+    /// which links each event to the one before it in its stream at append (ADR 0020), so
+    /// `verify` names a changed, removed, inserted or reordered event of a stream by its
+    /// position, and a signed checkpoint covers the global order. Only when
+    /// [`stores_chain`](Self::stores_chain) is false. Wrappers forward it.
+    fn stores_stream_chain(&self) -> bool {
+        false
     }
 
     /// Whether the store can take appends now, answered from what it already knows (no I/O,

@@ -79,6 +79,11 @@ pub trait StoreWrapper: Send + Sync + 'static {
         self.inner().stores_chain()
     }
 
+    /// [`EventStore::stores_stream_chain`]; by default the inner store's.
+    fn stores_stream_chain(&self) -> bool {
+        self.inner().stores_stream_chain()
+    }
+
     /// [`EventStore::health`]; by default the inner store's.
     fn health(&self) -> Result<(), StoreError> {
         self.inner().health()
@@ -158,6 +163,10 @@ impl<W: StoreWrapper> EventStore for W {
 
     fn stores_chain(&self) -> bool {
         StoreWrapper::stores_chain(self)
+    }
+
+    fn stores_stream_chain(&self) -> bool {
+        StoreWrapper::stores_stream_chain(self)
     }
 
     fn health(&self) -> Result<(), StoreError> {
