@@ -1,5 +1,6 @@
 //! The event feed over Connect server streaming, driven by Connect's own client
-//! (`@connectrpc/connect-node`, pinned in `tests/sdk/node`) with JSON and binary messages:
+//! (`@connectrpc/connect-node`, pinned in `tests/sdk/node`) with JSON and binary messages, over
+//! HTTP/1.1 and HTTP/2:
 //! `tests/sdk/node/connect_stream_check.mjs` builds `userstate.events.v1.EventService` from the
 //! server's file descriptor set and checks history then live events, resume, the grants, a
 //! deadline, no token, and a token revoked mid-stream. This test runs the server, revokes the

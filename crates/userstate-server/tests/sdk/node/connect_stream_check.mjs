@@ -1,7 +1,8 @@
 // Drives userstate's event feed (userstate.events.v1.EventService/SubscribeEvents) with Connect's
 // own client (@connectrpc/connect-node) over Connect server streaming, with JSON and with binary
 // messages: history then live events, resume after a position, the organisations a token does
-// not grant filtered out, a deadline, no token, and a token revoked while its stream is open.
+// not grant filtered out, a deadline, no token, and a token revoked while its stream is open;
+// over HTTP/1.1 and (JSON) over HTTP/2.
 // The service comes from the server's file descriptor set at run time (no generated code).
 //
 // Usage: node connect_stream_check.mjs BASE_URL DESCRIPTOR_SET_FILE (tests/connect_stream_client.rs)
@@ -32,6 +33,8 @@ async function ask(command) {
   assert.equal(value, "done", command);
 }
 
+let httpVersion = "1.1";
+
 function client(token, useBinaryFormat) {
   const bearer = (next) => async (req) => {
     if (token) req.header.set("authorization", `Bearer ${token}`);
@@ -39,7 +42,7 @@ function client(token, useBinaryFormat) {
   };
   const transport = createConnectTransport({
     baseUrl,
-    httpVersion: "1.1",
+    httpVersion,
     useBinaryFormat,
     interceptors: [bearer],
   });
@@ -98,7 +101,13 @@ function open(token, binary, request, options = {}) {
   return stream;
 }
 
-for (const [name, binary] of [["json", false], ["binary", true]]) {
+const passes = [
+  ["json", false, "1.1"],
+  ["binary", true, "1.1"],
+  ["json-h2", false, "2"],
+];
+for (const [name, binary, version] of passes) {
+  httpVersion = version;
   // History then live, as acme's reader: globex's users never show.
   const feed = open("tok-acme-reader", binary, { afterPosition: 0n });
   const first = await next(feed, `${name}: history`);
