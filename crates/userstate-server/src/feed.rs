@@ -2,7 +2,8 @@
 //! [`Subscription`](userstate::feed::Subscription) narrowed to what the caller may read, and
 //! the one form an event takes on the wire ([`event_line`], as `userstate export` writes it).
 //! REST serves it as Server-Sent Events (`GET /v2/events`, [`crate::http`]), gRPC as the
-//! server-streaming `userstate.events.v1.EventService/SubscribeEvents` ([`crate::grpc`]).
+//! server-streaming `userstate.events.v1.EventService/SubscribeEvents` ([`crate::grpc`]), and
+//! gRPC-web and Connect streaming as skins over that gRPC stream.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

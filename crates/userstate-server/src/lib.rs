@@ -17,10 +17,10 @@
 //!   read-your-writes; every front end calls it;
 //! - [`status`]: the one error value every failure becomes, built from
 //!   [`Classified`](userstate::Classified) (codes come from [`ErrorKind`](userstate::ErrorKind));
-//! - [`feed`]: the event feed (SSE and gRPC streaming share it); [`delivery`]: webhook and
+//! - [`feed`]: the event feed (SSE, gRPC and Connect streaming share it); [`delivery`]: webhook and
 //!   NATS JetStream targets fed from it;
-//! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`grpc`]: the same service over gRPC
-//!   and gRPC-web on the same port (by content type); [`metrics`]: Prometheus;
+//! - [`wire`]: the JSON bodies; [`http`]: the axum router; [`grpc`]: the same service over gRPC,
+//!   gRPC-web and Connect on the same port (by content type and path); [`metrics`]: Prometheus;
 //!   [`server`]: binding, signals and shutdown; [`trace`]: W3C trace context on every request.
 //!
 //! It is not the place for business rules: those live in `userstate`'s domain and engine.

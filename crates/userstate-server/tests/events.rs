@@ -1,8 +1,9 @@
 //! The event feed through the real server (issue 26, SPEC.md "Event feed"): `GET /v2/events`
 //! as Server-Sent Events read by a real HTTP client, and `userstate.events.v1.EventService`
-//! over real gRPC. History then live, `id:` = position, `data:` = the export line,
-//! `Last-Event-ID` over `afterPosition`, grants, filters, a reader too far behind, a stalled
-//! reader that does not slow commands, and the drain ending open streams.
+//! over real gRPC (over Connect: `tests/connect_stream*.rs`). History then live, `id:` =
+//! position, `data:` = the export line, `Last-Event-ID` over `afterPosition`, grants,
+//! filters, a reader too far behind, a stalled reader that does not slow commands, and the
+//! drain ending open streams.
 
 mod common;
 mod grpc_support;
@@ -10,6 +11,7 @@ mod grpc_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::revocable::*;
 use common::*;
 use grpc_support::*;
 use reqwest::Method;
@@ -385,50 +387,7 @@ async fn grpc_streams_the_same_events() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     drop(stream);
-    // Connect (unary transport) refuses the streaming method at once rather than hanging.
-    let connect = s
-        .client
-        .post(s.url("/userstate.events.v1.EventService/SubscribeEvents"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(connect.status(), 501);
-    let body: Value = connect.json().await.unwrap();
-    assert_eq!(body["code"], "unimplemented", "{body}");
     s.stop().await;
-}
-
-/// A token that can be revoked while streams opened with it are open (as a store token or an
-/// expiring JWT can).
-struct Revocable {
-    revoked: std::sync::atomic::AtomicBool,
-}
-
-const REVOCABLE: &str = "tok-revocable";
-
-#[async_trait::async_trait]
-impl userstate_server::Authenticator for Revocable {
-    async fn authenticate(
-        &self,
-        credentials: userstate_server::Credentials<'_>,
-    ) -> Result<Arc<userstate::Principal>, userstate_server::AuthError> {
-        if credentials.bearer()? != REVOCABLE {
-            return Err(userstate_server::AuthError::Unknown);
-        }
-        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(userstate_server::AuthError::rejected(
-                Some("revocable".into()),
-                "token revoked",
-            ));
-        }
-        Ok(Arc::new(userstate::Principal::system(
-            "revocable",
-            userstate::InstanceId::new("i1").unwrap(),
-        )))
-    }
 }
 
 /// A stream does not outlive its credentials: once the token is revoked, an open SSE stream and
@@ -436,12 +395,7 @@ impl userstate_server::Authenticator for Revocable {
 #[tokio::test]
 async fn a_revoked_token_ends_its_open_streams() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let revocable = Arc::new(Revocable {
-        revoked: false.into(),
-    });
-    let chain = userstate_server::Chain::new()
-        .with(Arc::new(authenticator()))
-        .with(revocable.clone());
+    let (chain, revocable) = with_revocable();
     let s = TestServer::start_config(store.clone(), |config| {
         config.authenticator = Arc::new(chain)
     })
@@ -463,9 +417,7 @@ async fn a_revoked_token_ends_its_open_streams() {
         "a message while valid"
     );
 
-    revocable
-        .revoked
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    revocable.set_revoked(true);
     tokio::time::sleep(userstate_server::feed::RECHECK + Duration::from_millis(200)).await;
     assert_eq!(s.post("/v2/users/r1/lock", ADMIN).await.status, 200);
 

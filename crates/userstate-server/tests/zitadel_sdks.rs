@@ -16,21 +16,6 @@ use std::sync::Arc;
 use common::*;
 use userstate::MemoryStore;
 
-/// The value of `var`, or `None` after saying why the test skips (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) => Some(value),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{var} is unset under CI=true (.ci/run sets it)"
-            );
-            println!("SKIPPED: {var} is not set ({what})");
-            None
-        }
-    }
-}
-
 /// Runs `program args… BASE_URL TOKEN` against a fresh server; it must print "ok".
 async fn check(program: String, args: Vec<String>) {
     let s = TestServer::start(Arc::new(MemoryStore::new())).await;
@@ -58,7 +43,7 @@ const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zitadels_python_sdk_calls_every_v2_user_method_over_connect() {
     let what = "a Python with tests/sdk/python/requirements.txt installed";
-    let Some(python) = required("USERSTATE_TEST_PYTHON", what) else {
+    let Some(python) = required_env("USERSTATE_TEST_PYTHON", what) else {
         return;
     };
     let script = format!("{SDK_DIR}/python/zitadel_sdk_check.py");
@@ -68,7 +53,7 @@ async fn zitadels_python_sdk_calls_every_v2_user_method_over_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zitadels_npm_client_calls_every_v2_user_method_over_grpc_grpc_web_and_connect() {
     let what = "tests/sdk/node with `npm ci` run in it";
-    let Some(project) = required("USERSTATE_TEST_NODE_SDK", what) else {
+    let Some(project) = required_env("USERSTATE_TEST_NODE_SDK", what) else {
         return;
     };
     check("node".to_owned(), vec![format!("{project}/sdk_check.mjs")]).await;

@@ -146,6 +146,13 @@ pub(super) fn protobuf_to_json(
     })
 }
 
+/// A gRPC answer body whose protobuf message frames become `desc`'s JSON form, frame by frame
+/// as they arrive (the trailers pass through): Connect streaming's JSON answers
+/// ([`super::connect`]).
+pub(super) fn answer_as_json(body: Body, desc: MessageDescriptor) -> Body {
+    Body::new(Transcode::new(body, Arc::new(Direction::ToJson(desc))))
+}
+
 /// The transcoding service around the tonic router (see the module docs).
 #[derive(Clone)]
 pub struct JsonTranscode<S> {

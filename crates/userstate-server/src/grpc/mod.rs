@@ -5,7 +5,8 @@
 //! (the event feed as a server-streaming RPC), the gRPC health service and server reflection, on the same port as the HTTP
 //! API. Requests whose `content-type` starts with `application/grpc` (gRPC over HTTP/2, gRPC-web
 //! over HTTP/1.1 or HTTP/2; protobuf or JSON messages, see [`json`]) go to tonic; every other
-//! request goes to the axum router ([`with_grpc`]). Health reports `SERVING` until the server
+//! request goes to the axum router ([`with_grpc`]), except Connect calls (unary and server
+//! streaming, by path), which are transcoded to the same tonic services. Health reports `SERVING` until the server
 //! drains, then `NOT_SERVING` ([`GrpcHealth`]).
 //!
 //! The services only translate: metadata -> principal ([`Authenticator`](crate::Authenticator),

@@ -26,7 +26,8 @@ pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The event feed as Server-Sent Events (ours; SPEC.md "Event feed"). Needs `user.read` on an
-/// organisation at least; shows only the organisations the token may read.
+/// organisation at least; shows only the organisations the token may read. The same feed
+/// streams over gRPC, gRPC-web and Connect as `userstate.events.v1.EventService/SubscribeEvents`.
 #[utoipa::path(get, path = "/v2/events", tag = "v2",
     params(("afterPosition" = Option<String>, Query, description = "Only events after this position (default 0: from the start)"),
         ("types" = Option<String>, Query, description = "Only these event types, comma-separated"),

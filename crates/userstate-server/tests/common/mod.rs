@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod failing_store;
+pub mod revocable;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,22 @@ pub fn authenticator() -> StaticTokens {
         ),
     ];
     StaticTokens::new(entries.map(|(t, p)| (hash_token(t), p))).unwrap()
+}
+
+/// The value of `var`, or `None` after saying why the test skips (a failure under `CI=true`):
+/// for tests that need something installed outside cargo (the SDKs of `tests/sdk`).
+pub fn required_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{var} is unset under CI=true (.ci/run sets it)"
+            );
+            println!("SKIPPED: {var} is not set ({what})");
+            None
+        }
+    }
 }
 
 pub struct TestServer {

@@ -1,6 +1,8 @@
-//! The Connect protocol, unary (<https://connectrpc.com/docs/protocol>): `POST /<service>/<Method>`
-//! with an `application/json` or `application/proto` body — what ZITADEL's official SDKs speak
-//! (PyPI `zitadel-client`, npm `@zitadel/client`'s Connect transport).
+//! The Connect protocol (<https://connectrpc.com/docs/protocol>): unary calls, `POST
+//! /<service>/<Method>` with an `application/json` or `application/proto` body — what ZITADEL's
+//! official SDKs speak (PyPI `zitadel-client`, npm `@zitadel/client`'s Connect transport) — and
+//! server streaming (the event feed, `application/connect+json` or `application/connect+proto`
+//! envelopes; [`stream`]).
 //!
 //! A skin over the gRPC services, not a third implementation: a Connect call is authenticated,
 //! its body transcoded to the method's protobuf message (JSON as `application/grpc+json` is,
@@ -8,9 +10,12 @@
 //! gRPC and gRPC-web clients reach; the answer or status comes back transcoded. So each
 //! operation is declared once, in its service, for gRPC, gRPC-web and Connect.
 //!
-//! Errors are Connect's: the HTTP status of the code, a JSON body
+//! Unary errors are Connect's: the HTTP status of the code, a JSON body
 //! `{"code": "failed_precondition", "message": …, "details": [{"type": "zitadel.v1.ErrorDetail",
-//! "value": <base64 of the detail>}]}`. `Connect-Protocol-Version` is optional (`1` if sent).
+//! "value": <base64 of the detail>}]}` (a stream carries the same object in its end-of-stream
+//! message). `Connect-Protocol-Version` is optional (`1` if sent).
+
+mod stream;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -103,13 +108,13 @@ impl Connect {
             let status = Status::unimplemented("Connect unary calls are POST requests");
             return Err(error_response(StatusCode::METHOD_NOT_ALLOWED, &status));
         }
-        if method.is_server_streaming() {
-            // Connect's streaming envelope is not served (yet): the event feed streams over
-            // gRPC, gRPC-web and REST's Server-Sent Events (`GET /v2/events`).
-            let status = Status::unimplemented(
-                "Connect streaming is not served; use gRPC, gRPC-web or GET /v2/events (SSE)",
-            );
+        if method.is_client_streaming() {
+            // None of our services has one.
+            let status = Status::unimplemented("Connect client streaming is not served");
             return Err(error_response(StatusCode::NOT_IMPLEMENTED, &status));
+        }
+        if method.is_server_streaming() {
+            return Ok(self.stream(method, parts, body).await);
         }
         let content_type = parts
             .headers
@@ -140,16 +145,9 @@ impl Connect {
                 .map_err(|e| connect_error(&e))?
                 .into(),
         };
-        let mut grpc_request = grpc_request(&parts.uri, &parts.headers, &message);
-        grpc_request
-            .extensions_mut()
-            .insert(super::metadata::Authenticated(principal));
         let response = self
-            .grpc
-            .clone()
-            .oneshot(grpc_request)
-            .await
-            .unwrap_or_else(|never| match never {});
+            .forward(&parts.uri, &parts.headers, &message, principal)
+            .await;
         let (parts, body) = response.into_parts();
         let collected = body
             .collect()
@@ -176,16 +174,44 @@ impl Connect {
                 .into(),
         };
         let mut response = Response::new(Body::from(body));
-        for (name, value) in &parts.headers {
-            let name_text = name.as_str();
-            if !name_text.starts_with("grpc-") && name != CONTENT_TYPE && name != CONTENT_LENGTH {
-                response.headers_mut().append(name, value.clone());
-            }
-        }
+        copy_headers(&parts.headers, response.headers_mut());
         response
             .headers_mut()
             .insert(CONTENT_TYPE, encoding.content_type());
         Ok(response)
+    }
+}
+
+impl Connect {
+    /// Sends `message` (protobuf) as a gRPC call to the tonic services, with the request's
+    /// metadata headers and the principal the call was authenticated as.
+    async fn forward(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        message: &[u8],
+        principal: std::sync::Arc<userstate::Principal>,
+    ) -> Response {
+        let mut grpc_request = grpc_request(uri, headers, message);
+        grpc_request
+            .extensions_mut()
+            .insert(super::metadata::Authenticated(principal));
+        self.grpc
+            .clone()
+            .oneshot(grpc_request)
+            .await
+            .unwrap_or_else(|never| match never {})
+    }
+}
+
+/// The headers of a gRPC answer a Connect answer keeps (the position, the request id, …):
+/// all but gRPC's own and the body's type and length.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let name_text = name.as_str();
+        if !name_text.starts_with("grpc-") && name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            to.append(name, value.clone());
+        }
     }
 }
 
@@ -246,6 +272,17 @@ fn connect_error(status: &Status) -> Response {
 }
 
 fn error_response(http: StatusCode, status: &Status) -> Response {
+    let mut response = Response::new(Body::from(error_json(status).to_string()));
+    *response.status_mut() = http;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Connect's error object of a gRPC status: `{"code", "message", "details"}` (the message and
+/// details when there are any), the body of a unary error and the `error` of a stream's end.
+fn error_json(status: &Status) -> serde_json::Value {
     let details: Vec<serde_json::Value> = RpcStatus::decode(status.details())
         .map(|rpc| rpc.details)
         .unwrap_or_default()
@@ -267,12 +304,7 @@ fn error_response(http: StatusCode, status: &Status) -> Response {
     if !details.is_empty() {
         body["details"] = details.into();
     }
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = http;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    body
 }
 
 /// Connect's name of a code.
