@@ -16,7 +16,9 @@ use userstate::{EventStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
-use crate::store::{export_keys, open_key_store, open_raw_store, open_raw_store_read_only};
+use crate::store::{
+    export_keys, is_kurrentdb, open_key_store, open_raw_store, open_raw_store_read_only,
+};
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed; it works while `serve` runs), with what it would repair on a writable open.
@@ -171,14 +173,10 @@ fn print_json(line: &VerifyLine<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store for a whole-log scan: the file store read-only (nothing in the directory
-/// changes), any other store as usual.
+/// Opens the store for a whole-log scan as it is stored (the chain covers the stored bytes,
+/// personal data sealed): the file store read-only (nothing in the directory changes).
 pub async fn open_for_scan(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn EventStore>> {
-    if store.store == "file" {
-        Ok(open_file_store_read_only(&store.data).await?.0)
-    } else {
-        store.open().await
-    }
+    open_raw_store_read_only(&store.store, &store.data).await
 }
 
 /// Scans the whole store; exits 1 on any finding. The file store is opened read-only: verify
@@ -190,10 +188,13 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (Some(cp), Some(key)) => Some(crate::checkpoint::load_checked(cp, key)?),
         _ => None,
     };
+    // As stored: the chain covers the sealed bytes (ADR 0020, 0021).
     let opened = if args.store.store == "file" {
         open_file_store_read_only(&args.store.data).await
     } else {
-        args.store.open().await.map(|store| (store, Vec::new()))
+        open_raw_store(&args.store.store, &args.store.data)
+            .await
+            .map(|store| (store, Vec::new()))
     };
     let (store, pending) = match opened {
         Ok(opened) => opened,
@@ -226,6 +227,23 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // A file store of format 1 (before the chain) has no chain to check: said, never passed.
+    let unchained = args.store.store == "file" && !store.stores_chain();
+    if unchained {
+        let problem = "the log is of format 1, written before the hash chain (ADR 0020): it \
+                       holds no chain to verify; upgrade it by `export` and `import` into a new \
+                       data directory (docs/OPERATIONS.md, \"Upgrading\")";
+        if json {
+            print_json(&VerifyLine::Finding(FindingJson {
+                stream: None,
+                sequence: None,
+                position: None,
+                problem,
+            }))?;
+        } else {
+            println!("FINDING: {problem}");
+        }
+    }
     // Left by a crash and repaired by the next writable open: no acknowledged event is lost.
     for repair in &pending {
         if json {
@@ -265,10 +283,10 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             events: Some(report.events),
             streams: Some(report.streams),
             users: Some(report.users),
-            findings: report.findings.len(),
+            findings: report.findings.len() + usize::from(unchained),
             repairs_pending: pending.len(),
             orphans: report.orphans.len(),
-            clean: report.is_clean(),
+            clean: report.is_clean() && !unchained,
             head_position: Some(report.head_position),
             head_hash: Some(report.head_hash.to_string()),
             checkpoint_proven: proven,
@@ -287,12 +305,12 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.events,
             report.streams,
             report.users,
-            report.findings.len(),
+            report.findings.len() + usize::from(unchained),
             pending.len(),
             report.orphans.len()
         );
     }
-    Ok(if report.is_clean() {
+    Ok(if report.is_clean() && !unchained {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -439,18 +457,34 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // The events are written as exported: personal data sealed, under the keys imported here.
+    // Lines holding it in clear (an export from before crypto-shredding, or of KurrentDB) are
+    // sealed on the way in, under new keys, through a `CryptoStore` over the target (ADR 0021);
+    // KurrentDB keeps personal data unsealed and takes every line as it is.
     let store = open_raw_store(&args.store.store, &args.store.data).await?;
-    if let Some(keys) = &keys {
-        open_key_store(&args.store.store, &args.store.data)
-            .await?
-            .import(keys)
-            .await
-            .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
-    }
+    let sealer = if is_kurrentdb(&args.store.store) {
+        None
+    } else {
+        let key_store = open_key_store(&args.store.store, &args.store.data).await?;
+        if let Some(keys) = &keys {
+            key_store
+                .import(keys)
+                .await
+                .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
+        }
+        // Made after the keys' import, which may bring the username secret.
+        Some(userstate::CryptoStore::new(store.clone(), key_store))
+    };
     let bar = bar(total, "importing");
-    let imported = import_validated(&*store, &path, total, args.allow_non_empty, |n, _| {
-        bar.set_position(n);
-    })
+    let imported = import_validated(
+        &*store,
+        sealer.as_ref(),
+        &path,
+        total,
+        args.allow_non_empty,
+        |n, _| {
+            bar.set_position(n);
+        },
+    )
     .await;
     bar.finish_and_clear();
     let count = match imported {

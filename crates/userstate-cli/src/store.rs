@@ -117,6 +117,7 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
     #[cfg(feature = "postgres")]
     if is_postgres(spec) {
         let store = connect_postgres(spec).await?;
+        refuse_clear_rows(&store, spec).await?;
         let keys = postgres_keys(&store, spec).await?;
         return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
@@ -131,7 +132,8 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
     Ok(Arc::new(CryptoStore::new(store, keys)))
 }
 
-fn is_kurrentdb(spec: &str) -> bool {
+/// Whether `spec` names a KurrentDB store.
+pub fn is_kurrentdb(spec: &str) -> bool {
     matches!(
         spec.split_once("://").map(|(scheme, _)| scheme),
         Some("esdb" | "esdb+discover" | "kurrentdb" | "kurrentdb+discover" | "kurrent" | "kdb")
@@ -191,6 +193,31 @@ async fn connect_postgres(url: &str) -> anyhow::Result<userstate_postgres::Postg
     userstate_postgres::PostgresStore::connect(url)
         .await
         .with_context(|| format!("opening the store {}", redact_password(url)))
+}
+
+/// Refuses a PostgreSQL store holding rows written before crypto-shredding, with personal
+/// data and username reservation names in clear (migration 0006, ADR 0021): its erasures could
+/// not forget them and its hashed username lookup would not see them. `export` and `verify`
+/// read it as stored; export and import into a new database seal it.
+#[cfg(feature = "postgres")]
+async fn refuse_clear_rows(
+    store: &userstate_postgres::PostgresStore,
+    url: &str,
+) -> anyhow::Result<()> {
+    let until = store
+        .clear_until()
+        .await
+        .with_context(|| format!("opening the store {}", redact_password(url)))?;
+    if until > 0 {
+        bail!(
+            "the store {} holds personal data in clear, written before crypto-shredding (up to \
+             position {until}): it is not served until upgraded. Export it (`userstate export \
+             --store URL -o FILE`) and import the file into a new, empty database (`userstate \
+             import --store NEW-URL FILE`), which seals it; see docs/OPERATIONS.md, \"Upgrading\"",
+            redact_password(url)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(feature = "postgres")]

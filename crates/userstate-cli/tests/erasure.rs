@@ -4,12 +4,15 @@
 //! personal data is nowhere — API answers, history, export, raw files — while its lifecycle
 //! history stays and verifies; export/import with `--keys` moves the store with its keys.
 
+mod cluster;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cluster::raw::{contains_any, found_in_files};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_userstate");
@@ -114,46 +117,6 @@ impl Running {
         )
         .await
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// The files under `dir` whose raw bytes contain one of `needles`, with the needle.
-fn found_in_files(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    for path in files(dir) {
-        // Only regular files hold bytes (`serve` keeps its admin socket beside them).
-        if !std::fs::metadata(&path).unwrap().is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        for needle in needles {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                found.push((path.clone(), (*needle).to_owned()));
-            }
-        }
-    }
-    found
-}
-
-fn contains_any(text: &str, needles: &[&str]) -> Vec<String> {
-    needles
-        .iter()
-        .filter(|n| text.contains(**n))
-        .map(|n| (*n).to_owned())
-        .collect()
 }
 
 fn cli(args: &[&str], data: &Path) -> std::process::Output {

@@ -26,7 +26,9 @@
 //!   empty for names with fewer than three parts. It is a function of the name, so the same
 //!   stream never splits across instances; the metadata's `instance` is kept as given.
 //! - `position_counter`: one row whose lock serialises position assignment (see
-//!   docs/adr/0002-postgres-positions.md).
+//!   docs/adr/0002-postgres-positions.md), with the chain's head hash and `clear_until`, the
+//!   last position of a row written in clear before crypto-shredding (migration 0006,
+//!   [`PostgresStore::clear_until`]).
 //! - `checkpoints (name, position)`: see [`Checkpoints`].
 //! - `schema_migrations`: which versioned migrations ran.
 //!

@@ -64,4 +64,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0005_user_keys",
         sql: include_str!("sql/migrations/0005_user_keys.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_clear_rows",
+        sql: include_str!("sql/migrations/0006_clear_rows.sql"),
+    },
 ];

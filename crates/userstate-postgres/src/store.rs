@@ -150,6 +150,24 @@ impl PostgresStore {
         crate::PostgresKeyStore::open(self.pool.clone(), self.timeout).await
     }
 
+    /// The last position of a row written before crypto-shredding with personal data in
+    /// clear (migration 0006; ADR 0021), or 0 when there is none. A store with such rows is
+    /// upgraded by export and import into a new database, which seals them.
+    pub async fn clear_until(&self) -> Result<u64, StoreError> {
+        const WHAT: &str = "reading the rows in clear";
+        let job = async {
+            let client = self.pool.get().await.map_err(crate::error::pool_error)?;
+            let row = client
+                .query_one("SELECT clear_until FROM position_counter WHERE id = 1", &[])
+                .await
+                .map_err(|e| crate::error::store_error(WHAT, e))?;
+            Ok::<_, StoreError>(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        };
+        tokio::time::timeout(self.timeout, job)
+            .await
+            .unwrap_or_else(|_| Err(crate::error::timed_out(WHAT, self.timeout)))
+    }
+
     /// Projection checkpoints stored in this store's schema.
     pub fn checkpoints(&self) -> Checkpoints {
         Checkpoints::new(self.pool.clone(), self.timeout)

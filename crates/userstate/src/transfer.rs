@@ -17,14 +17,24 @@
 //! the target store then chains the events anew, because the chain covers positions, which
 //! the target assigns. An export written before the chain (no `hash` on any line) is
 //! imported unchecked; one with some lines hashed and some not is refused.
+//!
+//! Personal data (ADR 0021): an export of a sealing store holds it sealed and is written as
+//! it is. Lines that hold it in clear (an export written before crypto-shredding, or one of
+//! KurrentDB, which keeps it unsealed) are sealed on the way in when the caller passes a
+//! [`CryptoStore`] over the target ([`import_validated`]): their appends go through it, which
+//! seals them under new per-user keys and names their username reservation streams by the
+//! keyed hash. A reservation stream is taken as named in clear when its first event held its
+//! username in clear.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::chain::EventHash;
+use crate::crypto::{holds_clear_personal_data, CryptoStore};
+use crate::domain::StreamKind;
 use crate::store::{
     Append, BatchError, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
 };
@@ -178,14 +188,17 @@ pub async fn import_jsonl(
     progress: impl FnMut(u64, u64),
 ) -> Result<u64, TransferError> {
     let total = validate_jsonl(path)?;
-    import_validated(store, path, total, allow_non_empty, progress).await
+    import_validated(store, None, path, total, allow_non_empty, progress).await
 }
 
 /// The second half of [`import_jsonl`], for a caller that ran [`validate_jsonl`] on `path`
 /// itself (before it opened the store, so that a refused file leaves nothing behind) and got
-/// `total`.
+/// `total`. With `sealer` (a [`CryptoStore`] over `store`), the appends of lines holding
+/// personal data in clear go through it and are sealed (see the module docs); the others are
+/// written to `store` as they are.
 pub async fn import_validated(
     store: &dyn EventStore,
+    sealer: Option<&CryptoStore>,
     path: &Path,
     total: u64,
     allow_non_empty: bool,
@@ -204,6 +217,7 @@ pub async fn import_validated(
     };
     let mut written = 0;
     let mut failed = None;
+    let mut clear = ClearStreams::default();
     while let Some(chunk) = rx.recv().await {
         let chunk: Chunk = match chunk {
             Ok(chunk) => chunk,
@@ -212,13 +226,14 @@ pub async fn import_validated(
                 break;
             }
         };
-        match store.append_batch(chunk.appends).await {
+        let appended = match sealer {
+            Some(sealer) => append_sealing(store, sealer, chunk, &mut clear).await,
+            None => flush_run(store, chunk.appends, &chunk.lines).await,
+        };
+        match appended {
             Ok(n) => written += n,
-            Err(BatchError { index, error }) => {
-                failed = Some(TransferError::Append {
-                    line: chunk.lines[index],
-                    source: error,
-                });
+            Err(e) => {
+                failed = Some(e);
                 break;
             }
         }
@@ -234,6 +249,76 @@ pub async fn import_validated(
             Ok(written)
         }
     }
+}
+
+/// The username reservation streams of the file seen named in clear (see the module docs).
+#[derive(Default)]
+struct ClearStreams(HashSet<StreamId>);
+
+impl ClearStreams {
+    /// Whether `append` holds personal data in clear, or goes to a reservation stream named
+    /// in clear; remembers such a stream.
+    fn holds(&mut self, append: &Append) -> bool {
+        let clear = append
+            .events
+            .iter()
+            .any(|e| holds_clear_personal_data(&e.event_type, &e.payload));
+        if StreamKind::of(append.stream.as_str()) == Some(StreamKind::Username) {
+            if clear {
+                self.0.insert(append.stream.clone());
+            }
+            return self.0.contains(&append.stream);
+        }
+        clear
+    }
+}
+
+/// Appends `chunk` in order: each run of appends without personal data in clear as one batch
+/// to `store`, each other append through `sealer`. Returns the events written.
+async fn append_sealing(
+    store: &dyn EventStore,
+    sealer: &CryptoStore,
+    chunk: Chunk,
+    clear: &mut ClearStreams,
+) -> Result<u64, TransferError> {
+    let mut written = 0;
+    let mut run: Vec<Append> = Vec::new();
+    let mut run_lines: Vec<u64> = Vec::new();
+    for (append, line) in chunk.appends.into_iter().zip(chunk.lines) {
+        if !clear.holds(&append) {
+            run.push(append);
+            run_lines.push(line);
+            continue;
+        }
+        written += flush_run(store, std::mem::take(&mut run), &run_lines).await?;
+        run_lines.clear();
+        let n = append.events.len() as u64;
+        sealer
+            .append(&append.stream, append.expected, append.events)
+            .await
+            .map_err(|source| TransferError::Append { line, source })?;
+        written += n;
+    }
+    written += flush_run(store, run, &run_lines).await?;
+    Ok(written)
+}
+
+/// Appends `appends` (starting on the lines `lines`) to `store` in one batch.
+async fn flush_run(
+    store: &dyn EventStore,
+    appends: Vec<Append>,
+    lines: &[u64],
+) -> Result<u64, TransferError> {
+    if appends.is_empty() {
+        return Ok(0);
+    }
+    store
+        .append_batch(appends)
+        .await
+        .map_err(|BatchError { index, error }| TransferError::Append {
+            line: lines[index],
+            source: error,
+        })
 }
 
 /// Appends of consecutive lines, and the line each starts on.
@@ -474,6 +559,79 @@ mod tests {
             .await
             .unwrap();
         assert!(d.is_empty());
+    }
+
+    /// An export holding personal data in clear (written before crypto-shredding) is sealed
+    /// by an import with a sealer: nothing personal is stored in clear, the reservation
+    /// stream is named by the keyed hash, and the sealer reads every event back as exported.
+    /// Lines already sealed are written as they are.
+    #[tokio::test]
+    async fn an_import_with_a_sealer_seals_lines_in_clear() {
+        use crate::crypto::{KeyStore, MemoryKeyStore};
+        use crate::store::EventMetadata;
+        use serde_json::json;
+        use std::sync::Arc;
+        let event = |t: &str, payload| NewEvent::new(t, 1, payload, EventMetadata::default());
+        let source = MemoryStore::new();
+        let name = StreamId::new("username:i:alice.clear").unwrap();
+        let user = StreamId::new("user:i:u").unwrap();
+        let reserved = json!({"userId": "u", "username": "Alice.Clear"});
+        let added = json!({"username": "Alice.Clear", "resourceOwner": "o",
+            "email": {"email": "alice@clear.example"}});
+        for (stream, e) in [
+            (&name, event("username.reserved", reserved.clone())),
+            (&user, event("user.human.added", added.clone())),
+            (&user, event("user.locked", json!({}))),
+            (&name, event("username.released", json!({"userId": "u"}))),
+        ] {
+            source
+                .append(stream, ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = export_to(&source, dir.path(), "clear.jsonl").await;
+
+        let target = Arc::new(MemoryStore::new());
+        let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+        let sealer = CryptoStore::new(target.clone(), keys);
+        let total = validate_jsonl(&path).unwrap();
+        let n = import_validated(&*target, Some(&sealer), &path, total, false, |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+        let raw = target.read_all(1, 100).await.unwrap();
+        let text = serde_json::to_string(&raw).unwrap();
+        assert!(!text.to_lowercase().contains("alice"), "{text}");
+        assert_eq!(raw[0].stream, sealer.stored_name(&name));
+        assert_eq!(raw[3].stream, sealer.stored_name(&name));
+        let report = crate::verify::verify_store(&*target, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.findings);
+        let opened = sealer.read_stream(&name, 1).await.unwrap();
+        assert_eq!(opened[0].payload, reserved);
+        assert_eq!(
+            sealer.read_stream(&user, 1).await.unwrap()[0].payload,
+            added
+        );
+        for (a, b) in source.read_all(1, 100).await.unwrap().iter().zip(&raw) {
+            assert_eq!((a.event_id, a.sequence), (b.event_id, b.sequence));
+        }
+
+        // The sealed store's export goes through a sealer unchanged.
+        let sealed = export_to(&*target, dir.path(), "sealed.jsonl").await;
+        let again = Arc::new(MemoryStore::new());
+        let sealer = CryptoStore::new(again.clone(), Arc::new(MemoryKeyStore::new()));
+        let total = validate_jsonl(&sealed).unwrap();
+        import_validated(&*again, Some(&sealer), &sealed, total, false, |_, _| {})
+            .await
+            .unwrap();
+        let copy = again.read_all(1, 100).await.unwrap();
+        let strip = |v: &[RecordedEvent]| -> Vec<_> {
+            v.iter()
+                .map(|e| (e.stream.clone(), e.payload.clone()))
+                .collect()
+        };
+        assert_eq!(strip(&copy), strip(&raw));
     }
 
     /// Export lines carry the chain; import checks it (a changed line is refused by line and

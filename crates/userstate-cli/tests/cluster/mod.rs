@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod pg;
+pub mod raw;
 pub mod scenario;
 
 use std::io::{BufRead, BufReader};

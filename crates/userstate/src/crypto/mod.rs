@@ -56,6 +56,17 @@ fn personal_fields(event_type: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// Whether an event of `event_type` holds personal fields in clear in `payload`: written
+/// before crypto-shredding (or by a store that keeps them unsealed, KurrentDB). Import seals
+/// such events; erasure refuses a user who has one (destroying a key would not erase it).
+pub fn holds_clear_personal_data(event_type: &str, payload: &Value) -> bool {
+    personal_fields(event_type).is_some_and(|fields| {
+        payload.as_object().is_some_and(|object| {
+            !object.contains_key(SEALED) && fields.iter().any(|f| object.contains_key(*f))
+        })
+    })
+}
+
 /// The id of the key an event of `stream` with `payload` is sealed with: `{instance}:{user}`
 /// of the user it is about (for a reservation, its holder).
 fn key_id(stream: &str, event_type: &str, payload: &Value) -> Option<String> {
@@ -204,6 +215,26 @@ impl CryptoStore {
         }
     }
 
+    /// Refuses the erasure of the user of `stream` when its stored events hold personal data
+    /// in clear (written before crypto-shredding): destroying its key would erase nothing, and
+    /// erasure never pretends. The way out is to export the store and import it into a new
+    /// one, which seals it (docs/OPERATIONS.md, "Upgrading").
+    async fn refuse_clear_erasure(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let stored = self.inner.read_stream(stream, 1).await?;
+        if stored
+            .iter()
+            .any(|e| holds_clear_personal_data(&e.event_type, &e.payload))
+        {
+            return Err(StoreError::InvalidArgument(format!(
+                "the personal data of {stream} was stored in clear, before crypto-shredding: \
+                 destroying its key would not erase it. Export the store and import it into a \
+                 new one (the import seals it), then erase there; see docs/OPERATIONS.md, \
+                 \"Upgrading\""
+            )));
+        }
+        Ok(())
+    }
+
     /// Opens the sealed fields of `event` (in place).
     async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), StoreError> {
         if personal_fields(&event.event_type).is_none() || event.payload.get(SEALED).is_none() {
@@ -238,6 +269,7 @@ impl StoreWrapper for CryptoStore {
         for event in &mut events {
             if event.event_type == USER_ERASED {
                 if let Some(id) = user_key_id(stream.as_str()) {
+                    self.refuse_clear_erasure(stream).await?;
                     self.keys.destroy(&id).await?;
                 }
             }
@@ -486,6 +518,48 @@ mod tests {
             keys.create("i:u").await.is_err(),
             "an erased user's key came back"
         );
+    }
+
+    /// A user whose personal data was stored in clear (before crypto-shredding) is not
+    /// "erased" by destroying a key that never sealed it: the erasure is refused, says why,
+    /// and changes nothing.
+    #[tokio::test]
+    async fn erasure_of_a_user_stored_in_clear_is_refused() {
+        let inner = Arc::new(MemoryStore::new());
+        let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+        let store: Arc<dyn EventStore> = Arc::new(CryptoStore::new(inner.clone(), keys.clone()));
+        let instance = InstanceId::new("i").unwrap();
+        let user = StreamId::user(&instance, &UserId::new("u").unwrap());
+        let added = json!({"username": "Alice.Clear", "resourceOwner": "o"});
+        assert!(holds_clear_personal_data(USER_ADDED, &added));
+        inner
+            .append(
+                &user,
+                ExpectedVersion::Any,
+                vec![new_event(USER_ADDED, added)],
+            )
+            .await
+            .unwrap();
+        keys.create("i:u").await.unwrap();
+        let refused = store
+            .append(
+                &user,
+                ExpectedVersion::Any,
+                vec![new_event(USER_ERASED, json!({}))],
+            )
+            .await;
+        match refused {
+            Err(StoreError::InvalidArgument(why)) => assert!(why.contains("in clear"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(inner.head_position().await.unwrap(), 1);
+        assert!(keys.load("i:u").await.unwrap().is_some());
+        let sealed = json!({"sealed": "AAAA", "resourceOwner": "o"});
+        assert!(!holds_clear_personal_data(USER_ADDED, &sealed));
+        assert!(!holds_clear_personal_data(
+            "user.locked",
+            &json!({"username": "x"})
+        ));
     }
 
     #[tokio::test]

@@ -64,6 +64,10 @@ pub struct Index {
     previous: Vec<u64>,
     /// Segments in position order; the last one is the one being written.
     segments: Vec<Segment>,
+    /// Whether the log's records are of format 1 (written before the hash chain, ADR 0020),
+    /// decided by its first record; `None` for an empty log. Only a read-only open accepts
+    /// them (for `export`), and never mixed with format 2.
+    pub unchained: Option<bool>,
 }
 
 impl Index {

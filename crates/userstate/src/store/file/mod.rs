@@ -243,6 +243,9 @@ pub struct FileStore {
     read_only: bool,
     /// What a read-only open left unrepaired.
     pending: Vec<PendingRepair>,
+    /// A read-only open of a log of format 1, written before the hash chain: its events carry
+    /// no hash, and [`EventStore::stores_chain`] is false (export computes the chain).
+    unchained: bool,
     _lock: Option<DirLock>,
 }
 
@@ -300,6 +303,7 @@ impl FileStore {
             }
             other => other?,
         };
+        let unchained = recovered.index.unchained == Some(true);
         Ok(FileStore {
             dir: dir.to_path_buf(),
             shared: Arc::new(Shared::new(recovered.index)?),
@@ -307,6 +311,7 @@ impl FileStore {
             publisher: None,
             read_only: true,
             pending: recovered.pending,
+            unchained,
             _lock: None,
         })
     }
@@ -354,6 +359,7 @@ impl FileStore {
             publisher: Some(publisher),
             read_only: false,
             pending: Vec::new(),
+            unchained: false,
             _lock: Some(lock),
         })
     }
@@ -508,6 +514,11 @@ impl EventStore for FileStore {
 
     /// `Err` while appends are refused: after a failed write or sync until the syncer has
     /// repaired the segment (ADR 0011), for good if it could not, and on a read-only store.
+    /// False only for a read-only open of a log written before the hash chain (format 1).
+    fn stores_chain(&self) -> bool {
+        !self.unchained
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         if self.read_only {
             return Err(read_only(&self.dir));

@@ -12,8 +12,8 @@
 //! Format 2 (flag bit 2 set, every record written since the hash chain, ADR 0020) ends the
 //! body with the event's chain hash; the bytes from `stream_len` through the payload are the
 //! chain's `content` encoding ([`crate::chain`]). A format 1 record (no flag bit 2, no hash)
-//! still decodes, with [`RawRecord::hash`] `None`, and the store's open refuses it with a
-//! clear message: such a log is migrated by `export` with the previous release and `import`.
+//! still decodes, with [`RawRecord::hash`] `None`: a read-only open reads a log of format 1
+//! throughout (so that `export` upgrades it), a writable open refuses it with the way out.
 //!
 //! The header has its own checksum so a damaged length is never trusted: a frame whose header
 //! checks out but whose body runs past the end of the file was cut short (a torn tail); a frame

@@ -267,12 +267,21 @@ pub fn scan_segment(
                 format!("expected position {position}, found {}", record.position),
             ));
         }
-        if record.hash.is_none() {
+        // Format 1 (before the hash chain, ADR 0020): read only, and only a whole log of it.
+        let unchained = record.hash.is_none();
+        if *index.unchained.get_or_insert(unchained) != unchained {
+            return Err(corrupt(
+                at,
+                "records of format 1 (before the hash chain) and format 2 in one log".into(),
+            ));
+        }
+        if unchained && !read_only {
             return Err(corrupt(
                 at,
                 "a record of format 1, written before the hash chain (ADR 0020): this release \
-                 reads format 2 only; export the log with the release that wrote it and import \
-                 it here"
+                 writes format 2 only; export the log with this release (`userstate export` \
+                 reads it) and import it into a new data directory (docs/OPERATIONS.md, \
+                 \"Upgrading\")"
                     .into(),
             ));
         }
