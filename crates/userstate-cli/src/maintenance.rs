@@ -16,9 +16,7 @@ use userstate::{EventStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
-use crate::store::{
-    export_keys, is_kurrentdb, open_key_store, open_raw_store, open_raw_store_read_only,
-};
+use crate::store::{export_keys, open_key_store, open_raw_store, open_raw_store_read_only};
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed; it works while `serve` runs), with what it would repair on a writable open.
@@ -457,23 +455,18 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // The events are written as exported: personal data sealed, under the keys imported here.
-    // Lines holding it in clear (an export from before crypto-shredding, or of KurrentDB) are
-    // sealed on the way in, under new keys, through a `CryptoStore` over the target (ADR 0021);
-    // KurrentDB keeps personal data unsealed and takes every line as it is.
+    // Lines holding it in clear (an export from before crypto-shredding) are sealed on the way
+    // in, under new keys, through a `CryptoStore` over the target (ADR 0021).
     let store = open_raw_store(&args.store.store, &args.store.data).await?;
-    let sealer = if is_kurrentdb(&args.store.store) {
-        None
-    } else {
-        let key_store = open_key_store(&args.store.store, &args.store.data).await?;
-        if let Some(keys) = &keys {
-            key_store
-                .import(keys)
-                .await
-                .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
-        }
-        // Made after the keys' import, which may bring the username secret.
-        Some(userstate::CryptoStore::new(store.clone(), key_store))
-    };
+    let key_store = open_key_store(&args.store.store, &args.store.data).await?;
+    if let Some(keys) = &keys {
+        key_store
+            .import(keys)
+            .await
+            .with_context(|| format!("importing the keys into {}", args.store.describe()))?;
+    }
+    // Made after the keys' import, which may bring the username secret.
+    let sealer = Some(userstate::CryptoStore::new(store.clone(), key_store));
     let bar = bar(total, "importing");
     let imported = import_validated(
         &*store,

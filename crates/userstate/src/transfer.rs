@@ -19,8 +19,7 @@
 //! imported unchecked; one with some lines hashed and some not is refused.
 //!
 //! Personal data (ADR 0021): an export of a sealing store holds it sealed and is written as
-//! it is. Lines that hold it in clear (an export written before crypto-shredding, or one of
-//! KurrentDB, which keeps it unsealed) are sealed on the way in when the caller passes a
+//! it is. Lines that hold it in clear (an export written before crypto-shredding) are sealed on the way in when the caller passes a
 //! [`CryptoStore`] over the target ([`import_validated`]): their appends go through it, which
 //! seals them under new per-user keys and names their username reservation streams by the
 //! keyed hash. A reservation stream is taken as named in clear when its first event held its

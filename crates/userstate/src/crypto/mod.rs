@@ -57,8 +57,7 @@ fn personal_fields(event_type: &str) -> Option<&'static [&'static str]> {
 }
 
 /// Whether an event of `event_type` holds personal fields in clear in `payload`: written
-/// before crypto-shredding (or by a store that keeps them unsealed, KurrentDB). Import seals
-/// such events; erasure refuses a user who has one (destroying a key would not erase it).
+/// before crypto-shredding. Import seals such events; erasure refuses a user who has one (destroying a key would not erase it).
 pub fn holds_clear_personal_data(event_type: &str, payload: &Value) -> bool {
     personal_fields(event_type).is_some_and(|fields| {
         payload.as_object().is_some_and(|object| {
