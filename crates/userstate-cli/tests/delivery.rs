@@ -267,7 +267,14 @@ async fn two_nodes_on_postgres_deliver_from_one_at_a_time_and_take_over() {
                 &tokens,
                 &dir.path().join(name),
                 // A lease long enough that a live node on a loaded machine keeps it.
-                &["--delivery", &file_arg, "--delivery-lease", "4s", "--node-id", name],
+                &[
+                    "--delivery",
+                    &file_arg,
+                    "--delivery-lease",
+                    "4s",
+                    "--node-id",
+                    name,
+                ],
             )
         })
         .collect();
@@ -293,7 +300,11 @@ async fn two_nodes_on_postgres_deliver_from_one_at_a_time_and_take_over() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let senders = receiver.senders();
-    assert_eq!(senders.len(), 1, "one node delivers while both live: {senders:?}");
+    assert_eq!(
+        senders.len(),
+        1,
+        "one node delivers while both live: {senders:?}"
+    );
     let holder = names.iter().position(|n| *n == senders[0]).unwrap();
     let other = 1 - holder;
     assert!(leased(&client.metrics(&nodes[holder].base).await));

@@ -202,4 +202,3 @@ pub fn webhook_file(dir: &Path, name: &str, targets: &[(&str, &str, Option<u32>)
     std::fs::write(&path, text).unwrap();
     path
 }
-

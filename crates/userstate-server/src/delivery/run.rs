@@ -161,7 +161,13 @@ impl<'a> Run<'a> {
             window.retry(&rest);
             let events = window.events(&[first]);
             let wait = Some(Duration::ZERO);
-            calls.push(Box::pin(send(sink, vec![first], events, wait, self.checkpoint)));
+            calls.push(Box::pin(send(
+                sink,
+                vec![first],
+                events,
+                wait,
+                self.checkpoint,
+            )));
             return Ok(());
         }
         let error = failure.unwrap_or_else(|| "not delivered".to_owned());
@@ -188,7 +194,13 @@ impl<'a> Run<'a> {
         debug!(target = %name, position = event.position, attempts, error, "delivery failed; retrying");
         window.retry(&rest);
         let wait = Some(backoff(attempts));
-        calls.push(Box::pin(send(sink, vec![first], vec![event], wait, self.checkpoint)));
+        calls.push(Box::pin(send(
+            sink,
+            vec![first],
+            vec![event],
+            wait,
+            self.checkpoint,
+        )));
         Ok(())
     }
 }

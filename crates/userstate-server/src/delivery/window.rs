@@ -197,11 +197,7 @@ impl Window {
 
     /// Drops the done events at the front (the checkpoint moves past them).
     fn retire(&mut self) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| e.state == State::Done)
-        {
+        while self.entries.front().is_some_and(|e| e.state == State::Done) {
             self.entries.pop_front();
             self.front += 1;
         }
