@@ -27,6 +27,10 @@ use userstate_server::delivery::config::parse;
 use userstate_server::delivery::{Delivery, DeliveryOptions};
 use userstate_server::metrics::Metrics;
 
+/// The server binary's allocator (`userstate`'s main.rs), so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Parser)]
@@ -43,6 +47,9 @@ struct Args {
     /// NATS server.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats: String,
+    /// The webhook target's `concurrency` (requests in flight; default: the server's).
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 /// Lags in microseconds, and when the last event arrived.
@@ -122,7 +129,11 @@ async fn run(kind: &str, args: &Args) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await });
-            format!("[[webhook]]\nname = \"bench\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_{SECRET_B64}\"\n")
+            let mut file = format!("[[webhook]]\nname = \"bench\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_{SECRET_B64}\"\n");
+            if let Some(n) = args.concurrency {
+                file.push_str(&format!("concurrency = {n}\n"));
+            }
+            file
         }
         "nats" => {
             let id = uuid::Uuid::new_v4().simple().to_string();
@@ -155,6 +166,7 @@ async fn run(kind: &str, args: &Args) {
     let total = args.rate * args.seconds;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let cpu_at_start = cpu_seconds();
     let ctx = Context::new(Principal::system(
         "bench",
         InstanceId::new("default").unwrap(),
@@ -204,13 +216,14 @@ async fn run(kind: &str, args: &Args) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu = cpu_seconds() - cpu_at_start;
     delivery.stop().await;
     let s = seen.lock().unwrap();
     let delivered_in = s.last.map_or(load, |l| l - start);
     let mut lags = s.lags_us.clone();
     lags.sort_unstable();
     println!(
-        "{kind}: {total} commands in {:.1} s ({:.0}/s offered {}); {} events delivered in {:.1} s = {:.0} events/s; commit->delivered lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{kind}: {total} commands in {:.1} s ({:.0}/s offered {}); {} events delivered in {:.1} s = {:.0} events/s; commit->delivered lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; process CPU {:.0} us per event (commands, delivery and receiver)",
         load.as_secs_f64(),
         total as f64 / load.as_secs_f64(),
         args.rate,
@@ -220,7 +233,23 @@ async fn run(kind: &str, args: &Args) {
         percentile(&lags, 0.5),
         percentile(&lags, 0.99),
         percentile(&lags, 1.0),
+        cpu / s.events.max(1) as f64 * 1e6,
     );
+}
+
+/// The CPU time this process used so far (user + system, from `/proc/self/stat`, in the
+/// kernel's clock ticks of 10 ms; as `userstate-bench`'s `command_path`): on a loaded machine
+/// CPU per event says more than events/s.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 #[tokio::main]

@@ -8,179 +8,17 @@
 //! the checkpoint when that node is killed.
 
 mod cluster;
+mod receiver;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use base64::Engine as _;
 use cluster::pg::Database;
 use cluster::{write_tokens, Client, Node};
+use receiver::{webhook_file, Receiver};
 use serde_json::Value;
-
-const SECRET_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// A webhook receiver: verifies signatures, fails while told to, records what it accepted.
-#[derive(Clone, Default)]
-struct Receiver {
-    /// (webhook-id, body) in arrival order.
-    accepted: Arc<Mutex<Vec<(u64, String)>>>,
-    bad_signatures: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    failing_until: Arc<Mutex<Option<Instant>>>,
-    /// Bodies containing this are refused forever (to be dead-lettered).
-    poison: Arc<Mutex<Option<String>>>,
-}
-
-impl Receiver {
-    async fn start(&self) -> String {
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(hook))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/hook")
-    }
-
-    fn fail_for(&self, d: Duration) {
-        *self.failing_until.lock().unwrap() = Some(Instant::now() + d);
-    }
-
-    fn positions(&self) -> Vec<u64> {
-        self.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// Waits until every position of `wanted` was accepted.
-    async fn wait_for(&self, wanted: &[u64], within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let got: std::collections::HashSet<u64> = self.positions().into_iter().collect();
-            let missing: Vec<u64> = wanted
-                .iter()
-                .filter(|p| !got.contains(p))
-                .copied()
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} positions never delivered, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(10)]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Every position once, or again only with the same body; each user's events in order
-    /// of sequence as first received; every event's own position is its id.
-    fn check(&self) -> usize {
-        let accepted = self.accepted.lock().unwrap().clone();
-        let mut bodies: HashMap<u64, String> = HashMap::new();
-        let mut last_sequence: HashMap<String, u64> = HashMap::new();
-        let mut repeats = 0;
-        for (id, body) in accepted {
-            if let Some(before) = bodies.get(&id) {
-                assert_eq!(
-                    before, &body,
-                    "position {id} delivered twice with different bodies"
-                );
-                repeats += 1;
-                continue;
-            }
-            let event: Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(event["position"], id, "webhook-id is the position");
-            let stream = event["stream"].as_str().unwrap().to_owned();
-            assert!(stream.starts_with("user:"), "only user events: {stream}");
-            let sequence = event["sequence"].as_u64().unwrap();
-            let last = last_sequence.entry(stream.clone()).or_default();
-            assert!(
-                sequence > *last,
-                "{stream}: sequence {sequence} after {last}"
-            );
-            *last = sequence;
-            bodies.insert(id, body);
-        }
-        assert_eq!(self.bad_signatures.load(Ordering::SeqCst), 0);
-        repeats
-    }
-}
-
-/// Verifies the Standard Webhooks headers with the secret, as a receiver must.
-fn verify(headers: &HeaderMap, body: &str) -> Option<u64> {
-    let get = |n: &str| headers.get(n)?.to_str().ok();
-    let (id, ts, sigs) = (
-        get("webhook-id")?,
-        get("webhook-timestamp")?,
-        get("webhook-signature")?,
-    );
-    let ts: i64 = ts.parse().ok()?;
-    if (chrono::Utc::now().timestamp() - ts).abs() > 300 {
-        return None;
-    }
-    let secret = base64::engine::general_purpose::STANDARD
-        .decode(SECRET_B64)
-        .unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-    let ok = sigs.split(' ').any(|sig| {
-        sig.strip_prefix("v1,")
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .is_some_and(|tag| {
-                ring::hmac::verify(&key, format!("{id}.{ts}.{body}").as_bytes(), &tag).is_ok()
-            })
-    });
-    ok.then(|| id.parse().ok()).flatten()
-}
-
-async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    let Some(id) = verify(&headers, &body) else {
-        r.bad_signatures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::UNAUTHORIZED;
-    };
-    let failing = r
-        .failing_until
-        .lock()
-        .unwrap()
-        .is_some_and(|t| Instant::now() < t);
-    let poisoned = r
-        .poison
-        .lock()
-        .unwrap()
-        .as_ref()
-        .is_some_and(|p| body.contains(p.as_str()));
-    if failing || poisoned {
-        r.refused.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    r.accepted.lock().unwrap().push((id, body));
-    StatusCode::NO_CONTENT
-}
-
-fn webhook_file(dir: &Path, name: &str, targets: &[(&str, &str, Option<u32>)]) -> PathBuf {
-    let path = dir.join(name);
-    let mut text = String::new();
-    for (target, url, attempts) in targets {
-        text.push_str(&format!(
-            "[[webhook]]\nname = \"{target}\"\nurl = \"{url}\"\nsecret = \"whsec_{SECRET_B64}\"\n"
-        ));
-        if let Some(n) = attempts {
-            text.push_str(&format!("max_attempts = {n}\n"));
-        }
-    }
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn hangup(node: &Node) {
     let status = std::process::Command::new("kill")
@@ -278,6 +116,7 @@ async fn every_acknowledged_event_arrives_through_failures_and_kill_9() {
     let wanted = acked.lock().unwrap().clone();
     receiver.wait_for(&wanted, Duration::from_secs(60)).await;
     let repeats = receiver.check();
+    assert_eq!(receiver.senders(), ["n1"], "every delivery names its node");
     assert!(
         receiver.refused.load(Ordering::SeqCst) > 0,
         "the receiver did fail a while"
@@ -404,6 +243,10 @@ fn leased(metrics: &str) -> bool {
         .any(|l| l.starts_with("userstate_delivery_leased{target=\"sink\"} 1"))
 }
 
+/// Two nodes on one PostgreSQL store, under continuous load on both: every delivery names
+/// the node that sent it, and over the whole run they come from one node only until it is
+/// killed, then only from the other (never interleaved); every acknowledged event arrives, in
+/// order per user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_on_postgres_deliver_from_one_at_a_time_and_take_over() {
     let Some(db) = Database::create("delivery").await else {
@@ -415,13 +258,23 @@ async fn two_nodes_on_postgres_deliver_from_one_at_a_time_and_take_over() {
     let file = webhook_file(dir.path(), "delivery.toml", &[("sink", &url, None)]);
     let file_arg = file.display().to_string();
     let tokens = write_tokens(dir.path());
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| {
+    let names = ["n0", "n1"];
+    let mut nodes: Vec<Node> = names
+        .iter()
+        .map(|name| {
             Node::start(
                 &db.url,
                 &tokens,
-                &dir.path().join(format!("node{i}")),
-                &["--delivery", &file_arg, "--delivery-lease", "2s"],
+                &dir.path().join(name),
+                // A lease long enough that a live node on a loaded machine keeps it.
+                &[
+                    "--delivery",
+                    &file_arg,
+                    "--delivery-lease",
+                    "4s",
+                    "--node-id",
+                    name,
+                ],
             )
         })
         .collect();
@@ -429,61 +282,61 @@ async fn two_nodes_on_postgres_deliver_from_one_at_a_time_and_take_over() {
     for n in &nodes {
         client.wait_ready(&n.base, Duration::from_secs(20)).await;
     }
-    let mut wanted = Vec::new();
-    for i in 0..40 {
-        let a = client
-            .add(&nodes[i % 2].base, &format!("pg{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, 201);
-        wanted.push(a.position.unwrap());
+    // Load through both nodes at once, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut writers = Vec::new();
+    for n in &nodes {
+        let base = Arc::new(Mutex::new(n.base.clone()));
+        writers.extend(load(&client, base, 2, stop.clone(), acked.clone()));
     }
-    receiver.wait_for(&wanted, Duration::from_secs(20)).await;
+    while receiver.positions().len() < 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Exactly one node holds the lease, observed a few times over a lease period.
-    let mut holder = None;
-    for _ in 0..5 {
-        let held: Vec<bool> = futures_join(&client, &nodes).await;
-        assert_eq!(
-            held.iter().filter(|h| **h).count(),
-            1,
-            "one holder: {held:?}"
-        );
-        let h = held.iter().position(|h| *h);
-        assert!(
-            holder.is_none() || holder == h,
-            "the lease does not wander while alive"
-        );
-        holder = h;
+    for _ in 0..4 {
+        let held: Vec<bool> = leases(&client, &nodes).await;
+        assert_eq!(held.iter().filter(|h| **h).count(), 1, "{held:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let a = client.add(&nodes[0].base, "again").await.unwrap();
-        if a.status == 201 {
-            wanted.push(a.position.unwrap());
-        }
     }
-    let holder = holder.unwrap();
+    let senders = receiver.senders();
+    assert_eq!(
+        senders.len(),
+        1,
+        "one node delivers while both live: {senders:?}"
+    );
+    let holder = names.iter().position(|n| *n == senders[0]).unwrap();
     let other = 1 - holder;
+    assert!(leased(&client.metrics(&nodes[holder].base).await));
     nodes[holder].kill();
-    for i in 0..40 {
-        let a = client
-            .add(&nodes[other].base, &format!("after{i}"))
-            .await
-            .unwrap();
-        assert_eq!(a.status, 201);
-        wanted.push(a.position.unwrap());
+    let before_kill = acked.lock().unwrap().len();
+    // The dead node's writers fail from now on; the other's go on.
+    while acked.lock().unwrap().len() < before_kill + 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    receiver.wait_for(&wanted, Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let wanted = acked.lock().unwrap().clone();
+    receiver.wait_for(&wanted, Duration::from_secs(60)).await;
+    assert_eq!(
+        receiver.senders(),
+        [names[holder], names[other]],
+        "deliveries from the holder only, then only from the node that took over"
+    );
     assert!(
         leased(&client.metrics(&nodes[other].base).await),
         "the other node took over"
     );
     let repeats = receiver.check();
     eprintln!(
-        "{} events delivered across a takeover; {repeats} repeats",
+        "{} acknowledged events delivered across a takeover; {repeats} repeats",
         wanted.len()
     );
 }
 
-async fn futures_join(client: &Client, nodes: &[Node]) -> Vec<bool> {
+async fn leases(client: &Client, nodes: &[Node]) -> Vec<bool> {
     let mut held = Vec::new();
     for n in nodes {
         held.push(leased(&client.metrics(&n.base).await));

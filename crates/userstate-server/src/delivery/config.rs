@@ -12,6 +12,11 @@ use thiserror::Error;
 
 /// How many attempts an event gets before it is dead-lettered, unless the target says.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
+/// How many requests a webhook target has in flight at once, unless it says (docs/PERFORMANCE.md,
+/// "Issue 26": enough to keep up with 10k events/s on loopback).
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 64;
+/// The most requests in flight a webhook target may ask for.
+pub const MAX_WEBHOOK_CONCURRENCY: usize = 1024;
 
 /// Why a delivery file was refused.
 #[derive(Debug, Error)]
@@ -87,6 +92,9 @@ pub struct WebhookTarget {
     pub types: Option<Vec<String>>,
     /// Attempts per event before it is dead-lettered.
     pub max_attempts: u32,
+    /// Requests in flight at once (events of different users; one user's are sent one after
+    /// the other, in order). 1 sends every event in position order.
+    pub concurrency: usize,
 }
 
 /// A `[[nats]]` target.
@@ -159,6 +167,7 @@ struct RawWebhook {
     secret: String,
     types: Option<Vec<String>>,
     max_attempts: Option<u32>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -204,12 +213,19 @@ pub fn parse(text: &str) -> Result<Vec<Target>, ConfigError> {
             return Err(bad("url must be http:// or https://".into()));
         }
         let secret = Secret::parse(&w.secret).map_err(|e| bad(e.to_owned()))?;
+        let concurrency = w.concurrency.unwrap_or(DEFAULT_WEBHOOK_CONCURRENCY);
+        if !(1..=MAX_WEBHOOK_CONCURRENCY).contains(&concurrency) {
+            return Err(bad(format!(
+                "concurrency must be 1 to {MAX_WEBHOOK_CONCURRENCY}"
+            )));
+        }
         targets.push(Target::Webhook(WebhookTarget {
             name: w.name.clone(),
             url: w.url,
             secret,
             types: w.types,
             max_attempts: w.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
+            concurrency,
         }));
     }
     for n in file.nats {
@@ -273,6 +289,7 @@ mod tests {
             url = "http://127.0.0.1:9000/hook"
             secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             types = ["user.locked"]
+            concurrency = 8
 
             [[nats]]
             name = "bus"
@@ -284,6 +301,7 @@ mod tests {
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[0].types(), Some(&["user.locked".to_owned()][..]));
         assert_eq!(targets[1].max_attempts(), DEFAULT_MAX_ATTEMPTS);
+        assert!(matches!(&targets[0], Target::Webhook(w) if w.concurrency == 8));
         let debug = format!("{targets:?}");
         assert!(
             !debug.contains("MfKQ9r8"),
@@ -293,6 +311,7 @@ mod tests {
         for (bad, says) in [
             ("[[webhook]]\nname = \"a\"\nurl = \"http://x\"\nsecret = \"nope\"", "whsec_"),
             ("[[webhook]]\nname = \"a\"\nurl = \"ftp://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"", "http"),
+            ("[[webhook]]\nname = \"a\"\nurl = \"http://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nconcurrency = 0", "concurrency must be 1 to 1024"),
             ("[[nats]]\nname = \"a b\"\nurl = \"nats://x:1\"\nsubject = \"s\"", "name"),
             ("[[nats]]\nname = \"a\"\nurl = \"nats://x:1\"\nsubject = \"s.*\"", "wildcards"),
             ("[[nats]]\nname = \"a\"\nurl = \"nats://x:1\"\nsubject = \"s\"\n[[nats]]\nname = \"a\"\nurl = \"nats://x:1\"\nsubject = \"t\"", "two targets"),

@@ -5,35 +5,38 @@
 //! time deliver a target; ADR 0018).
 //!
 //! Per target, one task: take the lease (or wait for it to expire), subscribe after the
-//! checkpoint, hand each batch to the sink, retry a failure with backoff (100 ms doubling,
-//! capped at [`MAX_BACKOFF`]) and after the target's `max_attempts` dead-letter the event
-//! (recorded in the checkpoint stream, counted in `/metrics`, listed by `userstate delivery
-//! status`) and go on. The checkpoint is written at most once a second while busy, and once
-//! per half lease while idle (renewing the lease), never per event. The lease is checked
-//! before each call of the sink ([`Sink::chunk`] events at most).
+//! checkpoint, and send through the sink with up to [`Sink::concurrency`] calls in flight
+//! (webhooks: the target's `concurrency` requests, one event each; NATS: one batch of up to
+//! 256), one user's events never in two calls at once and never out of order
+//! ([`window::Window`]). A failed event is retried with backoff (100 ms doubling, capped at
+//! [`MAX_BACKOFF`]) and after the target's `max_attempts` dead-lettered (recorded in the
+//! checkpoint stream, counted in `/metrics`, listed by `userstate delivery status`). The
+//! checkpoint is the contiguous prefix of events delivered or dead-lettered, written at most
+//! once a second while busy, and once per half lease while idle (renewing the lease), never
+//! per event. The lease is checked before each call of the sink ([`run`]).
 //!
 //! [`Delivery::apply`] starts, keeps or restarts targets from a (re)loaded file: a target
 //! whose configuration is unchanged keeps running.
 
 pub mod config;
+mod run;
 pub mod sink;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use userstate::feed::{
-    Checkpoint, DeadLetter, FeedError, Filter, LeaseState, StoreCheckpoint, Subscription,
-    DEFAULT_LEASE,
-};
+use userstate::feed::{FeedError, Filter, LeaseState, StoreCheckpoint, DEFAULT_LEASE};
 use userstate::EventStore;
 
 use crate::metrics::Metrics;
 pub use config::{load, ConfigError, Target};
+use run::Run;
 use sink::Sink;
 
 /// The longest wait between two attempts of one event.
@@ -96,7 +99,7 @@ impl DeliveryMetrics {
             ),
             position: gauge(
                 "userstate_delivery_position",
-                "Position of the last event delivered to a target by this node",
+                "Position up to which every event of a target was delivered (or dead-lettered) by this node",
             ),
             leader: gauge(
                 "userstate_delivery_leased",
@@ -204,8 +207,8 @@ async fn run_target(
             return;
         }
     };
-    let mut sink: Box<dyn Sink> = match &target {
-        Target::Webhook(w) => Box::new(sink::Webhook::new(w.clone())),
+    let sink: Box<dyn Sink> = match &target {
+        Target::Webhook(w) => Box::new(sink::Webhook::new(w.clone(), &options.node)),
         Target::Nats(n) => Box::new(sink::Nats::new(n.clone())),
     };
     let mut filter = Filter::public();
@@ -224,7 +227,7 @@ async fn run_target(
                     metrics: &metrics,
                     filter: filter.clone(),
                 };
-                match run.deliver(position, &mut *sink).await {
+                match run.deliver(position, &*sink).await {
                     Err(FeedError::LeaseLost { holder, .. }) => {
                         info!(target = %name, holder, "delivery lease lost to another node")
                     }
@@ -247,112 +250,5 @@ async fn run_target(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
-}
-
-/// One leased run of a target.
-struct Run<'a> {
-    store: &'a Arc<dyn EventStore>,
-    checkpoint: &'a StoreCheckpoint,
-    target: &'a Target,
-    metrics: &'a DeliveryMetrics,
-    filter: Filter,
-}
-
-impl Run<'_> {
-    /// Delivers after `from` until the lease is lost (or the store fails).
-    async fn deliver(&self, from: u64, sink: &mut dyn Sink) -> Result<(), FeedError> {
-        let name = self.target.name();
-        let mut feed = Subscription::after(self.store.clone(), from)
-            .with_filter(self.filter.clone())
-            .with_page(PAGE)
-            .with_max_lag(u64::MAX);
-        let mut saved = from;
-        let mut saved_at = Instant::now();
-        let idle = self.checkpoint.lease() / 4;
-        loop {
-            let batch = match tokio::time::timeout(idle, feed.next_batch()).await {
-                Ok(batch) => batch?,
-                Err(_) => {
-                    // Idle: record what was read (filtered events too), and renew the lease
-                    // when half of it is gone (one write per half lease while idle), so the
-                    // target does not wander between nodes.
-                    let read = feed.read_position();
-                    if read > saved || self.checkpoint.renewal_due().await {
-                        self.checkpoint.save(read).await?;
-                        saved = read;
-                        saved_at = Instant::now();
-                    }
-                    continue;
-                }
-            };
-            let mut done = 0;
-            let mut attempts = 0u32;
-            let mut backoff = FIRST_BACKOFF;
-            while done < batch.len() {
-                // Still ours? (Renewed with what is delivered so far when half of it is gone.)
-                let delivered = if done > 0 {
-                    batch[done - 1].position
-                } else {
-                    saved
-                };
-                self.ensure_lease(delivered).await?;
-                let end = (done + sink.chunk()).min(batch.len());
-                let (sent, failure) = sink.send(&batch[done..end]).await;
-                if sent > 0 {
-                    done += sent;
-                    attempts = 0;
-                    backoff = FIRST_BACKOFF;
-                    self.metrics
-                        .delivered
-                        .with_label_values(&[name])
-                        .inc_by(sent as u64);
-                    self.metrics
-                        .position
-                        .with_label_values(&[name])
-                        .set(batch[done - 1].position as i64);
-                }
-                let Some(error) = failure else { continue };
-                attempts += 1;
-                self.metrics.failures.with_label_values(&[name]).inc();
-                let event = &batch[done];
-                if attempts >= self.target.max_attempts() {
-                    warn!(target = %name, position = event.position, attempts, error, "event dead-lettered");
-                    self.checkpoint
-                        .dead_letter(DeadLetter {
-                            position: event.position,
-                            event_type: event.event_type.clone(),
-                            attempts,
-                            error,
-                            node: self.checkpoint.node().to_owned(),
-                            at: chrono::Utc::now(),
-                        })
-                        .await?;
-                    self.metrics.dead_letters.with_label_values(&[name]).inc();
-                    done += 1;
-                    attempts = 0;
-                    backoff = FIRST_BACKOFF;
-                    continue;
-                }
-                debug!(target = %name, position = event.position, attempts, error, "delivery failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            let read = feed.read_position();
-            if saved_at.elapsed() >= CHECKPOINT_EVERY || self.checkpoint.renewal_due().await {
-                self.checkpoint.save(read).await?;
-                saved = read;
-                saved_at = Instant::now();
-            }
-        }
-    }
-
-    /// Renews the lease (recording `delivered`) when it is due, so it never runs out while
-    /// this node works; [`FeedError::LeaseLost`] when another node has it.
-    async fn ensure_lease(&self, delivered: u64) -> Result<(), FeedError> {
-        if self.checkpoint.renewal_due().await {
-            self.checkpoint.save(delivered).await?;
-        }
-        Ok(())
     }
 }

@@ -1,10 +1,12 @@
 //! Where a target's events go: [`Webhook`] (Standard Webhooks) and [`Nats`] (JetStream).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::Publish};
 use async_trait::async_trait;
 use base64::Engine as _;
+use tokio::sync::Mutex;
 use userstate::RecordedEvent;
 
 use super::config::{NatsTarget, WebhookTarget};
@@ -12,23 +14,35 @@ use crate::feed::event_line;
 
 /// How long one webhook request or NATS publish may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The header naming the node that sent a webhook request (beside Standard Webhooks' own).
+pub const NODE_HEADER: &str = "userstate-node";
 
-/// A target's transport.
+/// A target's transport. Called by several tasks at once (up to
+/// [`concurrency`](Sink::concurrency) calls in flight, never two with events of one user).
 #[async_trait]
-pub trait Sink: Send {
-    /// Sends `events` in order; returns how many were delivered, and the failure that stopped
-    /// it when that is fewer than all.
-    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>);
+pub trait Sink: Send + Sync {
+    /// Sends `events` in order; returns how many were delivered (a prefix), and the failure
+    /// that stopped it when that is fewer than all.
+    async fn send(&self, events: &[Arc<RecordedEvent>]) -> (usize, Option<String>);
 
     /// The most events one call is given (the lease is checked between calls).
     fn chunk(&self) -> usize;
+
+    /// How many calls may be in flight at once.
+    fn concurrency(&self) -> usize;
 }
 
 /// The Standard Webhooks signature of `body` sent with `id` at `timestamp`:
 /// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
 pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let tag = ring::hmac::sign(&key, format!("{id}.{timestamp}.{body}").as_bytes());
+    // Signed in pieces: the body is not copied.
+    let mut mac = ring::hmac::Context::with_key(&key);
+    let timestamp = timestamp.to_string();
+    for piece in [id, ".", timestamp.as_str(), ".", body] {
+        mac.update(piece.as_bytes());
+    }
+    let tag = mac.sign();
     format!(
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
@@ -36,97 +50,54 @@ pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// POSTs each event as its own request: body = the export line, `webhook-id` = its position
-/// (the same on every retry), `webhook-timestamp`, `webhook-signature`. A 2xx is delivered.
-/// Different users' events are sent concurrently, one user's in order.
+/// (the same on every retry), `webhook-timestamp`, `webhook-signature`, and beside them
+/// `user-agent: userstate/VERSION` and `userstate-node: NODE` (the node that sent it). A 2xx
+/// is delivered. Up to the target's `concurrency` requests are in flight at once (the delivery
+/// window keeps one user's events in order), over kept-alive connections.
 pub struct Webhook {
     target: WebhookTarget,
+    /// The target's URL, parsed once (the file was validated: an error here is a bug, and is
+    /// each request's failure).
+    url: Result<reqwest::Url, String>,
+    node: String,
     client: reqwest::Client,
 }
 
 impl Webhook {
-    /// The sink of `target`.
-    pub fn new(target: WebhookTarget) -> Self {
+    /// The sink of `target`, sending as `node`.
+    pub fn new(target: WebhookTarget, node: &str) -> Self {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
+            .user_agent(concat!("userstate/", env!("CARGO_PKG_VERSION")))
+            // One kept-alive connection per request in flight.
+            .pool_max_idle_per_host(target.concurrency)
+            .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Self { target, client }
-    }
-}
-
-#[async_trait]
-impl Sink for Webhook {
-    /// Up to 32 events a call: the events of different users are sent at once, each user's
-    /// one after the other (in order per user), all within [`TIMEOUT`].
-    fn chunk(&self) -> usize {
-        32
-    }
-
-    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>) {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        // The chunk's indexes per stream, in order.
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            match groups.iter_mut().find(|(s, _)| *s == event.stream.as_str()) {
-                Some((_, indexes)) => indexes.push(i),
-                None => groups.push((event.stream.as_str(), vec![i])),
-            }
-        }
-        let this: &Webhook = self;
-        let sends = groups.iter().map(|(_, indexes)| async move {
-            // How many of this stream's events went through, and why it stopped.
-            for (n, i) in indexes.iter().enumerate() {
-                if let Err(e) = this.post(&events[*i], deadline).await {
-                    return (n, Some(e));
-                }
-            }
-            (indexes.len(), None)
-        });
-        let results = futures_util::future::join_all(sends).await;
-        let mut delivered = vec![false; events.len()];
-        let mut failure = None;
-        for ((_, indexes), (sent, error)) in groups.iter().zip(results) {
-            for i in &indexes[..sent] {
-                delivered[*i] = true;
-            }
-            if failure.is_none() {
-                failure = error;
-            }
-        }
-        // Delivered: the prefix of the chunk that all went through (a later event that went
-        // through anyway is sent again, with the same id).
-        let prefix = delivered.iter().take_while(|d| **d).count();
-        if prefix == events.len() {
-            (prefix, None)
-        } else {
-            (prefix, failure.or_else(|| Some("not delivered".to_owned())))
+        let url = reqwest::Url::parse(&target.url).map_err(|e| format!("url: {e}"));
+        Self {
+            target,
+            url,
+            node: node.to_owned(),
+            client,
         }
     }
-}
 
-impl Webhook {
-    /// POSTs one event, answered 2xx before `deadline`, or says why not.
-    async fn post(
-        &self,
-        event: &RecordedEvent,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), String> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err("out of time for this chunk".to_owned());
-        }
+    /// POSTs one event, answered 2xx within [`TIMEOUT`], or says why not.
+    async fn post(&self, event: &RecordedEvent) -> Result<(), String> {
         let id = event.position.to_string();
         let body = event_line(event);
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign(self.target.secret.bytes(), &id, timestamp, &body);
+        let url = self.url.clone()?;
         let sent = self
             .client
-            .post(&self.target.url)
-            .timeout(left)
+            .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
+            .header(NODE_HEADER, &self.node)
             .body(body)
             .send()
             .await;
@@ -139,13 +110,34 @@ impl Webhook {
     }
 }
 
+#[async_trait]
+impl Sink for Webhook {
+    /// One event a call (Standard Webhooks: one event per request).
+    fn chunk(&self) -> usize {
+        1
+    }
+
+    fn concurrency(&self) -> usize {
+        self.target.concurrency
+    }
+
+    async fn send(&self, events: &[Arc<RecordedEvent>]) -> (usize, Option<String>) {
+        for (n, event) in events.iter().enumerate() {
+            if let Err(e) = self.post(event).await {
+                return (n, Some(e));
+            }
+        }
+        (events.len(), None)
+    }
+}
+
 /// Publishes each event to JetStream on the subject, with `Nats-Msg-Id` = its position (so
 /// JetStream drops a redelivery inside its duplicate window), all of a batch before awaiting
 /// the acknowledgements in order. Connects (and creates the stream capturing the subject when
 /// none does) on first use and after a failure.
 pub struct Nats {
     target: NatsTarget,
-    context: Option<jetstream::Context>,
+    context: Mutex<Option<jetstream::Context>>,
 }
 
 impl Nats {
@@ -153,7 +145,7 @@ impl Nats {
     pub fn new(target: NatsTarget) -> Self {
         Self {
             target,
-            context: None,
+            context: Mutex::new(None),
         }
     }
 
@@ -209,16 +201,24 @@ impl Sink for Nats {
         256
     }
 
-    async fn send(&mut self, events: &[RecordedEvent]) -> (usize, Option<String>) {
-        let context = match &self.context {
-            Some(c) => c.clone(),
-            None => match self.connect().await {
-                Ok(c) => {
-                    self.context = Some(c.clone());
-                    c
-                }
-                Err(e) => return (0, Some(e)),
-            },
+    /// One batch at a time: JetStream keeps the order of one connection's publishes.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    async fn send(&self, events: &[Arc<RecordedEvent>]) -> (usize, Option<String>) {
+        let context = {
+            let mut slot = self.context.lock().await;
+            match &*slot {
+                Some(c) => c.clone(),
+                None => match self.connect().await {
+                    Ok(c) => {
+                        *slot = Some(c.clone());
+                        c
+                    }
+                    Err(e) => return (0, Some(e)),
+                },
+            }
         };
         let mut acks = Vec::with_capacity(events.len());
         let mut failure = None;
@@ -248,7 +248,7 @@ impl Sink for Nats {
             }
         }
         if failure.is_some() {
-            self.context = None;
+            *self.context.lock().await = None;
         }
         (delivered, failure)
     }

@@ -440,3 +440,108 @@ impl Checkpoint for StoreCheckpoint {
         self.write(&mut state, position, true).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Acquire,
+        Save(u64),
+        Release,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Acquire),
+            (1u64..1000).prop_map(Op::Save),
+            Just(Op::Release),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Three nodes contending for one target's lease, each step's operations run at once
+        /// on a multi-threaded runtime: at most one node ever believes it holds the lease, and
+        /// it is the holder the store has; in a step, a second node wins only after a winner
+        /// released; the checkpoint is the highest position any holder saved.
+        #[test]
+        fn one_node_holds_the_lease_whatever_the_contenders_do(
+            steps in proptest::collection::vec(proptest::collection::vec((0usize..3, op()), 1..4), 1..25),
+        ) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+                let lease = Duration::from_secs(60);
+                let nodes: Vec<Arc<StoreCheckpoint>> = (0..3)
+                    .map(|i| {
+                        Arc::new(
+                            StoreCheckpoint::new(store.clone(), "t", &format!("n{i}"))
+                                .unwrap()
+                                .with_lease(lease),
+                        )
+                    })
+                    .collect();
+                let observer = StoreCheckpoint::new(store.clone(), "t", "observer").unwrap();
+                let mut saved = 0;
+                for step in steps {
+                    let mut running = tokio::task::JoinSet::new();
+                    for (who, op) in step {
+                        let node = nodes[who].clone();
+                        running.spawn(async move {
+                            let won = match op {
+                                Op::Acquire => matches!(node.acquire().await.unwrap(), LeaseState::Held { .. }),
+                                Op::Save(p) => node.save(p).await.is_ok(),
+                                Op::Release => {
+                                    node.release().await.unwrap();
+                                    false
+                                }
+                            };
+                            (who, op, won)
+                        });
+                    }
+                    let mut winners = HashSet::new();
+                    let mut releases = 0;
+                    while let Some(done) = running.join_next().await {
+                        let (who, op, won) = done.unwrap();
+                        match (op, won) {
+                            (Op::Save(p), true) => {
+                                saved = saved.max(p);
+                                winners.insert(who);
+                            }
+                            (Op::Acquire, true) => {
+                                winners.insert(who);
+                            }
+                            (Op::Release, _) => releases += 1,
+                            _ => {}
+                        }
+                    }
+                    prop_assert!(winners.len() <= 1 + releases, "{winners:?} won with {releases} releases");
+                    let mut holding = Vec::new();
+                    for (i, n) in nodes.iter().enumerate() {
+                        if n.holds().await {
+                            holding.push(i);
+                        }
+                    }
+                    prop_assert!(holding.len() <= 1, "{holding:?} all believe they hold the lease");
+                    let status = observer.status().await.unwrap();
+                    let in_store = status
+                        .holder
+                        .filter(|(_, until)| *until > Utc::now())
+                        .map(|(h, _)| h);
+                    prop_assert_eq!(in_store, holding.first().map(|i| format!("n{i}")));
+                    prop_assert_eq!(status.position, saved);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
