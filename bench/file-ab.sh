@@ -5,7 +5,8 @@
 # e.g. cp target/release/userstate /tmp/us-new; git stash; cargo build --release -p userstate-cli;
 #      cp target/release/userstate /tmp/us-old; git stash pop
 #      bash bench/file-ab.sh 3 64 5 /tmp/us-old /tmp/us-new
-# A BINARY may carry bench flags after it, quoted as one word ("/tmp/us-new --plain").
+# A BINARY may carry bench flags after it, quoted as one word ("/tmp/us-new --plain"): they go
+# after `bench`.
 # WORKLOAD=create (default lock-unlock) picks the workload, STORE=memory (default file) the store.
 # Prints min / median / max commands/s and CPU µs per command (cpu_us_per_command, where the
 # binary reports it) per binary, and the in-place fsync floor of the same runs.
@@ -21,7 +22,7 @@ for _ in $(seq 1 "$runs"); do
     read -r -a cmd <<< "$bin"
     store_args=(--store memory)
     [ "$store" = file ] && store_args=(--store file --data "$scratch/data")
-    "${cmd[@]}" bench "${store_args[@]}" --workload "$workload" --users 10000 \
+    "${cmd[0]}" bench "${cmd[@]:1}" "${store_args[@]}" --workload "$workload" --users 10000 \
       --concurrency "$callers" --seconds "$secs" --json 2>/dev/null | sed "s|^|${bin// /_} |" >> "$log"
   done
 done
