@@ -105,7 +105,7 @@ async fn run(mode: Mode, random: bool, users: u64, callers: u64, seconds: u64) -
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let cpu_before = cpu_seconds();
+    let cpu_before = userstate_bench::process_cpu_seconds();
     let mut tasks = Vec::new();
     for t in 0..callers {
         let (engine, ctx, done) = (engine.clone(), ctx.clone(), done.clone());
@@ -141,24 +141,10 @@ async fn run(mode: Mode, random: bool, users: u64, callers: u64, seconds: u64) -
     for t in tasks {
         t.await.expect("task");
     }
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = userstate_bench::process_cpu_seconds() - cpu_before;
     let commands = done.load(Ordering::Relaxed) as f64;
     (
         commands / started.elapsed().as_secs_f64(),
         cpu / commands * 1e6,
     )
-}
-
-/// The CPU time this process used so far (user + system, from `/proc/self/stat`, in the
-/// kernel's clock ticks of 10 ms): on a loaded machine CPU per command says more than commands/s.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }

@@ -92,7 +92,7 @@ impl Totals {
         self.reads += other.reads;
     }
 
-    pub(crate) fn report(&self, spec: &RunSpec, seconds: f64) -> RunReport {
+    pub(crate) fn report(&self, spec: &RunSpec, seconds: f64, cpu_seconds: f64) -> RunReport {
         let q = |h: &Option<Histogram<u64>>, q: f64| {
             h.as_ref()
                 .filter(|h| !h.is_empty())
@@ -111,6 +111,7 @@ impl Totals {
             seconds,
             commands: self.commands,
             commands_per_s: self.commands as f64 / seconds,
+            cpu_us_per_command: cpu_seconds * 1e6 / self.commands.max(1) as f64,
             p50_us: q(&self.latency, 0.5),
             p99_us: q(&self.latency, 0.99),
             p999_us: q(&self.latency, 0.999),

@@ -134,10 +134,39 @@ pub fn content_digest(
     metadata: &EventMetadata,
     payload: &serde_json::Value,
 ) -> EventHash {
+    // One buffer per thread, reused: the memory store encodes every appended event only to
+    // hash it (it keeps values, not JSON), and two allocations per event are not needed.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            // Not reentrant in practice; a fresh buffer keeps it correct if it ever were.
+            return encode_and_digest(&mut Vec::new(), stream, event_type, metadata, payload);
+        };
+        let digest = encode_and_digest(&mut buf, stream, event_type, metadata, payload);
+        if buf.capacity() > 64 << 10 {
+            // An exceptionally large event does not pin its buffer for the thread's life.
+            *buf = Vec::new();
+        }
+        digest
+    })
+}
+
+fn encode_and_digest(
+    buf: &mut Vec<u8>,
+    stream: &str,
+    event_type: &str,
+    metadata: &EventMetadata,
+    payload: &serde_json::Value,
+) -> EventHash {
+    buf.clear();
     // Serializing a `Value` or the metadata struct cannot fail (string keys only).
-    let metadata = serde_json::to_vec(metadata).unwrap_or_default();
-    let payload = serde_json::to_vec(payload).unwrap_or_default();
-    content_digest_raw(stream, event_type, &metadata, &payload)
+    let _ = serde_json::to_writer(&mut *buf, metadata);
+    let split = buf.len();
+    let _ = serde_json::to_writer(&mut *buf, payload);
+    let (metadata, payload) = buf.split_at(split);
+    content_digest_raw(stream, event_type, metadata, payload)
 }
 
 /// The coordinates a store assigns, which the link covers besides the content.

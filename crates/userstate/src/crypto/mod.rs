@@ -26,7 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::ChaCha20Poly1305;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
@@ -91,14 +91,23 @@ fn aad(id: &str, event_type: &str) -> Vec<u8> {
     [id.as_bytes(), b"\0", event_type.as_bytes()].concat()
 }
 
-/// Moves the personal fields of `payload` into its `sealed` field; `false` when there was
+/// Moves the personal fields of `payload` into its `sealed` field and returns them (to give the
+/// caller its plaintext back without a copy of the whole payload); `None` when there was
 /// nothing to seal (already sealed, or no personal field present).
-fn seal(payload: &mut Value, fields: &[&str], key: &UserKey, aad: &[u8]) -> bool {
-    let Some(object) = payload.as_object_mut() else {
-        return false;
-    };
+///
+/// The nonce is 96 random bits from the thread's CSPRNG (`rand::rng()`: ChaCha12, seeded from
+/// the OS and reseeded every 64 KiB), not a system call per seal. A key seals only its user's
+/// add and username reservations, a handful of messages, far below the 2^32 messages per key
+/// up to which random 96-bit nonces are considered safe (NIST SP 800-38D); ADR 0021.
+fn seal(
+    payload: &mut Value,
+    fields: &[&str],
+    key: &UserKey,
+    aad: &[u8],
+) -> Option<Map<String, Value>> {
+    let object = payload.as_object_mut()?;
     if object.contains_key(SEALED) {
-        return false;
+        return None;
     }
     let mut personal = Map::new();
     for field in fields {
@@ -108,14 +117,25 @@ fn seal(payload: &mut Value, fields: &[&str], key: &UserKey, aad: &[u8]) -> bool
     }
     let plain = serde_json::to_vec(&personal).expect("a JSON map serializes");
     let cipher = ChaCha20Poly1305::new(&key.0.into());
-    let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
     let sealed = cipher
-        .encrypt(&nonce, Payload { msg: &plain, aad })
+        .encrypt(&nonce.into(), Payload { msg: &plain, aad })
         .expect("ChaCha20-Poly1305 encrypts any message under 256 GiB");
-    let mut bytes = nonce.to_vec();
+    let mut bytes = Vec::with_capacity(NONCE_LEN + sealed.len());
+    bytes.extend_from_slice(&nonce);
     bytes.extend_from_slice(&sealed);
     object.insert(SEALED.to_owned(), Value::String(B64.encode(bytes)));
-    true
+    Some(personal)
+}
+
+/// Puts the fields [`seal`] returned back into the stored (sealed) `payload`: the payload as
+/// the caller gave it.
+fn unseal_in_place(payload: &mut Value, personal: Map<String, Value>) {
+    if let Some(object) = payload.as_object_mut() {
+        object.remove(SEALED);
+        object.extend(personal);
+    }
 }
 
 /// Opens the `sealed` field of `payload` back into its fields with `key`; without a key (or a
@@ -156,17 +176,20 @@ fn open(payload: &mut Value, key: Option<&UserKey>, aad: &[u8]) {
 pub struct CryptoStore {
     inner: Arc<dyn EventStore>,
     keys: Arc<dyn KeyStore>,
-    secret: [u8; 32],
+    /// HMAC-SHA256 keyed with the username secret, its key schedule done once: each
+    /// reservation name clones it instead of hashing the key again.
+    name_mac: Hmac<Sha256>,
 }
 
 impl CryptoStore {
     /// Wraps `inner`, sealing with the keys of `keys`.
     pub fn new(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStore>) -> Self {
-        let secret = keys.username_secret();
+        let name_mac = <Hmac<Sha256> as Mac>::new_from_slice(&keys.username_secret())
+            .expect("HMAC takes a key of any length");
         Self {
             inner,
             keys,
-            secret,
+            name_mac,
         }
     }
 
@@ -178,23 +201,28 @@ impl CryptoStore {
     /// The stream name the store keeps for `stream`: a username reservation stream is named
     /// by a keyed hash of its canonical name; every other name is kept as is.
     pub fn stored_name(&self, stream: &StreamId) -> StreamId {
-        match StreamName::parse(stream.as_str()) {
-            Some(StreamName::Username {
-                instance,
-                canonical,
-            }) => {
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-                    .expect("HMAC takes a key of any length");
-                mac.update(instance.as_bytes());
-                mac.update(b"\0");
-                mac.update(canonical.as_bytes());
-                let digest = mac.finalize().into_bytes();
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                StreamId::new(format!("username:{instance}:h-{hex}"))
-                    .expect("a hashed name is a valid stream name")
-            }
-            _ => stream.clone(),
-        }
+        self.hashed_name(stream).unwrap_or_else(|| stream.clone())
+    }
+
+    /// The keyed-hash name of a username reservation stream; `None` for every other stream
+    /// (stored under its own name, which then needs no copy).
+    fn hashed_name(&self, stream: &StreamId) -> Option<StreamId> {
+        let Some(StreamName::Username {
+            instance,
+            canonical,
+        }) = StreamName::parse(stream.as_str())
+        else {
+            return None;
+        };
+        let mut mac = self.name_mac.clone();
+        mac.update(instance.as_bytes());
+        mac.update(b"\0");
+        mac.update(canonical.as_bytes());
+        let digest = hex::encode(mac.finalize().into_bytes());
+        Some(
+            StreamId::new(format!("username:{instance}:h-{digest}"))
+                .expect("a hashed name is a valid stream name"),
+        )
     }
 
     async fn key(&self, id: &str) -> Result<Option<UserKey>, StoreError> {
@@ -284,27 +312,27 @@ impl StoreWrapper for CryptoStore {
                     } else {
                         self.keys.create(&id).await?
                     };
-                    let original = event.payload.clone();
-                    if seal(
+                    plain.push(seal(
                         &mut event.payload,
                         fields,
                         &key,
                         &aad(&id, &event.event_type),
-                    ) {
-                        plain.push(Some(original));
-                    } else {
-                        plain.push(None);
-                    }
+                    ));
                 }
                 _ => plain.push(None),
             }
         }
-        let stored = self.stored_name(stream);
-        let mut recorded = self.inner.append(&stored, expected, events).await?;
+        let hashed = self.hashed_name(stream);
+        let mut recorded = self
+            .inner
+            .append(hashed.as_ref().unwrap_or(stream), expected, events)
+            .await?;
         for (event, plain) in recorded.iter_mut().zip(plain) {
-            event.stream = stream.clone();
+            if hashed.is_some() {
+                event.stream = stream.clone();
+            }
             if let Some(plain) = plain {
-                event.payload = plain;
+                unseal_in_place(&mut event.payload, plain);
             }
         }
         Ok(recorded)
@@ -315,11 +343,15 @@ impl StoreWrapper for CryptoStore {
         stream: &StreamId,
         from_sequence: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let stored = self.stored_name(stream);
-        let mut events = self.inner.read_stream(&stored, from_sequence).await?;
+        let hashed = self.hashed_name(stream);
+        let mut events = (self.inner)
+            .read_stream(hashed.as_ref().unwrap_or(stream), from_sequence)
+            .await?;
         self.forget_erased(&events);
         for event in &mut events {
-            event.stream = stream.clone();
+            if hashed.is_some() {
+                event.stream = stream.clone();
+            }
             self.open_event(event).await?;
         }
         Ok(events)
@@ -434,13 +466,17 @@ mod tests {
             let key = UserKey::generate();
             let fields = personal_fields(USER_ADDED).unwrap();
             let mut sealed = plain.clone();
-            prop_assert!(seal(&mut sealed, fields, &key, b"i:u"));
+            let personal = seal(&mut sealed, fields, &key, b"i:u");
+            prop_assert!(personal.is_some());
             let text = sealed.to_string();
             prop_assert!(sealed.get("username").is_none() && sealed.get("profile").is_none());
             prop_assert_eq!(&sealed["resourceOwner"], "o");
             let mut opened = sealed.clone();
             open(&mut opened, Some(&key), b"i:u");
             prop_assert_eq!(&opened, &plain);
+            let mut given_back = sealed.clone();
+            unseal_in_place(&mut given_back, personal.unwrap_or_default());
+            prop_assert_eq!(&given_back, &plain);
             for (key, aad) in [(Some(&UserKey::generate()), &b"i:u"[..]), (Some(&key), b"i:v"), (None, b"i:u")] {
                 let mut erased: Value = serde_json::from_str(&text).unwrap();
                 open(&mut erased, key, aad);
