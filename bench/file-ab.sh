@@ -26,14 +26,16 @@ for line in open(sys.argv[1]):
     if r["store"] == "file":
         runs.setdefault(name, []).append(r)
     elif r.get("mode") == "in-place":
-        floors.append((r["records_per_sync"], r["sync_p50_us"]))
+        floors.append((r["records_per_sync"], r["sync_p50_us"], r.get("sync_p99_us", 0)))
 for name, rs in runs.items():
     c = sorted(r["commands_per_s"] for r in rs)
     p99 = statistics.median(r["p99_us"] for r in rs)
     print(f"{name}: commands/s min {c[0]:.0f} median {statistics.median(c):.0f} max {c[-1]:.0f}; "
           f"p99 median {p99:.0f} us; runs {[round(x) for x in c]}")
 for n in (1, 64):
-    f = sorted(p for k, p in floors if k == n)
+    f = sorted(p for k, p, _ in floors if k == n)
+    t = sorted(q for k, _, q in floors if k == n)
     if f:
-        print(f"floor in place, {n} record(s) per sync: p50 {f[0]:.0f}-{f[-1]:.0f} us")
+        print(f"floor in place, {n} record(s) per sync: p50 {f[0]:.0f}-{f[-1]:.0f} us, "
+              f"p99 {t[0]:.0f}-{t[-1]:.0f} us")
 PY
