@@ -36,7 +36,7 @@ for line in open(sys.argv[1]):
     if r["store"] == sys.argv[2]:
         runs.setdefault(name, []).append(r)
     elif r.get("mode") == "in-place":
-        floors.append((r["records_per_sync"], r["sync_p50_us"]))
+        floors.append((r["records_per_sync"], r["sync_p50_us"], r.get("sync_p99_us", 0)))
 def spread(xs, digits=0):
     xs = sorted(xs)
     return f"min {xs[0]:.{digits}f} median {statistics.median(xs):.{digits}f} max {xs[-1]:.{digits}f}"
@@ -48,7 +48,9 @@ for name, rs in runs.items():
     if cpu:
         print(f"{name}: CPU us/command {spread(cpu, 1)}; runs {[round(x, 1) for x in cpu]}")
 for n in (1, 64):
-    f = sorted(p for k, p in floors if k == n)
+    f = sorted(p for k, p, _ in floors if k == n)
+    t = sorted(q for k, _, q in floors if k == n)
     if f:
-        print(f"floor in place, {n} record(s) per sync: p50 {f[0]:.0f}-{f[-1]:.0f} us")
+        print(f"floor in place, {n} record(s) per sync: p50 {f[0]:.0f}-{f[-1]:.0f} us, "
+              f"p99 {t[0]:.0f}-{t[-1]:.0f} us")
 PY

@@ -44,6 +44,11 @@ pub struct FloorReport {
     pub syncs_per_s: f64,
     /// Median time of one write + `fdatasync`, microseconds.
     pub sync_p50_us: f64,
+    /// 99th percentile of the same: the disk's own tail, which no store's p99 can beat when
+    /// every answer waits for one sync.
+    pub sync_p99_us: f64,
+    /// The slowest write + `fdatasync` of the run, microseconds.
+    pub sync_max_us: f64,
 }
 
 /// Writes batches of `records_per_sync` 200-byte records to a scratch file in `dir` (`mode`
@@ -98,5 +103,7 @@ pub fn fsync_floor(
         records_per_s: syncs * records_per_sync as f64 / elapsed,
         syncs_per_s: syncs / elapsed,
         sync_p50_us: times[times.len() / 2].as_secs_f64() * 1e6,
+        sync_p99_us: times[(times.len() * 99 / 100).min(times.len() - 1)].as_secs_f64() * 1e6,
+        sync_max_us: times[times.len() - 1].as_secs_f64() * 1e6,
     })
 }

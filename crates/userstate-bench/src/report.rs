@@ -32,7 +32,7 @@ pub fn print_table(runs: &[RunReport], floors: &[FloorReport]) {
     }
     for f in floors {
         println!(
-            "fsync floor: {:>3} records/sync {:<8} -> {:>10.0} records/s ({:.0} syncs/s, p50 {:.0} µs)",
+            "fsync floor: {:>3} records/sync {:<8} -> {:>10.0} records/s ({:.0} syncs/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs)",
             f.records_per_sync,
             match f.mode {
                 FloorMode::Append => "append",
@@ -40,7 +40,9 @@ pub fn print_table(runs: &[RunReport], floors: &[FloorReport]) {
             },
             f.records_per_s,
             f.syncs_per_s,
-            f.sync_p50_us
+            f.sync_p50_us,
+            f.sync_p99_us,
+            f.sync_max_us
         );
     }
 }
