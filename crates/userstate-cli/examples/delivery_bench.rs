@@ -166,7 +166,7 @@ async fn run(kind: &str, args: &Args) {
     let total = args.rate * args.seconds;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let cpu_at_start = cpu_seconds();
+    let cpu_at_start = userstate_bench::process_cpu_seconds();
     let ctx = Context::new(Principal::system(
         "bench",
         InstanceId::new("default").unwrap(),
@@ -216,7 +216,7 @@ async fn run(kind: &str, args: &Args) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cpu = cpu_seconds() - cpu_at_start;
+    let cpu = userstate_bench::process_cpu_seconds() - cpu_at_start;
     delivery.stop().await;
     let s = seen.lock().unwrap();
     let delivered_in = s.last.map_or(load, |l| l - start);
@@ -235,21 +235,6 @@ async fn run(kind: &str, args: &Args) {
         percentile(&lags, 1.0),
         cpu / s.events.max(1) as f64 * 1e6,
     );
-}
-
-/// The CPU time this process used so far (user + system, from `/proc/self/stat`, in the
-/// kernel's clock ticks of 10 ms; as `userstate-bench`'s `command_path`): on a loaded machine
-/// CPU per event says more than events/s.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 #[tokio::main]
