@@ -26,8 +26,10 @@ const PAGE: usize = 512;
 const INDEX_CAPACITY: usize = 65_536;
 /// Streams whose last sequence and link are remembered (the cache is emptied when full).
 const HEADS_CAPACITY: usize = 65_536;
-/// Attempts of an append with [`ExpectedVersion::Any`] that lost a race to another writer.
-const ANY_ATTEMPTS: usize = 16;
+/// The longest pause before an append with [`ExpectedVersion::Any`] tries again after losing a
+/// race to another writer (pauses grow with the attempts and are jittered, so contenders spread
+/// out; an `Any` append never answers `Conflict`).
+const ANY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the store and its head follower share.
 pub(crate) struct Shared {
@@ -397,8 +399,17 @@ impl EventStore for EsdbStore {
                 },
             };
             match self.append_linked(stream, version, previous, &events).await {
-                Err(StoreError::Conflict { .. })
-                    if expected == ExpectedVersion::Any && attempt < ANY_ATTEMPTS => {}
+                Err(StoreError::Conflict { .. }) if expected == ExpectedVersion::Any => {
+                    // Each round of a race has a winner, so every writer gets through; the
+                    // pause keeps many writers of one stream from retrying in lockstep. The
+                    // jitter is the clock's nanoseconds: no randomness is needed for it.
+                    let grow = std::time::Duration::from_micros(100 << attempt.min(8));
+                    let cap = grow.min(ANY_MAX_PAUSE).as_micros() as u64;
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()));
+                    tokio::time::sleep(std::time::Duration::from_micros(nanos % cap.max(1))).await;
+                }
                 Err(StoreError::Conflict { actual, .. }) => {
                     return Err(StoreError::Conflict {
                         stream: stream.clone(),
