@@ -63,8 +63,6 @@ pub const ZERO_AHEAD_MAX: u64 = 4 << 20;
 const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(60);
 /// Gathering stops once no append arrived for this long.
 const GATHER_QUIET: std::time::Duration = std::time::Duration::from_micros(10);
-/// How long the syncer stays awake for a lone caller's next append (see `Syncer::linger`).
-const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 /// The largest single append, encoded.
 pub const MAX_APPEND_BYTES: usize = 256 << 20;
 

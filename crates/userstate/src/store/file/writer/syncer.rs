@@ -156,15 +156,6 @@ impl Syncer {
             if queue.closing {
                 return None;
             }
-            if !waited && self.last_appends == 1 {
-                // A lone caller: its next append usually comes within tens of µs of its
-                // answer. Waiting for it awake saves the futex wake-up of a sleeping syncer.
-                let (guard, arrived) = self.linger(queue);
-                queue = guard;
-                if arrived {
-                    continue;
-                }
-            }
             queue.syncer_idle = true;
             waited = true;
             queue = self
@@ -197,25 +188,6 @@ impl Syncer {
             }
             if queue.closing || now - started >= GATHER_MAX || now - grew >= GATHER_QUIET {
                 return queue;
-            }
-        }
-    }
-
-    /// After a batch of one append, stays awake for the next append (at most [`LINGER`]),
-    /// yielding its core between looks; `true` if one arrived (or the store is closing).
-    /// Measured in docs/PERFORMANCE.md (issue 29): a lone caller's commands/s against the
-    /// in-place floor of one record; never taken at 64 callers, whose batches hold many.
-    fn linger<'a>(&'a self, mut queue: MutexGuard<'a, Queue>) -> (MutexGuard<'a, Queue>, bool) {
-        let started = Instant::now();
-        loop {
-            drop(queue);
-            std::thread::yield_now();
-            queue = self.shared.lock_queue();
-            if !queue.batches.is_empty() || queue.closing {
-                return (queue, true);
-            }
-            if started.elapsed() >= LINGER {
-                return (queue, false);
             }
         }
     }
