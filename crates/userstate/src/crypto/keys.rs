@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -221,10 +222,14 @@ pub fn other_secret() -> StoreError {
 }
 
 /// The file key store of the embedded store: `DATA/keys`, mode 0600, one line per fact —
-/// `secret B64` (first), `key ID B64` for every key made. A new key is appended and synced
-/// (concurrent makers share one sync) before the event sealed with it is appended; a destroyed
-/// key is dropped by rewriting the file (a new file, synced, renamed over the old one), so its
-/// bytes are in no file userstate keeps.
+/// `secret B64` (first), `key ID B64` for every key made, then zeros. A new key is written in
+/// place over the zeros and synced (one sync thread at a time; concurrent makers share its
+/// sync) before the event sealed with it is appended; the zeros are written [`KEY_FILE_CHUNK`]
+/// bytes at a time ahead of the lines, so most syncs do not change the file's size (ADR 0007:
+/// an `fdatasync` that changes the size also writes the inode; ADR 0021). Readers stop at the
+/// first NUL and drop a last line without its newline (torn by a crash, or being written). A
+/// destroyed key is dropped by rewriting the file (a new file, synced, renamed over the old
+/// one), so its bytes are in no file userstate keeps.
 pub struct FileKeyStore {
     shared: Arc<Shared>,
 }
@@ -237,15 +242,39 @@ struct Shared {
     synced: Mutex<u64>,
     /// The same offset, for a check that never waits for a sync.
     synced_hint: std::sync::atomic::AtomicU64,
+    /// `(epoch, synced offset, error of the last sync)`, for makers waiting for a sync: a
+    /// maker waits here rather than on a blocking thread of its own, so 64 makers cost one
+    /// sync thread, not 64 threads taking turns at `synced` (the CPU of issue 28's create).
+    progress: tokio::sync::watch::Sender<Progress>,
+    /// A sync thread runs (or is about to): makers only wait.
+    syncing: std::sync::atomic::AtomicBool,
+}
+
+/// What a maker waits for: the key file's epoch (a rewrite starts a new one, in which every
+/// key is synced), the offset synced and the last sync's error.
+#[derive(Clone, Default)]
+struct Progress {
+    epoch: u64,
+    synced: u64,
+    error: Option<Arc<str>>,
 }
 
 struct FileState {
     secret: [u8; 32],
     keys: HashMap<String, (UserKey, u64)>,
     destroyed: std::collections::HashSet<String>,
-    file: File,
+    /// Written with `write_at` (not in append mode): lines go over the zeros.
+    file: Arc<File>,
+    /// Where the next line goes: the end of the lines.
     len: u64,
+    /// How many times the file was rewritten (offsets of another epoch are synced).
+    epoch: u64,
+    /// The file's size: the end of the zeros written ahead.
+    allocated: u64,
 }
+
+/// How many zeros the file key store writes ahead of its lines at a time (about 900 keys).
+pub const KEY_FILE_CHUNK: u64 = 64 * 1024;
 
 /// The file name of the key store in the data directory.
 pub const KEY_FILE: &str = "keys";
@@ -267,8 +296,7 @@ impl FileKeyStore {
                 (secret.0, Vec::new())
             }
         };
-        let file = open_append(&path)?;
-        let len = file.metadata()?.len();
+        let (file, len, allocated) = open_in_place(&path)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
@@ -278,29 +306,45 @@ impl FileKeyStore {
                     destroyed: Default::default(),
                     file,
                     len,
+                    epoch: 0,
+                    allocated,
                 }),
                 synced: Mutex::new(len),
                 synced_hint: len.into(),
+                progress: tokio::sync::watch::Sender::new(Progress {
+                    synced: len,
+                    ..Progress::default()
+                }),
+                syncing: false.into(),
             }),
         })
     }
 
-    /// The key `id` and the file offset its line ends at, appended (not synced) when new.
-    fn append_key(&self, id: &str) -> Result<(UserKey, u64), StoreError> {
+    /// The key `id`, the epoch and the file offset its line ends at, appended (not synced)
+    /// when new.
+    fn append_key(&self, id: &str) -> Result<(UserKey, u64, u64), StoreError> {
         let mut state = self.shared.state.lock().expect("not poisoned");
         Ok({
             if let Some((key, offset)) = state.keys.get(id) {
-                (key.clone(), *offset)
+                (key.clone(), state.epoch, *offset)
             } else if state.destroyed.contains(id) {
                 return Err(destroyed(id));
             } else {
                 let key = UserKey::generate();
                 let line = format!("key {id} {}\n", key.to_b64());
-                state.file.write_all(line.as_bytes())?;
-                state.len += line.len() as u64;
+                let end = state.len + line.len() as u64;
+                if end > state.allocated {
+                    // Zeros ahead, synced with the next key: that sync changes the size.
+                    let allocated = end.next_multiple_of(KEY_FILE_CHUNK);
+                    let zeros = vec![0; (allocated - state.allocated) as usize];
+                    state.file.write_all_at(&zeros, state.allocated)?;
+                    state.allocated = allocated;
+                }
+                state.file.write_all_at(line.as_bytes(), state.len)?;
+                state.len = end;
                 let offset = state.len;
                 state.keys.insert(id.to_owned(), (key.clone(), offset));
-                (key, offset)
+                (key, state.epoch, offset)
             }
         })
     }
@@ -317,31 +361,55 @@ impl FileKeyStore {
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
+/// Opens the key file for writing in place: the file, the end of its lines (a torn last line
+/// zeroed and synced, so the next line does not run into it) and its size.
+fn open_in_place(path: &Path) -> std::io::Result<(Arc<File>, u64, u64)> {
     let mut options = OpenOptions::new();
-    options.append(true);
+    options.read(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    let mut file = options.open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let allocated = bytes.len() as u64;
+    let len = lines_end(&bytes);
+    let written = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    if written > len {
+        file.write_all_at(&vec![0; written - len], len as u64)?;
+        file.sync_data()?;
+    }
+    Ok((Arc::new(file), len as u64, allocated))
+}
+
+/// The end of the whole lines of a key file's bytes: after the last newline before the first
+/// NUL.
+fn lines_end(bytes: &[u8]) -> usize {
+    let written = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    bytes[..written]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
 }
 
 /// A username secret and keys by id.
 pub type KeyFile = ([u8; 32], Vec<(String, UserKey)>);
 
 fn read_key_file(path: &Path) -> Result<Option<KeyFile>, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    // A last line without its newline was torn by a crash (or is being written): its key's
+    // event was never appended (the key is synced first).
+    let text = String::from_utf8_lossy(&bytes[..lines_end(&bytes)]);
     let corrupt = |line: usize, reason: &str| StoreError::Corrupt {
         location: format!("{}:{line}", path.display()),
         reason: reason.to_owned(),
     };
     let mut secret = None;
     let mut keys = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
+    for (i, line) in text.lines().enumerate() {
         let mut parts = line.split(' ');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("secret"), Some(b64), None) if i == 0 => {
@@ -351,8 +419,7 @@ fn read_key_file(path: &Path) -> Result<Option<KeyFile>, StoreError> {
                 id.to_owned(),
                 UserKey::from_b64(b64).ok_or_else(|| corrupt(i + 1, "bad key"))?,
             )),
-            // A line cut short by a crash while a key was appended: that key's event was never
-            // appended (the key is synced first).
+            // An unknown line after the secret (a later version's fact): skipped.
             _ if i > 0 => {}
             _ => return Err(corrupt(i + 1, "the first line is not the secret")),
         }
@@ -361,7 +428,8 @@ fn read_key_file(path: &Path) -> Result<Option<KeyFile>, StoreError> {
     Ok(Some((secret.0, keys)))
 }
 
-/// Writes a whole key file: a temporary file, synced, renamed over `path`, directory synced.
+/// Writes a whole key file (its lines, then zeros up to a [`KEY_FILE_CHUNK`] boundary): a
+/// temporary file, synced, renamed over `path`, directory synced.
 fn write_key_file<'a>(
     path: &Path,
     secret: &[u8; 32],
@@ -377,7 +445,10 @@ fn write_key_file<'a>(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    file.write_all(text.as_bytes())?;
+    let allocated = (text.len() as u64 + 1).next_multiple_of(KEY_FILE_CHUNK);
+    let mut bytes = text.into_bytes();
+    bytes.resize(allocated as usize, 0);
+    file.write_all(&bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -387,22 +458,81 @@ fn write_key_file<'a>(
 }
 
 impl Shared {
-    /// Returns once the file is synced up to `offset` (one sync covers every key appended
-    /// before it started).
-    fn sync_to(&self, offset: u64) -> std::io::Result<()> {
+    /// Syncs the file up to its current end (one sync covers every key appended before it
+    /// started) and tells the waiting makers; false when the sync failed.
+    fn sync(&self) -> bool {
         let mut synced = self.synced.lock().expect("not poisoned");
-        if *synced >= offset {
-            return Ok(());
-        }
-        let (file, len) = {
+        let (file, len, epoch) = {
             let state = self.state.lock().expect("not poisoned");
-            (state.file.try_clone()?, state.len)
+            (state.file.clone(), state.len, state.epoch)
         };
-        file.sync_data()?;
-        *synced = len;
-        self.synced_hint
-            .store(len, std::sync::atomic::Ordering::Release);
-        Ok(())
+        if *synced >= len {
+            return true;
+        }
+        let error = file.sync_data().err().map(|e| Arc::from(e.to_string()));
+        let ok = error.is_none();
+        if ok {
+            *synced = len;
+            self.synced_hint
+                .store(len, std::sync::atomic::Ordering::Release);
+        }
+        self.progress.send_replace(Progress {
+            epoch,
+            synced: *synced,
+            error,
+        });
+        ok
+    }
+
+    /// Starts a sync thread unless one runs; it syncs until nothing is left to sync.
+    fn start_sync(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || loop {
+            let ok = shared.sync();
+            shared.syncing.store(false, Ordering::Release);
+            if !ok {
+                // The waiters have the error; the next maker tries again.
+                break;
+            }
+            // A key appended after that sync read the end, whose maker saw `syncing` set and
+            // started no thread: go on for it.
+            let len = shared.state.lock().expect("not poisoned").len;
+            if shared.synced_hint.load(Ordering::Acquire) >= len
+                || shared.syncing.swap(true, Ordering::AcqRel)
+            {
+                break;
+            }
+        });
+    }
+
+    /// Returns once the key line ending at `offset` in `epoch` is synced.
+    async fn synced(self: &Arc<Self>, epoch: u64, offset: u64) -> Result<(), StoreError> {
+        let mut progress = self.progress.subscribe();
+        self.start_sync();
+        let done = |p: &Progress| p.epoch != epoch || p.synced >= offset || p.error.is_some();
+        let progress = progress
+            .wait_for(done)
+            .await
+            .map_err(|e| backend("key store sync", e))?
+            .clone();
+        match progress.error {
+            Some(error) if progress.epoch == epoch && progress.synced < offset => Err(backend(
+                "key store sync",
+                std::io::Error::other(error.to_string()),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn backend(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend {
+        message: message.into(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -433,30 +563,28 @@ impl KeyStore for FileKeyStore {
     }
 
     async fn create(&self, id: &str) -> Result<UserKey, StoreError> {
-        let (key, offset) = self.append_key(id)?;
+        let (key, epoch, offset) = self.append_key(id)?;
         if self
             .shared
             .synced_hint
             .load(std::sync::atomic::Ordering::Acquire)
             < offset
         {
-            let shared = self.shared.clone();
-            blocking(move || Ok(shared.sync_to(offset)?)).await?;
+            self.shared.synced(epoch, offset).await?;
         }
         Ok(key)
     }
 
     async fn create_soon(&self, id: &str) -> Result<UserKey, StoreError> {
-        let (key, offset) = self.append_key(id)?;
+        let (key, _, offset) = self.append_key(id)?;
         if self
             .shared
             .synced_hint
             .load(std::sync::atomic::Ordering::Acquire)
             < offset
         {
-            let shared = self.shared.clone();
             // Errors show again on the `create` that waits for this sync.
-            tokio::task::spawn_blocking(move || shared.sync_to(offset));
+            self.shared.start_sync();
         }
         Ok(key)
     }
@@ -474,9 +602,14 @@ impl KeyStore for FileKeyStore {
             }
             let keys: Vec<_> = state.keys.iter().map(|(i, (k, _))| (i, k)).collect();
             write_key_file(&shared.path, &state.secret, keys.into_iter())?;
-            state.file = open_append(&shared.path)?;
-            state.len = state.file.metadata()?.len();
+            (state.file, state.len, state.allocated) = open_in_place(&shared.path)?;
+            state.epoch += 1;
             *synced = state.len;
+            shared.progress.send_replace(Progress {
+                epoch: state.epoch,
+                synced: state.len,
+                error: None,
+            });
             (shared.synced_hint).store(state.len, std::sync::atomic::Ordering::Release);
             for (_, offset) in state.keys.values_mut() {
                 *offset = 0;
@@ -512,12 +645,21 @@ impl KeyStore for FileKeyStore {
             }
             let keys: Vec<_> = state.keys.iter().map(|(i, (k, _))| (i, k)).collect();
             write_key_file(&shared.path, &state.secret, keys.into_iter())?;
-            state.file = open_append(&shared.path)?;
-            state.len = state.file.metadata()?.len();
+            (state.file, state.len, state.allocated) = open_in_place(&shared.path)?;
+            state.epoch += 1;
             *synced = state.len;
+            shared.progress.send_replace(Progress {
+                epoch: state.epoch,
+                synced: state.len,
+                error: None,
+            });
             (shared.synced_hint).store(state.len, std::sync::atomic::Ordering::Release);
             Ok(())
         })
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "keys_tests.rs"]
+mod tests;
