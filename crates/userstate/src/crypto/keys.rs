@@ -511,20 +511,29 @@ impl Shared {
 
     /// Returns once the key line ending at `offset` in `epoch` is synced.
     async fn synced(self: &Arc<Self>, epoch: u64, offset: u64) -> Result<(), StoreError> {
+        let covered = |p: &Progress| p.epoch != epoch || p.synced >= offset;
         let mut progress = self.progress.subscribe();
+        // What is there now answers only if it covers the key: the error of a sync that
+        // ended before this call is not this key's (the sync started below may succeed).
+        if covered(&progress.borrow_and_update()) {
+            return Ok(());
+        }
         self.start_sync();
-        let done = |p: &Progress| p.epoch != epoch || p.synced >= offset || p.error.is_some();
-        let progress = progress
-            .wait_for(done)
-            .await
-            .map_err(|e| backend("key store sync", e))?
-            .clone();
-        match progress.error {
-            Some(error) if progress.epoch == epoch && progress.synced < offset => Err(backend(
-                "key store sync",
-                std::io::Error::other(error.to_string()),
-            )),
-            _ => Ok(()),
+        loop {
+            progress
+                .changed()
+                .await
+                .map_err(|e| backend("key store sync", e))?;
+            let now = progress.borrow_and_update().clone();
+            if covered(&now) {
+                return Ok(());
+            }
+            if let Some(error) = now.error {
+                return Err(backend(
+                    "key store sync",
+                    std::io::Error::other(error.to_string()),
+                ));
+            }
         }
     }
 }
