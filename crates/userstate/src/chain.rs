@@ -186,16 +186,7 @@ pub struct Coordinates {
 
 /// The chain hash of an event at `at` with `content`, following `previous`.
 pub fn link(previous: &EventHash, at: &Coordinates, content: &EventHash) -> EventHash {
-    let mut h = Sha256::new();
-    h.update(LINK_TAG);
-    h.update(previous.0);
-    h.update(at.position.to_be_bytes());
-    h.update(at.sequence.to_be_bytes());
-    h.update(at.created_at_micros.to_be_bytes());
-    h.update(at.event_id.as_bytes());
-    h.update(at.revision.to_be_bytes());
-    h.update(content.0);
-    EventHash(h.finalize().into())
+    link_with(LINK_TAG, previous, Some(at.position), at, content)
 }
 
 /// The link of an event in its **stream's** chain, for a store that cannot link in global
@@ -203,9 +194,24 @@ pub fn link(previous: &EventHash, at: &Coordinates, content: &EventHash) -> Even
 /// (the server assigns it at commit), chaining to the stored link of the event before it in
 /// its stream (`previous`; [`EventHash::ZERO`] for a stream's first event).
 pub fn stream_link(previous: &EventHash, at: &Coordinates, content: &EventHash) -> EventHash {
+    link_with(STREAM_LINK_TAG, previous, None, at, content)
+}
+
+/// The one hash both chains use: `tag`, the previous link, the position when the chain has
+/// one, then the coordinates every link covers and the content digest.
+fn link_with(
+    tag: &[u8],
+    previous: &EventHash,
+    position: Option<u64>,
+    at: &Coordinates,
+    content: &EventHash,
+) -> EventHash {
     let mut h = Sha256::new();
-    h.update(STREAM_LINK_TAG);
+    h.update(tag);
     h.update(previous.0);
+    if let Some(position) = position {
+        h.update(position.to_be_bytes());
+    }
     h.update(at.sequence.to_be_bytes());
     h.update(at.created_at_micros.to_be_bytes());
     h.update(at.event_id.as_bytes());
@@ -328,6 +334,39 @@ pub fn parse_verifying_key(text: &str) -> Result<VerifyingKey, String> {
 mod tests {
     use super::*;
     use crate::store::{NewEvent, StreamId};
+
+    /// Pins both link functions to their byte layout (computed independently, with Python's
+    /// hashlib over the documented field order): a change here would make every stored chain
+    /// fail `verify`.
+    #[test]
+    fn links_keep_their_byte_layout() {
+        let mut previous = [0u8; 32];
+        let mut content = [0u8; 32];
+        let mut id = [0u8; 16];
+        for i in 0..32u8 {
+            previous[usize::from(i)] = i;
+            content[usize::from(i)] = 100 + i;
+        }
+        for i in 0..16u8 {
+            id[usize::from(i)] = 200 + i;
+        }
+        let at = Coordinates {
+            position: 42,
+            sequence: 7,
+            created_at_micros: 1_700_000_000_000_001,
+            event_id: uuid::Uuid::from_bytes(id),
+            revision: 2,
+        };
+        let (previous, content) = (EventHash(previous), EventHash(content));
+        assert_eq!(
+            link(&previous, &at, &content).to_string(),
+            "b9a7708662f87a065cc5a14dc8b7ce7b0beee0059b509da71efe8abb29beede9"
+        );
+        assert_eq!(
+            stream_link(&previous, &at, &content).to_string(),
+            "b9ced8be10434068287ee33f2c5b56d1b5a9bf072affa76abfb46be16ce4575a"
+        );
+    }
 
     fn event(position: u64, payload: serde_json::Value) -> RecordedEvent {
         let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_000_001).unwrap();
