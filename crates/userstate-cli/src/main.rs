@@ -151,12 +151,27 @@ fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// mimalloc instead of glibc malloc: commands allocate on the runtime's workers and free on the
-/// file store's writer (and back); glibc's arena locks cost ~10 % of the CPU there.
+/// file store's writer (and back); glibc's arena locks cost ~10 % of the CPU there. Built with
+/// `no_thp`: mimalloc does not ask for transparent huge pages (see [`no_huge_pages`]).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process, also where the system enables them for
+/// every mapping (`always`). The first touch of a huge page zeroes 2 MiB at once; on the VMs
+/// measured that stalled a runtime worker for 10–60 ms, about three times a second under load,
+/// and every request queued on that worker waited (HTTP p99 23–65 ms instead of 4–5 ms,
+/// docs/PERFORMANCE.md "Issue 29"). Small pages cost more faults, each far shorter.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        // Only a latency matter: say so and go on.
+        eprintln!("note: could not turn transparent huge pages off: {e}");
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    no_huge_pages();
     let cli = parse();
     // The server logs its life; one-shot tools only speak up about problems.
     let default_level = match cli.command {

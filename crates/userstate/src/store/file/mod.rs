@@ -167,7 +167,7 @@ fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
 /// rotates to a new segment when a batch would take the current one past
 /// [`FileStoreOptions::segment_size`]; sealed segments are cut to their last record and never
 /// written again. The newest segment ends in zeros the writer wrote ahead of the log (up to
-/// 4 MiB), which batches then overwrite in place: an `fdatasync` after an overwrite flushes data
+/// 256 KiB), which batches then overwrite in place: an `fdatasync` after an overwrite flushes data
 /// only, while one after an append must also commit the file's new size (on the development
 /// VM the in-place sync is about 1.6x faster; see docs/PERFORMANCE.md).
 ///
