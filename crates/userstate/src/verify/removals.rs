@@ -13,6 +13,9 @@ use crate::store::{Removal, RemovalKind, RemovalTarget, StreamId};
 /// findings of a stream (a broken first link, a sequence gap) that it was deleted or
 /// truncated. Keeps the findings in position order.
 pub(super) fn report(report: &mut Report, removals: &[Removal], erased: &HashSet<StreamId>) {
+    if removals.is_empty() {
+        return; // every store but KurrentDB: the findings stay exactly as the scan made them
+    }
     let scanned = report.findings.len();
     for removal in removals {
         let finding = match &removal.target {
