@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kurrentdb::{StreamPosition, SubscribeToAllOptions, SubscriptionEvent};
 
 use crate::codec::our_position;
+use crate::removals::is_tombstone;
 use crate::store::Shared;
 
 /// Follows `$all` for the store's lifetime.
@@ -43,8 +44,10 @@ async fn follow_once(shared: &Shared) -> Result<(), String> {
     loop {
         match subscription.next_subscription_event().await {
             Ok(SubscriptionEvent::EventAppeared(e)) => {
-                let position = e.get_original_event().position;
-                shared.raise_head(our_position(position));
+                let event = e.get_original_event();
+                if !is_tombstone(event) {
+                    shared.raise_head(our_position(event.position));
+                }
             }
             Ok(SubscriptionEvent::CaughtUp(_)) => shared.connection.succeeded(&lease),
             Ok(_) => {}

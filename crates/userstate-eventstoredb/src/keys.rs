@@ -183,7 +183,8 @@ impl EsdbKeyStore {
         Ok(outcome)
     }
 
-    /// The ids of every key stream seen in `$all` (destroyed ones included until scavenged).
+    /// The ids of every key stream seen in `$all` (destroyed ones included: their tombstones
+    /// stay).
     async fn key_ids(&self) -> Result<BTreeSet<String>, StoreError> {
         let s = &self.shared;
         let mut ids = BTreeSet::new();

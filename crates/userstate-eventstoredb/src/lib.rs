@@ -24,6 +24,8 @@
 //!   the namespace's `$all` filter, destroyed by a tombstone (`src/keys.rs`).
 //! - Each event's custom metadata carries its link in its stream's hash chain (`src/codec.rs`,
 //!   ADR 0020).
+//! - `verify` reads the records KurrentDB keeps of streams deleted or truncated through its
+//!   API (tombstones, stream metadata) and reports them by position (`src/removals.rs`).
 //! - A dead client is replaced with backoff; meanwhile calls answer
 //!   [`StoreError::Unavailable`](userstate::StoreError::Unavailable) (`src/connection.rs`).
 //!
@@ -38,6 +40,7 @@ mod head;
 mod keys;
 mod naming;
 mod positions;
+mod removals;
 mod store;
 
 pub use config::{EsdbConfig, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};

@@ -18,10 +18,13 @@ use crate::connection::Connection;
 use crate::keys::EsdbKeyStore;
 use crate::naming::StreamNaming;
 use crate::positions::PositionIndex;
+use crate::removals::is_tombstone;
 use crate::{head, EsdbConfig};
 
 /// Events read per request when paging.
 const PAGE: usize = 512;
+/// Records read per request when looking for the last event backwards.
+const HEAD_PAGE: usize = 16;
 /// Positions remembered for starting `$all` reads.
 const INDEX_CAPACITY: usize = 65_536;
 /// Streams whose last sequence and link are remembered (the cache is emptied when full).
@@ -70,28 +73,38 @@ impl Shared {
         SubscriptionFilter::on_stream_name().add_prefix(self.naming.prefix())
     }
 
-    /// The last event of the namespace in `$all`, if any.
+    /// The last event of the namespace in `$all`, if any (a hard delete's tombstone is no
+    /// event: passed over).
     pub(crate) async fn last_event(&self) -> Result<Option<(u64, Position)>, StoreError> {
-        let lease = self.connection.lease()?;
-        let options = ReadAllOptions::default()
-            .backwards()
-            .position(StreamPosition::End)
-            .filter(self.filter())
-            .max_count(1);
-        let result = async {
-            let mut read = lease.client.read_all(&options).await?;
-            read.next().await
-        }
-        .await;
-        match result {
-            Ok(event) => {
-                self.connection.succeeded(&lease);
-                Ok(event.map(|e| {
-                    let p = e.get_original_event().position;
-                    (our_position(p), p)
-                }))
+        let mut before = StreamPosition::End;
+        loop {
+            let lease = self.connection.lease()?;
+            let options = ReadAllOptions::default()
+                .backwards()
+                .position(before)
+                .filter(self.filter())
+                .max_count(HEAD_PAGE);
+            let mut page = Vec::new();
+            let result = async {
+                let mut read = lease.client.read_all(&options).await?;
+                while let Some(e) = read.next().await? {
+                    let event = e.get_original_event();
+                    page.push((event.position, is_tombstone(event)));
+                }
+                Ok::<_, kurrentdb::Error>(())
             }
-            Err(e) => Err(self.connection.fail(&lease, e)),
+            .await;
+            if let Err(e) = result {
+                return Err(self.connection.fail(&lease, e));
+            }
+            self.connection.succeeded(&lease);
+            if let Some((p, _)) = page.iter().find(|(_, tombstone)| !tombstone) {
+                return Ok(Some((our_position(*p), *p)));
+            }
+            match page.last() {
+                Some((p, _)) if page.len() == HEAD_PAGE => before = StreamPosition::Position(*p),
+                _ => return Ok(None),
+            }
         }
     }
 }
@@ -318,12 +331,13 @@ impl EsdbStore {
         Ok(recorded)
     }
 
-    /// One `$all` page from `start` (inclusive), at most `count` raw events.
+    /// One `$all` page from `start` (inclusive), at most `count` raw records: our events, and
+    /// `None` for a hard delete's tombstone (no event of ours; `verify` reports it).
     async fn read_all_page(
         &self,
         start: StreamPosition<Position>,
         count: usize,
-    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+    ) -> Result<Vec<(Position, Option<RecordedEvent>)>, StoreError> {
         let s = &self.shared;
         let lease = s.connection.lease()?;
         let options = ReadAllOptions::default()
@@ -340,7 +354,12 @@ impl EsdbStore {
             match read.next().await {
                 Ok(Some(e)) => {
                     let event = e.get_original_event();
-                    out.push((event.position, decode(&s.naming, event)?));
+                    let ours = if is_tombstone(event) {
+                        None
+                    } else {
+                        Some(decode(&s.naming, event)?)
+                    };
+                    out.push((event.position, ours));
                 }
                 Ok(None) => break,
                 Err(e) => return Err(s.connection.fail(&lease, e)),
@@ -461,9 +480,12 @@ impl EventStore for EsdbStore {
             let page = self.read_all_page(start, count).await?;
             let full = page.len() == count;
             for (theirs, event) in page {
+                start = StreamPosition::Position(theirs);
+                let Some(event) = event else {
+                    continue; // a tombstone
+                };
                 let ours = event.position;
                 s.index.remember(ours, theirs);
-                start = StreamPosition::Position(theirs);
                 if let Some(last) = last_seen {
                     if ours == last {
                         continue; // the inclusive start of this page, already handled
@@ -502,6 +524,12 @@ impl EventStore for EsdbStore {
 
     fn watch_head(&self) -> Arc<Watermark> {
         self.shared.head.clone()
+    }
+
+    /// KurrentDB's tombstones and deleting or truncating stream metadata of the namespace's
+    /// streams and key streams (`src/removals.rs`).
+    async fn removals(&self) -> Result<Vec<userstate::store::Removal>, StoreError> {
+        crate::removals::removals(&self.shared).await
     }
 
     /// Our positions are KurrentDB's commit positions plus one: far apart, never dense.

@@ -2,9 +2,10 @@
 //! custom metadata carries its link to the event before it **in its stream**, made at append
 //! (the expected version fixes that event), so `verify` names the position of a changed,
 //! removed, inserted or swapped event of a stream — with the revisions fixed up, as someone
-//! with access to the server's files would. The global order (a whole stream removed, events
-//! of different streams reordered) is covered by a signed checkpoint over the chain computed
-//! over `$all`, which names the checkpoint's position.
+//! with access to the server's files would. The global order (a whole stream cut out of the
+//! server's files, events of different streams reordered) is covered by a signed checkpoint
+//! over the chain computed over `$all`, which names the checkpoint's position; a stream
+//! deleted or truncated through KurrentDB's API is named by its record (`tests/removals.rs`).
 
 #[allow(dead_code)]
 mod support;

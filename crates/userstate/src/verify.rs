@@ -9,15 +9,18 @@
 //! removed, inserted or reordered event is reported at its position (a removed one at the
 //! event that follows the gap, which no longer chains to the one before it). On KurrentDB,
 //! which links each event to the one before it in its stream instead, those links are checked
-//! the same way, stream by stream. With a signed
+//! the same way, stream by stream, and the records KurrentDB keeps of streams deleted or
+//! truncated through its API are reported by position ([`EventStore::removals`]). With a signed
 //! [`Checkpoint`], the hash at its position must be the signed one: that proves the log up to
 //! it is the one that was signed, even against someone who rewrote the chain.
 //!
 //! Framing and checksums are the file store's own business: `FileStore::open` refuses a damaged
 //! log with the file and offset, and the `userstate verify` command reports that as a finding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+mod removals;
 
 use crate::chain::{Checkpoint, EventHash};
 use crate::domain::{InstanceId, StreamKind, StreamName, User, UserCommand, UserEvent, UserId};
@@ -79,7 +82,9 @@ pub struct Report {
     /// links in their streams' chains are checked instead
     /// ([`EventStore::stores_stream_chain`]): a changed, removed, inserted or reordered event
     /// of a stream is named by its position; a whole stream removed or events of different
-    /// streams reordered show only against a signed checkpoint, which names its own position.
+    /// streams reordered show only against a signed checkpoint, which names its own position —
+    /// unless it was done through KurrentDB's API (a stream deleted or truncated), whose
+    /// records ([`EventStore::removals`]) are findings at their positions.
     pub chain_stored: bool,
     /// Username reservations held by no live user with that name, in log order: what an add
     /// leaves when it crashes between its two writes (or, on a store in use, an add between
@@ -139,6 +144,8 @@ pub async fn verify_store_against(
     let mut last_position = 0;
     // The last event of every username reservation stream.
     let mut reservations: HashMap<StreamId, RecordedEvent> = HashMap::new();
+    // The user streams holding a `user.erased`: their key streams' tombstones are erasures.
+    let mut erased: HashSet<StreamId> = HashSet::new();
     loop {
         let page = store.read_all(last_position + 1, PAGE).await?;
         if page.is_empty() {
@@ -225,6 +232,9 @@ pub async fn verify_store_against(
                 reservations.insert(event.stream.clone(), event.clone());
             }
             if let Some(user) = &mut check.user {
+                if event.event_type == crate::crypto::USER_ERASED {
+                    erased.insert(event.stream.clone());
+                }
                 if let Some(problem) = check_user_event(user, event) {
                     report.findings.push(finding(event, problem));
                 }
@@ -268,6 +278,7 @@ pub async fn verify_store_against(
             }
         }
     }
+    removals::report(&mut report, &store.removals().await?, &erased);
     report.orphans = orphans(&reservations, &streams);
     report.streams = streams.len() as u64;
     report.users = streams.values().filter(|s| s.user.is_some()).count() as u64;

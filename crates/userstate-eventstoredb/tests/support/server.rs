@@ -31,7 +31,7 @@ impl server_features_server::ServerFeatures for Features {
         _: Request<Empty>,
     ) -> Result<Response<SupportedMethods>, Status> {
         let service = "event_store.client.streams.streams";
-        let methods = ["read", "append", "tombstone"]
+        let methods = ["read", "append", "delete", "tombstone"]
             .into_iter()
             .map(|m| SupportedMethod {
                 method_name: m.into(),

@@ -1,6 +1,6 @@
 //! `event_store.client.streams.Streams`: Append (expected revision checks), Read (one stream and
-//! `$all`, forwards and backwards, with prefix filters and catch-up subscriptions to `$all`) and
-//! Tombstone, answering with the fields KurrentDB fills.
+//! `$all`, forwards and backwards, with prefix filters and catch-up subscriptions to `$all`),
+//! Delete (soft) and Tombstone, answering with the fields KurrentDB fills.
 
 // `tonic::Status` is the protocol's error type; boxing it here would only add noise.
 #![allow(clippy::result_large_err)]
@@ -12,15 +12,16 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::log::{AppendOutcome, Expected, Log, Proposed, Record};
+use super::log::{AppendOutcome, DeleteOutcome, Expected, Log, Proposed, Record};
 use super::proto::event_store::client::streams::{
-    append_req, append_resp, read_req, read_resp, streams_server, tombstone_resp, AppendReq,
-    AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq, ReadResp,
-    TombstoneReq, TombstoneResp,
+    append_req, append_resp, delete_req, delete_resp, read_req, read_resp, streams_server,
+    tombstone_resp, AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp,
+    ReadReq, ReadResp, TombstoneReq, TombstoneResp,
 };
 use super::proto::event_store::client::StreamIdentifier;
 use super::wire::{
-    empty, event_message, parse_id, stream_deleted, wrong_expected, ExpectedMsg, Filter,
+    event_message, parse_id, stream_deleted, wrong_expected, wrong_expected_status, ExpectedMsg,
+    Filter,
 };
 
 type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -308,8 +309,33 @@ impl streams_server::Streams for StreamsService {
         }))
     }
 
-    async fn delete(&self, _: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
-        Err(Status::unimplemented("the test server has no soft delete"))
+    async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        use delete_req::options::ExpectedStreamRevision as E;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("delete options are required"))?;
+        let stream = options.stream_identifier.unwrap_or_default().stream_name;
+        let expected = match options.expected_stream_revision {
+            Some(E::Revision(r)) => Expected::Revision(r),
+            Some(E::NoStream(_)) => Expected::NoStream,
+            Some(E::StreamExists(_)) => Expected::StreamExists,
+            Some(E::Any(_)) | None => Expected::Any,
+        };
+        match self.log.soft_delete(&stream, expected) {
+            DeleteOutcome::Deleted { position } => Ok(Response::new(DeleteResp {
+                position_option: Some(delete_resp::PositionOption::Position(
+                    delete_resp::Position {
+                        commit_position: position,
+                        prepare_position: position,
+                    },
+                )),
+            })),
+            DeleteOutcome::WrongExpectedVersion { current } => {
+                Err(wrong_expected_status(&stream, current))
+            }
+            DeleteOutcome::Tombstoned => Err(stream_deleted(&stream)),
+        }
     }
 
     async fn tombstone(
@@ -322,9 +348,15 @@ impl streams_server::Streams for StreamsService {
             .and_then(|o| o.stream_identifier)
             .unwrap_or_default()
             .stream_name;
-        self.log.tombstone(&stream);
+        let position_option = match self.log.tombstone(&stream) {
+            Some(position) => tombstone_resp::PositionOption::Position(tombstone_resp::Position {
+                commit_position: position,
+                prepare_position: position,
+            }),
+            None => return Err(stream_deleted(&stream)),
+        };
         Ok(Response::new(TombstoneResp {
-            position_option: Some(tombstone_resp::PositionOption::NoPosition(empty())),
+            position_option: Some(position_option),
         }))
     }
 

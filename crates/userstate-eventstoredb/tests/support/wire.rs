@@ -31,6 +31,29 @@ pub fn stream_deleted(stream: &[u8]) -> Status {
     status
 }
 
+/// The status KurrentDB answers for a delete whose expected revision does not hold (trailer
+/// `exception: wrong-expected-version`; the `kurrentdb` 1.x client passes it on as a gRPC
+/// error).
+pub fn wrong_expected_status(stream: &[u8], current: Option<u64>) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "Append failed due to WrongExpectedVersion. Stream: {}",
+        String::from_utf8_lossy(stream)
+    ));
+    let metadata = status.metadata_mut();
+    metadata.insert(
+        "exception",
+        MetadataValue::from_static("wrong-expected-version"),
+    );
+    if let Ok(name) = MetadataValue::try_from(String::from_utf8_lossy(stream).as_ref()) {
+        metadata.insert("stream-name", name);
+    }
+    let actual = current.map_or("-1".to_owned(), |c| c.to_string());
+    if let Ok(actual) = MetadataValue::try_from(actual.as_str()) {
+        metadata.insert("actual-version", actual);
+    }
+    status
+}
+
 pub fn proto_id(id: uuid::Uuid, as_string: bool) -> Uuid {
     let value = if as_string {
         proto_uuid::Value::String(id.to_string())

@@ -11,6 +11,7 @@
 mod error;
 mod file;
 mod memory;
+mod removal;
 mod types;
 mod watermark;
 mod wrap;
@@ -20,6 +21,7 @@ pub use error::StoreError;
 pub(crate) use file::faults;
 pub use file::{record as file_record, BackupSummary, FileStore, FileStoreOptions, PendingRepair};
 pub use memory::MemoryStore;
+pub use removal::{Removal, RemovalKind, RemovalTarget};
 pub use types::{
     EventMetadata, EventRef, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StreamId,
 };
@@ -170,6 +172,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`stores_chain`](Self::stores_chain) is false. Wrappers forward it.
     fn stores_stream_chain(&self) -> bool {
         false
+    }
+
+    /// The records the backend keeps of streams deleted or truncated through its own API, in
+    /// position order (ADR 0020): KurrentDB's tombstones (`$streamDeleted`) and stream
+    /// metadata that deletes or truncates (`$tb`, `$maxCount`, `$maxAge`) of the store's
+    /// streams and key streams, which outlive the events they remove. `verify` reports each
+    /// one but the tombstone of an erased user's key stream. Empty (the default) for a store
+    /// with no such API: the memory, file and PostgreSQL stores, whose removals only the
+    /// chain tells. Wrappers forward it.
+    async fn removals(&self) -> Result<Vec<Removal>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Whether the store can take appends now, answered from what it already knows (no I/O,

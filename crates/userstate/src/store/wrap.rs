@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, Watermark,
+    EventRef, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Removal, StoreError, StreamId,
+    Watermark,
 };
 
 /// A store built around another. Implement [`inner`](Self::inner) and override only the calls
@@ -82,6 +83,11 @@ pub trait StoreWrapper: Send + Sync + 'static {
     /// [`EventStore::stores_stream_chain`]; by default the inner store's.
     fn stores_stream_chain(&self) -> bool {
         self.inner().stores_stream_chain()
+    }
+
+    /// [`EventStore::removals`]; by default the inner store's.
+    async fn removals(&self) -> Result<Vec<Removal>, StoreError> {
+        self.inner().removals().await
     }
 
     /// [`EventStore::health`]; by default the inner store's.
@@ -167,6 +173,14 @@ impl<W: StoreWrapper> EventStore for W {
 
     fn stores_stream_chain(&self) -> bool {
         StoreWrapper::stores_stream_chain(self)
+    }
+
+    fn removals<'a, 'c>(&'a self) -> Call<'c, Vec<Removal>>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        StoreWrapper::removals(self)
     }
 
     fn health(&self) -> Result<(), StoreError> {
