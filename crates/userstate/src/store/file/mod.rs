@@ -5,8 +5,7 @@
 //! module is private; its public items are re-exported from [`crate::store`]). One file per
 //! part: `record` (framing and codec), `segment` (files and their header), `manifest` (the
 //! list of segments), `index` (the in-memory index), `writer` (the append queue, the syncer
-//! and the publisher: group commit; `writer::lead`: a lone appender commits its own batch;
-//! `writer::resume`: repair after a failed write), `scan` and
+//! and the publisher: group commit; `writer::resume`: repair after a failed write), `scan` and
 //! `recovery` (open), `read` (positional reads), `lock` (the directory lock), `io` (the I/O
 //! seam under the writer) and `faults` (its fault-injecting twin, feature `testkit`).
 
@@ -181,12 +180,6 @@ fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
 /// durable; there is no relaxed mode. At most one batch is written and not yet synced at any
 /// time, and the first record of each batch carries a batch-start mark.
 ///
-/// A lone append (the syncer idle, the previous batch a single append too) made on tokio's
-/// multi-thread runtime is written, synced and published by its caller instead, inside
-/// [`tokio::task::block_in_place`]: no thread hand-off, so one caller at a time gets its
-/// answer sooner. Callers on a current-thread runtime or outside tokio always wait for the
-/// syncer.
-///
 /// # Reads
 /// The index (in memory, rebuilt on open by one sequential scan) maps positions to offsets and
 /// streams to positions. Reads copy what they need from it under a short lock and then read the
@@ -244,9 +237,6 @@ fn head_hash(index: &Index) -> Result<EventHash, StoreError> {
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
-    /// The writing end of the log, for a lone appender to commit its own batch (ADR 0008);
-    /// `None` when read-only.
-    log: Option<Arc<Mutex<Syncer>>>,
     syncer: Option<JoinHandle<()>>,
     publisher: Option<JoinHandle<()>>,
     /// Opened by [`FileStore::open_read_only`]: no writer, nothing repaired.
@@ -317,7 +307,6 @@ impl FileStore {
         Ok(FileStore {
             dir: dir.to_path_buf(),
             shared: Arc::new(Shared::new(recovered.index)?),
-            log: None,
             syncer: None,
             publisher: None,
             read_only: true,
@@ -345,32 +334,27 @@ impl FileStore {
         let last = recovered
             .last
             .expect("a writable open always leaves a segment to write");
-        let (synced_tx, synced_rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Syncer::new(
+        let syncer = Syncer::new(
             shared.clone(),
             dir.to_path_buf(),
             options.io.clone(),
             last,
             recovered.segments,
             options.segment_size,
-            synced_tx,
-        )?));
+        )?;
+        let (synced_tx, synced_rx) = mpsc::channel();
         let publisher = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("userstate-file-publisher".into())
                 .spawn(move || writer::publish(shared, synced_rx))?
         };
-        let syncer = {
-            let (log, shared) = (log.clone(), shared.clone());
-            std::thread::Builder::new()
-                .name("userstate-file-syncer".into())
-                .spawn(move || writer::run(log, shared))?
-        };
+        let syncer = std::thread::Builder::new()
+            .name("userstate-file-syncer".into())
+            .spawn(move || syncer.run(synced_tx))?;
         Ok(FileStore {
             dir: dir.to_path_buf(),
             shared,
-            log: Some(log),
             syncer: Some(syncer),
             publisher: Some(publisher),
             read_only: false,
@@ -426,12 +410,10 @@ impl Drop for FileStore {
     /// opened again as soon as `drop` returns.
     fn drop(&mut self) {
         writer::close(&self.shared);
-        if let Some(handle) = self.syncer.take() {
-            let _ = handle.join();
-        }
-        // The publisher stops once the syncer's state, which holds its channel, is gone.
-        self.log = None;
-        if let Some(handle) = self.publisher.take() {
+        for handle in [self.syncer.take(), self.publisher.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = handle.join();
         }
     }
@@ -448,11 +430,8 @@ impl EventStore for FileStore {
         if self.read_only {
             return Err(read_only(&self.dir));
         }
-        let queued = writer::submit(&self.shared, stream, expected, events, self.log.is_some())?;
-        if let (Some(lead), Some(log)) = (queued.lead, &self.log) {
-            writer::lead(log, lead);
-        }
-        queued.answer.await.map_err(|_| writer::gone())?
+        let answer = writer::submit(&self.shared, stream, expected, events)?;
+        answer.await.map_err(|_| writer::gone())?
     }
 
     /// Queues every append of the batch before it waits for any answer (each decided, and a
@@ -472,16 +451,8 @@ impl EventStore for FileStore {
         let mut count = 0;
         for (index, append) in appends.into_iter().enumerate() {
             count += append.events.len() as u64;
-            // Queued for the syncer (never led): the batch should grow while they queue.
-            let queued = writer::submit(
-                &self.shared,
-                &append.stream,
-                append.expected,
-                append.events,
-                false,
-            );
-            match queued {
-                Ok(queued) => answers.push(queued.answer),
+            match writer::submit(&self.shared, &append.stream, append.expected, append.events) {
+                Ok(answer) => answers.push(answer),
                 Err(error) => {
                     refused = Some(BatchError { index, error });
                     break;

@@ -13,20 +13,11 @@
 //!   events are on disk: there is no relaxed mode. When nothing waits to be synced and the
 //!   publisher is idle, the syncer publishes the batch itself (one thread hand-off less for a
 //!   lone caller).
-//! - **A lone appender leads** ([`lead`]): when its append is the only one, the syncer thread
-//!   is idle and the previous batch also held a single append, the appender takes the batch
-//!   itself and writes, syncs and publishes it on its own thread (inside tokio's
-//!   `block_in_place`), so a lone caller's command needs neither the syncer's wake-up nor the
-//!   wake-up of its own parked worker by the answer. While it leads the syncer thread takes no
-//!   batch (`Queue::leading`); appends arriving meanwhile queue as usual and the leader wakes
-//!   the syncer for them when it is done. A leader's failed write or sync is handled as the
-//!   syncer's (below), except that the repair is left to the syncer thread.
 //!
-//! Only one batch is ever written and not yet synced, the one the syncer (or a leader) holds:
-//! the next batch is in memory until the syncer takes it, which it does only after the
-//! previous `fdatasync` returned (and no appender leads). So a crash damages at most the last
-//! batch of the log, which is what recovery assumes (the first record of each batch carries
-//! the batch-start mark; see `scan`).
+//! Only one batch is ever written and not yet synced, the one the syncer holds: the next batch
+//! is in memory until the syncer takes it, which it does only after the previous `fdatasync`
+//! returned. So a crash damages at most the last batch of the log, which is what recovery
+//! assumes (the first record of each batch carries the batch-start mark; see `scan`).
 //!
 //! Batches are written in place over zeros the syncer wrote ahead of them (see `segment`), so
 //! their `fdatasync` flushes data only, without a journal commit for a new file size. The
@@ -43,16 +34,12 @@
 //! The queue is a `Mutex` + `Condvar` rather than a channel because the version check, the
 //! position and the place in the batch must be decided together, atomically, by the appender.
 
-mod lead;
-#[cfg(test)]
-mod lead_tests;
 mod publish;
 mod resume;
 mod syncer;
 
-pub use lead::{lead, Lead};
 pub use publish::publish;
-pub use syncer::{run, Synced, Syncer};
+pub use syncer::{Synced, Syncer};
 
 use std::collections::VecDeque;
 use std::sync::MutexGuard;
@@ -103,15 +90,6 @@ pub struct Queue {
     closing: bool,
     /// The syncer waits for a batch (and must be woken for the next append).
     syncer_idle: bool,
-    /// An appender writes and syncs its own batch (see [`lead`]): the syncer thread takes no
-    /// batch until it is done.
-    leading: bool,
-    /// A leader's write or sync failed: the syncer thread repairs the segment.
-    repair: bool,
-    /// Appends in the batch taken last (by the syncer or a leader).
-    last_appends: usize,
-    /// Batches written and synced by a leading appender since the open.
-    led: u64,
 }
 
 impl Queue {
@@ -127,10 +105,6 @@ impl Queue {
             failed: None,
             closing: false,
             syncer_idle: false,
-            leading: false,
-            repair: false,
-            last_appends: 0,
-            led: 0,
         }
     }
 
@@ -171,26 +145,16 @@ impl Batch {
     }
 }
 
-/// A queued append: its answer, and the batch to write when its caller leads.
-pub struct Queued {
-    /// Comes once the append is durable (or failed); already there after [`lead`].
-    pub answer: Answer,
-    /// The caller should write and sync this batch itself, with [`lead`].
-    pub lead: Option<Lead>,
-}
-
 /// Checks and queues one append; the returned [`Answer`] comes once it is durable (or failed).
-/// With `may_lead`, a lone append on tokio's multi-thread runtime is handed back as a [`Lead`]
-/// for its caller to commit (see [`lead`]). Fails at once with [`StoreError::Conflict`] if
-/// `expected` does not match, with [`StoreError::InvalidArgument`] if an event is empty-handed or too large, and with
+/// Fails at once with [`StoreError::Conflict`] if `expected` does not match, with
+/// [`StoreError::InvalidArgument`] if an event is empty-handed or too large, and with
 /// [`StoreError::Unavailable`] once appends have stopped.
 pub fn submit(
     shared: &Shared,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    may_lead: bool,
-) -> Result<Queued, StoreError> {
+) -> Result<Answer, StoreError> {
     // The JSON encoding and size checks run here, on the appender, outside the lock.
     crate::store::ensure_events(&events)?;
     let tails = events
@@ -258,23 +222,12 @@ pub fn submit(
     queue.next_position += n as u64;
     queue.last_hash = previous;
     queue.unpublished.insert(stream.clone(), actual + n as u64);
-    if may_lead && lead::lone(shared, queue) {
-        let batch = queue.batches.pop_front().expect("the append's batch");
-        queue.last_appends = 1;
-        queue.leading = true;
-        queue.led += 1;
-        return Ok(Queued {
-            answer,
-            lead: Some(Lead(batch)),
-        });
-    }
-    // While an appender leads, the syncer stays asleep: the leader wakes it when done.
-    let wake = !queue.leading && std::mem::take(&mut queue.syncer_idle);
+    let wake = std::mem::take(&mut queue.syncer_idle);
     drop(guard);
     if wake {
         shared.ready.notify_one();
     }
-    Ok(Queued { answer, lead: None })
+    Ok(answer)
 }
 
 /// Tells the syncer to finish the queued batches and stop (the store is being dropped).

@@ -1,13 +1,11 @@
 //! The syncer: one OS thread that takes the whole open batch, writes it with one positional
-//! `write`, calls `fdatasync` once, and hands it to the publisher (see the parent module). Its
-//! state ([`Syncer`]) is behind a lock that a leading appender takes instead (`lead`) while
-//! the thread waits.
+//! `write`, calls `fdatasync` once, and hands it to the publisher (see the parent module).
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use tracing::{debug, error};
@@ -38,8 +36,7 @@ pub(super) struct Placed {
     pub(super) len: u64,
 }
 
-/// The state of the log's writing end: used by the syncer thread, or by a leading appender
-/// while the thread waits (never both: `Queue::leading`).
+/// The syncer's state; owned by its thread.
 pub struct Syncer {
     pub(super) shared: Arc<Shared>,
     pub(super) dir: PathBuf,
@@ -53,8 +50,8 @@ pub struct Syncer {
     /// Bytes of the segment file: records, then zeros up to here.
     pub(super) allocated: u64,
     pub(super) segment_size: u64,
-    /// Where synced batches go when their callers are not answered here.
-    pub(super) publisher: Sender<Synced>,
+    /// Appends in the batch synced last.
+    pub(super) last_appends: usize,
     /// The last position synced.
     pub(super) synced_head: u64,
     /// First positions of the segments, as the manifest lists them.
@@ -68,7 +65,7 @@ pub struct Syncer {
 
 impl Syncer {
     /// A syncer appending to `last` (opened through `io`), with the log synced up to `head`
-    /// and the manifest listing `segments`, handing batches to `publisher`.
+    /// and the manifest listing `segments`.
     pub fn new(
         shared: Arc<Shared>,
         dir: PathBuf,
@@ -76,7 +73,6 @@ impl Syncer {
         last: LastSegment,
         segments: Vec<u64>,
         segment_size: u64,
-        publisher: Sender<Synced>,
     ) -> Result<Self, StoreError> {
         let file = io.open(&last.path)?;
         let synced_head = shared.read_index().head();
@@ -90,7 +86,7 @@ impl Syncer {
             len: last.len,
             allocated: last.allocated.max(last.len),
             segment_size,
-            publisher,
+            last_appends: 0,
             synced_head,
             segments,
             unannounced: None,
@@ -98,51 +94,102 @@ impl Syncer {
         })
     }
 
-    /// Writes, syncs and publishes one batch (or hands it to the publisher); `false` if its
-    /// write or sync failed, in which case appends are stopped, the batch and every batch
-    /// queued behind it are answered with the error, and the segment must be repaired
-    /// ([`Syncer::resume`]) before appends go on. `led`: an appender commits its own batch
-    /// (see `lead`), for the log line.
-    pub(super) fn commit(&mut self, batch: Batch, led: bool) -> bool {
-        let started = Instant::now();
-        let outcome = self.write(&batch).map_err(|e| e.to_string());
-        debug!(
-            requests = batch.appends.len(),
-            bytes = batch.buf.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            led,
-            "batch committed"
-        );
-        let hand_over = |batch, outcome| {
-            self.shared.publishing.fetch_add(1, Ordering::Relaxed);
-            let _ = self.publisher.send(Synced { batch, outcome });
-        };
-        if let Err(why) = &outcome {
-            error!(error = %why,
-                "file store write failed; appends stop until the segment is repaired");
-            let queued = {
-                let mut queue = self.shared.lock_queue();
-                queue.failed = Some(format!(
-                    "a write failed ({why}); appends resume once the syncer has repaired \
-                     the segment"
-                ));
-                std::mem::take(&mut queue.batches)
+    /// Writes and syncs batches until the store closes, handing each to the publisher.
+    pub fn run(mut self, publisher: Sender<Synced>) {
+        let _stopped = StopAppendsOnExit(self.shared.clone());
+        while let Some(batch) = self.next_batch() {
+            self.last_appends = batch.appends.len();
+            let started = Instant::now();
+            let outcome = self.write(&batch).map_err(|e| e.to_string());
+            debug!(
+                requests = batch.appends.len(),
+                bytes = batch.buf.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
+            let hand_over = |batch, outcome| {
+                self.shared.publishing.fetch_add(1, Ordering::Relaxed);
+                let _ = publisher.send(Synced { batch, outcome });
             };
-            for batch in std::iter::once(batch).chain(queued) {
-                hand_over(batch, Err(why.clone()));
+            if let Err(why) = &outcome {
+                error!(error = %why,
+                    "file store write failed; appends stop until the segment is repaired");
+                let queued = {
+                    let mut queue = self.shared.lock_queue();
+                    queue.failed = Some(format!(
+                        "a write failed ({why}); appends resume once the syncer has repaired \
+                         the segment"
+                    ));
+                    std::mem::take(&mut queue.batches)
+                };
+                for batch in std::iter::once(batch).chain(queued) {
+                    hand_over(batch, Err(why.clone()));
+                }
+                if !self.resume() {
+                    return;
+                }
+                continue;
             }
-            return false;
+            // With nothing to sync next and the publisher idle, publishing here saves the
+            // callers a thread hand-off; otherwise the next sync must not wait for it.
+            let idle = self.shared.publishing.load(Ordering::Acquire) == 0
+                && self.shared.lock_queue().batches.is_empty();
+            if idle {
+                publish_one(&self.shared, Synced { batch, outcome });
+            } else {
+                hand_over(batch, outcome);
+            }
         }
-        // With nothing to sync next and the publisher idle, publishing here saves the
-        // callers a thread hand-off; otherwise the next sync must not wait for it.
-        let idle = self.shared.publishing.load(Ordering::Acquire) == 0
-            && self.shared.lock_queue().batches.is_empty();
-        if idle {
-            publish_one(&self.shared, Synced { batch, outcome });
-        } else {
-            hand_over(batch, outcome);
+    }
+
+    /// Waits for the next batch; `None` once the store closes and nothing is queued.
+    fn next_batch(&self) -> Option<Batch> {
+        let mut queue = self.shared.lock_queue();
+        let mut waited = false;
+        loop {
+            if !queue.batches.is_empty() {
+                if waited && self.last_appends > 1 {
+                    queue = self.gather(queue);
+                }
+                return queue.batches.pop_front();
+            }
+            if queue.closing {
+                return None;
+            }
+            queue.syncer_idle = true;
+            waited = true;
+            queue = self
+                .shared
+                .ready
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
         }
-        true
+    }
+
+    /// After the syncer was idle, the append that woke it is usually the first of several
+    /// callers coming back from their previous answers: let the batch grow while appends keep
+    /// arriving (at most [`GATHER_MAX`], stopping after [`GATHER_QUIET`] without a new one).
+    /// Only when the previous batch had several appends: a lone caller would only wait.
+    /// Measured in docs/PERFORMANCE.md (session 3): +15 % at 8 callers, +5 % at 64; without the
+    /// "several appends" condition, -15 % for one caller.
+    fn gather<'a>(&'a self, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let started = Instant::now();
+        let mut seen = queue.batches.front().map_or(0, |b| b.appends.len());
+        let mut grew = started;
+        loop {
+            drop(queue);
+            std::thread::yield_now();
+            queue = self.shared.lock_queue();
+            let now = Instant::now();
+            let len = queue.batches.front().map_or(0, |b| b.appends.len());
+            if len > seen {
+                seen = len;
+                grew = now;
+            }
+            if queue.closing || now - started >= GATHER_MAX || now - grew >= GATHER_QUIET {
+                return queue;
+            }
+        }
     }
 
     /// Rotates if due, writes the batch where the records end, and syncs it.
@@ -225,96 +272,6 @@ impl Syncer {
             len: SEGMENT_HEADER_LEN,
         })
     }
-}
-
-/// The syncer thread's loop: writes and syncs batches until the store closes, and repairs
-/// after a failed write or sync (its own or a leading appender's).
-pub fn run(log: Arc<Mutex<Syncer>>, shared: Arc<Shared>) {
-    let _stopped = StopAppendsOnExit(shared.clone());
-    loop {
-        let repaired = match next_work(&shared) {
-            Work::Closed => return,
-            Work::Repair => lock(&log).resume(),
-            Work::Batch(batch) => {
-                let mut syncer = lock(&log);
-                syncer.commit(batch, false) || syncer.resume()
-            }
-        };
-        if !repaired {
-            return;
-        }
-    }
-}
-
-/// What the syncer thread does next.
-enum Work {
-    /// Write and sync this batch.
-    Batch(Batch),
-    /// A leading appender's write or sync failed: repair the segment.
-    Repair,
-    /// The store closes and nothing is queued.
-    Closed,
-}
-
-/// Waits for the next batch (while no appender leads), a repair, or the close.
-fn next_work(shared: &Shared) -> Work {
-    let mut queue = shared.lock_queue();
-    let mut waited = false;
-    loop {
-        if std::mem::take(&mut queue.repair) {
-            return Work::Repair;
-        }
-        if !queue.leading {
-            if !queue.batches.is_empty() {
-                if waited && queue.last_appends > 1 {
-                    queue = gather(shared, queue);
-                }
-                let batch = queue.batches.pop_front().expect("a batch is queued");
-                queue.last_appends = batch.appends.len();
-                return Work::Batch(batch);
-            }
-            if queue.closing {
-                return Work::Closed;
-            }
-        }
-        queue.syncer_idle = true;
-        waited = true;
-        queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
-        // Awake, whoever woke it (or none): no appender may lead until it waits again.
-        queue.syncer_idle = false;
-    }
-}
-
-/// After the syncer was idle, the append that woke it is usually the first of several
-/// callers coming back from their previous answers: let the batch grow while appends keep
-/// arriving (at most [`GATHER_MAX`], stopping after [`GATHER_QUIET`] without a new one).
-/// Only when the previous batch had several appends: a lone caller would only wait.
-/// Measured in docs/PERFORMANCE.md (session 3): +15 % at 8 callers, +5 % at 64; without the
-/// "several appends" condition, -15 % for one caller.
-fn gather<'a>(shared: &'a Shared, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-    let started = Instant::now();
-    let mut seen = queue.batches.front().map_or(0, |b| b.appends.len());
-    let mut grew = started;
-    loop {
-        drop(queue);
-        std::thread::yield_now();
-        queue = shared.lock_queue();
-        let now = Instant::now();
-        let len = queue.batches.front().map_or(0, |b| b.appends.len());
-        if len > seen {
-            seen = len;
-            grew = now;
-        }
-        if queue.closing || now - started >= GATHER_MAX || now - grew >= GATHER_QUIET {
-            return queue;
-        }
-    }
-}
-
-/// Guards the syncer's state; a poisoned lock is taken over as it is (a panic in the middle
-/// of a batch also stopped appends, see `lead`).
-pub fn lock(log: &Mutex<Syncer>) -> MutexGuard<'_, Syncer> {
-    log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Makes appends fail instead of waiting forever once the syncer is gone, whichever way it
