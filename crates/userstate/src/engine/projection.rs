@@ -52,7 +52,7 @@ struct Model {
 impl Shared {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
-        self.model.write().unwrap_or_else(|e| e.into_inner())
+        crate::contention::write(crate::contention::MODEL_WRITE, &self.model)
     }
 
     /// Applies `events` (of one append, in position order) if they are next, and every waiting
@@ -86,10 +86,7 @@ impl Shared {
     /// released, so the instant recorded is never earlier than the moment readers could see it.
     fn publish(&self, last: u64) {
         let at = Instant::now();
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(last, at);
+        crate::contention::lock(crate::contention::PUBLISHED, &self.published).record(last, at);
         self.position.advance(last);
     }
 }
@@ -276,7 +273,7 @@ impl Projection {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
-        self.shared.model.read().unwrap_or_else(|e| e.into_inner())
+        crate::contention::read(crate::contention::MODEL_READ, &self.shared.model)
     }
 }
 

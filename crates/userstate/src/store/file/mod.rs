@@ -122,17 +122,17 @@ impl Shared {
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        writer::lock(&self.queue)
+        crate::contention::lock(crate::contention::QUEUE_OTHER, &self.queue)
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
         // The index is only changed by pushes that cannot panic half-way; a poisoned lock still
         // holds a consistent index.
-        self.index.read().unwrap_or_else(|e| e.into_inner())
+        crate::contention::read(crate::contention::INDEX_READ, &self.index)
     }
 
     fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
+        crate::contention::write(crate::contention::INDEX_WRITE, &self.index)
     }
 }
 
