@@ -102,8 +102,6 @@ struct Shared {
     head: Arc<Watermark>,
     /// Appends waiting for the disk (see `writer`).
     queue: Mutex<Queue>,
-    /// The streams' versions as the appenders decide them, partitioned (see `writer`).
-    versions: writer::Versions,
     /// Wakes the idle syncer when an append is queued.
     ready: Condvar,
     /// Synced batches handed to the publisher thread and not yet published.
@@ -118,7 +116,6 @@ impl Shared {
             index: RwLock::new(index),
             head: Arc::new(Watermark::new(head)),
             queue: Mutex::new(Queue::new(head + 1, last_hash)),
-            versions: writer::Versions::default(),
             ready: Condvar::new(),
             publishing: AtomicUsize::new(0),
         })

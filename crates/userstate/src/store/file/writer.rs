@@ -2,10 +2,9 @@
 //!
 //! Three parties, so that the disk's `fdatasync`s run back to back:
 //! - **Appenders** (the callers of `append`, on their own threads) encode their events, then,
-//!   under the lock of their stream's partition of [`Versions`], check the expected version
-//!   (against the partition's entry for the stream, or the index), and only then, under the
-//!   [`Queue`] lock, take positions, link and frame the events at the end of the open batch
-//!   and wake the syncer if it is idle. A conflict is answered at once; nothing waits.
+//!   under the [`Queue`] lock, check the expected version (against the index plus the appends
+//!   queued but not yet published), take positions, place the frames at the end of the open
+//!   batch and wake the syncer if it is idle. A conflict is answered at once; nothing waits.
 //! - **The syncer** (one OS thread, [`Syncer`]) takes the whole open batch, writes it with
 //!   one positional `write` and calls `fdatasync` once ([`File::sync_data`]). Meanwhile the
 //!   appenders fill the next batch, so as soon as one sync returns the next batch is ready.
@@ -32,18 +31,15 @@
 //!
 //! All the syncer's I/O goes through [`SegmentIo`] (real or fault-injecting).
 //!
-//! The queue is a `Mutex` + `Condvar` rather than a channel because the position, the chain
-//! link and the place in the batch must be decided together, atomically, by the appender; the
-//! version check is atomic with them per stream, by the partition lock held around both.
+//! The queue is a `Mutex` + `Condvar` rather than a channel because the version check, the
+//! position and the place in the batch must be decided together, atomically, by the appender.
 
 mod publish;
 mod resume;
 mod syncer;
-mod versions;
 
 pub use publish::publish;
 pub use syncer::{Synced, Syncer};
-pub use versions::Versions;
 
 use std::collections::VecDeque;
 use std::sync::MutexGuard;
@@ -54,6 +50,7 @@ use tokio::sync::oneshot;
 use super::record;
 use super::Shared;
 use crate::chain::EventHash;
+use crate::hash::FastMap;
 use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// Encoded bytes after which a batch takes no more appends (they open the next batch).
@@ -78,6 +75,9 @@ type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
 pub struct Queue {
     /// Batches not yet taken by the syncer, oldest first; appends go to the last one.
     batches: VecDeque<Batch>,
+    /// Stream versions of appends queued, being synced or not yet published: the index does
+    /// not know them yet. An entry goes when the publisher has put its version in the index.
+    unpublished: FastMap<StreamId, u64>,
     /// The position the next appended event gets.
     next_position: u64,
     /// The chain hash of the event before `next_position`: what the next event chains from.
@@ -98,6 +98,7 @@ impl Queue {
     pub fn new(next_position: u64, last_hash: EventHash) -> Self {
         Self {
             batches: VecDeque::new(),
+            unpublished: FastMap::default(),
             next_position,
             last_hash,
             last_time: DateTime::<Utc>::MIN_UTC,
@@ -169,75 +170,62 @@ pub fn submit(
         )));
     }
 
-    // The version is decided under the stream's partition, held until the new version is in
-    // it: another append to the stream waits; appends to other partitions do not.
-    let mut part = shared.versions.lock(stream);
-    let actual = match part.get(stream) {
-        Some(entry) => entry.version,
+    let mut guard = crate::contention::lock(crate::contention::QUEUE_APPEND, &shared.queue);
+    let since = std::time::Instant::now();
+    let queue = &mut *guard;
+    if let Some(why) = &queue.failed {
+        return Err(stopped(why));
+    }
+    if queue.closing {
+        return Err(gone());
+    }
+    let actual = match queue.unpublished.get(stream) {
+        Some(&version) => version,
         None => crate::contention::read(crate::contention::INDEX_APPEND, &shared.index).version(stream.as_str()),
     };
     if !expected.matches(actual) {
-        // A stopped store answers that first, as it would any append.
-        health(shared)?;
         return Err(StoreError::Conflict {
             stream: stream.clone(),
             expected,
             actual,
         });
     }
-    let (answer, wake) = {
-        // Under the queue's lock only what the global position and hash chain make serial.
-        let mut guard = crate::contention::lock(crate::contention::QUEUE_APPEND, &shared.queue);
-        let since = std::time::Instant::now();
-        let queue = &mut *guard;
-        if let Some(why) = &queue.failed {
-            return Err(stopped(why));
-        }
-        if queue.closing {
-            return Err(gone());
-        }
-        let now = queue.now();
-        let first = queue.next_position;
-        let n = events.len();
-        let mut previous = queue.last_hash;
-        let batch = queue.open_batch(bytes);
-        let mut recorded = Vec::with_capacity(n);
-        for (i, ((event, tail), content)) in
-            events.into_iter().zip(&tails).zip(&contents).enumerate()
-        {
-            let k = i as u64;
-            let mut e =
-                RecordedEvent::record(stream.clone(), actual + 1 + k, first + k, now, event);
-            e.created_at = to_micros(e.created_at);
-            e.hash = crate::chain::link(&previous, &e.coordinates(), content);
-            previous = e.hash;
-            let fixed = record::Fixed {
-                hash: e.hash,
-                position: e.position,
-                sequence: e.sequence,
-                created_at_micros: e.created_at.timestamp_micros(),
-                event_id: e.event_id,
-                revision: e.revision,
-                marks: record::Marks {
-                    ends_append: i + 1 == n,
-                    starts_batch: batch.buf.is_empty(),
-                },
-            };
-            batch.offsets.push(batch.buf.len());
-            record::encode_parts(&fixed, tail, &mut batch.buf);
-            recorded.push(e);
-        }
-        let (reply, answer) = oneshot::channel();
-        batch.appends.push((reply, recorded));
-        queue.next_position += n as u64;
-        queue.last_hash = previous;
-        let wake = std::mem::take(&mut queue.syncer_idle);
-        drop(guard);
-        crate::contention::held(crate::contention::QUEUE_APPEND, since);
-        (answer, wake)
-    };
-    Versions::queued(&mut part, stream, actual + tails.len() as u64);
-    drop(part);
+    let now = queue.now();
+    let first = queue.next_position;
+    let n = events.len();
+    let mut previous = queue.last_hash;
+    let batch = queue.open_batch(bytes);
+    let mut recorded = Vec::with_capacity(n);
+    for (i, ((event, tail), content)) in events.into_iter().zip(&tails).zip(&contents).enumerate() {
+        let k = i as u64;
+        let mut e = RecordedEvent::record(stream.clone(), actual + 1 + k, first + k, now, event);
+        e.created_at = to_micros(e.created_at);
+        e.hash = crate::chain::link(&previous, &e.coordinates(), content);
+        previous = e.hash;
+        let fixed = record::Fixed {
+            hash: e.hash,
+            position: e.position,
+            sequence: e.sequence,
+            created_at_micros: e.created_at.timestamp_micros(),
+            event_id: e.event_id,
+            revision: e.revision,
+            marks: record::Marks {
+                ends_append: i + 1 == n,
+                starts_batch: batch.buf.is_empty(),
+            },
+        };
+        batch.offsets.push(batch.buf.len());
+        record::encode_parts(&fixed, tail, &mut batch.buf);
+        recorded.push(e);
+    }
+    let (reply, answer) = oneshot::channel();
+    batch.appends.push((reply, recorded));
+    queue.next_position += n as u64;
+    queue.last_hash = previous;
+    queue.unpublished.insert(stream.clone(), actual + n as u64);
+    let wake = std::mem::take(&mut queue.syncer_idle);
+    drop(guard);
+    crate::contention::held(crate::contention::QUEUE_APPEND, since);
     if wake {
         shared.ready.notify_one();
     }

@@ -43,11 +43,13 @@ pub(super) fn publish_one(shared: &Shared, Synced { batch, outcome }: Synced) {
     let head = index.head();
     drop(index);
     shared.head.advance(head);
-    // Each stream's partition learns that the index answers for it now; the queue's lock is
-    // not taken, so appenders go on queueing meanwhile.
-    for (_, events) in &batch.appends {
-        if let Some(last) = events.last() {
-            shared.versions.published(&last.stream, last.sequence);
+    {
+        let mut queue = shared.lock_queue();
+        for (_, events) in &batch.appends {
+            let Some(last) = events.last() else { continue };
+            if queue.unpublished.get(&last.stream) == Some(&last.sequence) {
+                queue.unpublished.remove(&last.stream);
+            }
         }
     }
     for (reply, events) in batch.appends {

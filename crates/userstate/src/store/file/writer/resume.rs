@@ -14,9 +14,9 @@
 //!    is fsynced;
 //! 3. the segment is read back from its header to that end and must hold exactly the
 //!    acknowledged records (checksums, positions up to the last one synced);
-//! 4. once the publisher has published every batch synced before the failure, the version
-//!    partitions and the queue forget the failed appends (their versions, their positions)
-//!    and appends resume at the position after the last acknowledged one.
+//! 4. once the publisher has published every batch synced before the failure, the queue
+//!    forgets the failed appends (their versions, their positions) and appends resume at the
+//!    position after the last acknowledged one.
 //!
 //! A read-back that does not match (step 3) is damage, not a full disk: appends stay stopped
 //! until the store is reopened (which then refuses or repairs per the open-time rules).
@@ -80,13 +80,11 @@ impl Syncer {
                 return false;
             }
         };
-        // The failed appends' versions go before appends resume: until `failed` is cleared
-        // below no append is queued, so none can record a version meanwhile.
-        self.shared.versions.clear();
         let mut queue = self.shared.lock_queue();
         if queue.closing {
             return false;
         }
+        queue.unpublished.clear();
         queue.next_position = head + 1;
         queue.last_hash = last_hash;
         queue.failed = None;
