@@ -199,15 +199,12 @@ pub async fn run(store: Arc<dyn EventStore>, spec: &RunSpec) -> Result<RunReport
         .wait_for(head, Duration::from_secs(300))
         .await
         .map_err(BenchError::Setup)?;
-    userstate::contention::reset();
     let started = Instant::now();
     let cpu_before = process_cpu_seconds();
     let totals = workload::drive(&engine, &projection, spec, started + spec.duration).await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_before;
-    let report = totals.report(spec, seconds, cpu);
-    eprint!("{}", userstate::contention::report(report.commands));
-    Ok(report)
+    Ok(totals.report(spec, seconds, cpu))
 }
 
 /// The CPU time this process used so far (user + system, every thread, from

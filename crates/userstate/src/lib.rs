@@ -32,8 +32,6 @@
 #![deny(missing_docs)]
 
 pub mod chain;
-#[doc(hidden)]
-pub mod contention;
 pub mod crypto;
 pub mod domain;
 pub mod engine;

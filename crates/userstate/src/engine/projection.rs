@@ -52,7 +52,7 @@ struct Model {
 impl Shared {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
-        crate::contention::write(crate::contention::MODEL_WRITE, &self.model)
+        self.model.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies `events` (of one append, in position order) if they are next, and every waiting
@@ -86,7 +86,10 @@ impl Shared {
     /// released, so the instant recorded is never earlier than the moment readers could see it.
     fn publish(&self, last: u64) {
         let at = Instant::now();
-        crate::contention::lock(crate::contention::PUBLISHED, &self.published).record(last, at);
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(last, at);
         self.position.advance(last);
     }
 }
@@ -273,7 +276,7 @@ impl Projection {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Model> {
         // The model is only written by `apply`, which does not panic on any input.
-        crate::contention::read(crate::contention::MODEL_READ, &self.shared.model)
+        self.shared.model.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

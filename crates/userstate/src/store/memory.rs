@@ -183,7 +183,7 @@ impl MemoryStore {
     /// The shard of `stream`, locked. Lock order: a shard before the log.
     fn shard(&self, stream: &StreamId) -> MutexGuard<'_, FastMap<StreamId, Stream>> {
         let i = self.hasher.hash_one(stream) as usize % SHARDS;
-        crate::contention::lock(crate::contention::MEM_SHARD, &self.streams[i])
+        lock(&self.streams[i])
     }
 }
 
@@ -243,7 +243,7 @@ impl EventStore for MemoryStore {
                 .collect();
             let mut hashes = Vec::with_capacity(events.len());
             let (start, now) = {
-                let mut log = crate::contention::lock(crate::contention::MEM_LOG, &self.log);
+                let mut log = lock(&self.log);
                 // Taken under the log's lock, so commit times follow positions.
                 let now = Utc::now();
                 let start = log.events.len();
@@ -316,7 +316,7 @@ impl EventStore for MemoryStore {
             // A command on a cached user asks for the events after its version: usually none.
             return Ok(Vec::new());
         }
-        let log = crate::contention::lock(crate::contention::MEM_LOG, &self.log);
+        let log = lock(&self.log);
         Ok(indexes
             .iter()
             .filter_map(|&i| Some(log.recorded(log.events.get(i)?, i as u64 + 1)))
@@ -328,7 +328,7 @@ impl EventStore for MemoryStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let log = crate::contention::lock(crate::contention::MEM_LOG, &self.log);
+        let log = lock(&self.log);
         let start = from_position.saturating_sub(1).min(log.events.len() as u64) as usize;
         Ok(log
             .events
@@ -340,7 +340,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        Ok(crate::contention::lock(crate::contention::MEM_LOG, &self.log).events.len() as u64)
+        Ok(lock(&self.log).events.len() as u64)
     }
 
     fn watch_head(&self) -> Arc<Watermark> {

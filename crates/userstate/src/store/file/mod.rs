@@ -122,17 +122,17 @@ impl Shared {
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        crate::contention::lock(crate::contention::QUEUE_OTHER, &self.queue)
+        writer::lock(&self.queue)
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
         // The index is only changed by pushes that cannot panic half-way; a poisoned lock still
         // holds a consistent index.
-        crate::contention::read(crate::contention::INDEX_READ, &self.index)
+        self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
-        crate::contention::write(crate::contention::INDEX_WRITE, &self.index)
+        self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 

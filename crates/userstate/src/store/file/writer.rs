@@ -170,8 +170,7 @@ pub fn submit(
         )));
     }
 
-    let mut guard = crate::contention::lock(crate::contention::QUEUE_APPEND, &shared.queue);
-    let since = std::time::Instant::now();
+    let mut guard = shared.lock_queue();
     let queue = &mut *guard;
     if let Some(why) = &queue.failed {
         return Err(stopped(why));
@@ -181,7 +180,7 @@ pub fn submit(
     }
     let actual = match queue.unpublished.get(stream) {
         Some(&version) => version,
-        None => crate::contention::read(crate::contention::INDEX_APPEND, &shared.index).version(stream.as_str()),
+        None => shared.read_index().version(stream.as_str()),
     };
     if !expected.matches(actual) {
         return Err(StoreError::Conflict {
@@ -225,7 +224,6 @@ pub fn submit(
     queue.unpublished.insert(stream.clone(), actual + n as u64);
     let wake = std::mem::take(&mut queue.syncer_idle);
     drop(guard);
-    crate::contention::held(crate::contention::QUEUE_APPEND, since);
     if wake {
         shared.ready.notify_one();
     }
