@@ -3,8 +3,6 @@
 //! two are used together ([`FileKeyStore::sync_with`]).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +12,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use tokio::sync::watch;
 
-use super::keys::{destroyed, other_secret, KeyExport, KeyFile, KeyStore, UserKey};
+use super::key_file::{open_in_place, read_key_file, write_key_file};
+pub use super::key_file::{KEY_FILE, KEY_FILE_CHUNK};
+use super::keys::{destroyed, other_secret, KeyExport, KeyStore, UserKey};
 use crate::store::file::io::{write_all_at, SegmentFile, SegmentIo, StdIo};
 use crate::store::{FileStore, StoreError, SyncCompanion};
 
@@ -92,12 +92,6 @@ struct FileState {
     /// The file's size: the end of the zeros written ahead.
     allocated: u64,
 }
-
-/// How many zeros the file key store writes ahead of its lines at a time (about 900 keys).
-pub const KEY_FILE_CHUNK: u64 = 64 * 1024;
-
-/// The file name of the key store in the data directory.
-pub const KEY_FILE: &str = "keys";
 
 impl FileKeyStore {
     /// Opens (creating when missing, mode 0600) the key store `DIR/keys`.
@@ -212,96 +206,6 @@ impl FileKeyStore {
 /// through a change).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Opens the key file for writing in place: the file, the end of its lines (a torn last line
-/// zeroed and synced, so the next line does not run into it) and its size.
-fn open_in_place(
-    io: &dyn SegmentIo,
-    path: &Path,
-) -> std::io::Result<(Arc<dyn SegmentFile>, u64, u64)> {
-    let bytes = std::fs::read(path)?;
-    let file: Arc<dyn SegmentFile> = Arc::from(io.open(path)?);
-    let allocated = bytes.len() as u64;
-    let len = lines_end(&bytes);
-    let written = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    if written > len {
-        write_all_at(&*file, &vec![0; written - len], len as u64)?;
-        file.sync_data()?;
-    }
-    Ok((file, len as u64, allocated))
-}
-
-/// The end of the whole lines of a key file's bytes: after the last newline before the first
-/// NUL.
-fn lines_end(bytes: &[u8]) -> usize {
-    let written = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    bytes[..written]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1)
-}
-
-fn read_key_file(path: &Path) -> Result<Option<KeyFile>, StoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    // A last line without its newline was torn by a crash (or is being written): its key's
-    // event was never acknowledged (the key is synced first).
-    let text = String::from_utf8_lossy(&bytes[..lines_end(&bytes)]);
-    let corrupt = |line: usize, reason: &str| StoreError::Corrupt {
-        location: format!("{}:{line}", path.display()),
-        reason: reason.to_owned(),
-    };
-    let mut secret = None;
-    let mut keys = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let mut parts = line.split(' ');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("secret"), Some(b64), None) if i == 0 => {
-                secret = Some(UserKey::from_b64(b64).ok_or_else(|| corrupt(i + 1, "bad secret"))?)
-            }
-            (Some("key"), Some(id), Some(b64)) => keys.push((
-                id.to_owned(),
-                UserKey::from_b64(b64).ok_or_else(|| corrupt(i + 1, "bad key"))?,
-            )),
-            // An unknown line after the secret (a later version's fact): skipped.
-            _ if i > 0 => {}
-            _ => return Err(corrupt(i + 1, "the first line is not the secret")),
-        }
-    }
-    let secret = secret.ok_or_else(|| corrupt(1, "empty key file"))?;
-    Ok(Some((secret.0, keys)))
-}
-
-/// Writes a whole key file (its lines, then zeros up to a [`KEY_FILE_CHUNK`] boundary): a
-/// temporary file, synced, renamed over `path`, directory synced.
-fn write_key_file<'a>(
-    path: &Path,
-    secret: &[u8; 32],
-    keys: impl Iterator<Item = (&'a String, &'a UserKey)>,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut text = format!("secret {}\n", B64.encode(secret));
-    for (id, key) in keys {
-        text.push_str(&format!("key {id} {}\n", key.to_b64()));
-    }
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    let allocated = (text.len() as u64 + 1).next_multiple_of(KEY_FILE_CHUNK);
-    let mut bytes = text.into_bytes();
-    bytes.resize(allocated as usize, 0);
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl Shared {

@@ -15,6 +15,7 @@
 //! holds only the sealed form.
 
 mod file_keys;
+mod key_file;
 mod keys;
 
 pub use file_keys::{FileKeyStore, KEY_FILE};
