@@ -16,7 +16,9 @@ use userstate::{EventStore, ReadModel};
 
 use crate::args::{ReportFormatArgs, StoreArgs};
 use crate::exit;
-use crate::store::{export_keys, open_key_store, open_raw_store, open_raw_store_read_only};
+use crate::store::{
+    export_keys, open_raw_store, open_raw_store_and_keys, open_raw_store_read_only,
+};
 
 /// Opens the file store in the data directory `data` read-only (nothing in it is created or
 /// changed; it works while `serve` runs), with what it would repair on a writable open.
@@ -457,8 +459,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     // The events are written as exported: personal data sealed, under the keys imported here.
     // Lines holding it in clear (an export from before crypto-shredding) are sealed on the way
     // in, under new keys, through a `CryptoStore` over the target (ADR 0021).
-    let store = open_raw_store(&args.store.store, &args.store.data).await?;
-    let key_store = open_key_store(&args.store.store, &args.store.data).await?;
+    let (store, key_store) = open_raw_store_and_keys(&args.store.store, &args.store.data).await?;
     if let Some(keys) = &keys {
         key_store
             .import(keys)

@@ -127,9 +127,31 @@ pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn E
         let keys = kurrentdb_keys(&store, spec).await?;
         return Ok(Arc::new(CryptoStore::new(Arc::new(store), keys)));
     }
-    let store = open_raw_store(spec, data_dir).await?;
-    let keys = open_key_store(spec, data_dir).await?;
+    let (store, keys) = open_raw_store_and_keys(spec, data_dir).await?;
     Ok(Arc::new(CryptoStore::new(store, keys)))
+}
+
+/// The store named by `spec` as it is stored ([`open_raw_store`]) and its key store
+/// ([`open_key_store`]), for sealing with. The file store and the file key store are tied
+/// together: the store's syncer syncs `DATA/keys` before each batch, so a new key becomes
+/// durable in the log's group commit (ADR 0021, "Keys in the log's group commit").
+pub async fn open_raw_store_and_keys(
+    spec: &str,
+    data_dir: &Path,
+) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyStore>)> {
+    if spec != "file" {
+        let store = open_raw_store(spec, data_dir).await?;
+        return Ok((store, open_key_store(spec, data_dir).await?));
+    }
+    let store = open_file_store(data_dir).await?;
+    let keys = open_file_keys(data_dir).await?;
+    keys.sync_with(&store).with_context(|| {
+        format!(
+            "tying the key store {} to the file store",
+            data_dir.join("keys").display()
+        )
+    })?;
+    Ok((Arc::new(store), Arc::new(keys)))
 }
 
 /// Whether `spec` names a KurrentDB store.
@@ -150,19 +172,21 @@ pub async fn open_key_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
         url if is_postgres(url) => postgres_keys(&connect_postgres(url).await?, url).await,
         #[cfg(feature = "kurrentdb")]
         url if is_kurrentdb(url) => kurrentdb_keys(&connect_kurrentdb(url).await?, url).await,
-        _ => {
-            let dir = data_dir.to_owned();
-            let keys = tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "cannot open the key store {}",
-                        data_dir.join("keys").display()
-                    )
-                })?;
-            Ok(Arc::new(keys))
-        }
+        _ => Ok(Arc::new(open_file_keys(data_dir).await?)),
     }
+}
+
+/// Opens the file key store `DATA/keys` (see [`FileKeyStore::open`]).
+async fn open_file_keys(data_dir: &Path) -> anyhow::Result<FileKeyStore> {
+    let dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || FileKeyStore::open(&dir))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open the key store {}",
+                data_dir.join("keys").display()
+            )
+        })
 }
 
 /// Everything in the key store of the store named by `spec`, for `export --keys`. The file
@@ -256,24 +280,7 @@ async fn kurrentdb_keys(
 pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventStore>> {
     match spec {
         "memory" => Ok(Arc::new(MemoryStore::new())),
-        "file" => {
-            let dir = file_store_dir(data_dir);
-            let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
-                .await
-                .with_context(|| {
-                    format!(
-                        "opening the file store in {}",
-                        file_store_dir(data_dir).display()
-                    )
-                })?
-                .with_context(|| {
-                    format!(
-                        "cannot open the file store in {}",
-                        file_store_dir(data_dir).display()
-                    )
-                })?;
-            Ok(Arc::new(store))
-        }
+        "file" => Ok(Arc::new(open_file_store(data_dir).await?)),
         #[cfg(feature = "postgres")]
         url if is_postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
         #[cfg(feature = "kurrentdb")]
@@ -282,6 +289,25 @@ pub async fn open_raw_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<d
             bail!("unknown store {other:?}; use `file`, `memory`, `postgres://…` or `esdb://…`")
         }
     }
+}
+
+/// Opens the file store of the data directory `data_dir` (`DATA/events`) for writing.
+async fn open_file_store(data_dir: &Path) -> anyhow::Result<FileStore> {
+    let dir = file_store_dir(data_dir);
+    tokio::task::spawn_blocking(move || FileStore::open(&dir))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the file store in {}",
+                file_store_dir(data_dir).display()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "cannot open the file store in {}",
+                file_store_dir(data_dir).display()
+            )
+        })
 }
 
 #[cfg(test)]

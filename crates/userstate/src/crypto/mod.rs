@@ -14,12 +14,12 @@
 //! Everything below the wrapper — the store's files or tables, its hash chain, `export` —
 //! holds only the sealed form.
 
+mod file_keys;
+mod key_file;
 mod keys;
 
-pub use keys::{
-    destroyed, other_secret, FileKeyStore, KeyExport, KeyFile, KeyStore, MemoryKeyStore, UserKey,
-    KEY_FILE,
-};
+pub use file_keys::{FileKeyStore, KEY_FILE};
+pub use keys::{destroyed, other_secret, KeyExport, KeyFile, KeyStore, MemoryKeyStore, UserKey};
 
 use std::sync::Arc;
 
@@ -307,6 +307,8 @@ impl StoreWrapper for CryptoStore {
                 (Some(fields), Some(id)) => {
                     // A reservation lost in a crash loses nothing (the add's user event
                     // waits for the key to be durable), so its key's sync may run beside it.
+                    // (With the file store tied to the file key store, both return once the
+                    // key is written: the store's syncer syncs it before their batches.)
                     let key = if event.event_type == UsernameEvent::RESERVED {
                         self.keys.create_soon(&id).await?
                     } else {

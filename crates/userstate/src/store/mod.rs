@@ -9,7 +9,7 @@
 //! Every backend passes the conformance suite in `testkit` (feature `testkit`).
 
 mod error;
-mod file;
+pub(crate) mod file;
 mod memory;
 mod removal;
 mod types;
@@ -19,7 +19,9 @@ mod wrap;
 pub use error::StoreError;
 #[cfg(feature = "testkit")]
 pub(crate) use file::faults;
-pub use file::{record as file_record, BackupSummary, FileStore, FileStoreOptions, PendingRepair};
+pub use file::{
+    record as file_record, BackupSummary, FileStore, FileStoreOptions, PendingRepair, SyncCompanion,
+};
 pub use memory::MemoryStore;
 pub use removal::{Removal, RemovalKind, RemovalTarget};
 pub use types::{

@@ -15,7 +15,7 @@ mod chain_tests;
 #[cfg(feature = "testkit")]
 pub mod faults;
 mod index;
-mod io;
+pub(crate) mod io;
 mod lock;
 mod manifest;
 mod read;
@@ -32,7 +32,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -96,6 +98,24 @@ impl FileStoreOptions {
     }
 }
 
+/// A file written beside the log that must be durable before any batch that may depend on it
+/// is: the file key store's `DATA/keys`, whose new keys seal the events of the next batches
+/// (ADR 0021, "Keys in the log's group commit"). Attached with [`FileStore::attach_companion`],
+/// it is synced by the store's syncer thread before each batch is written, so one group commit
+/// makes both durable.
+pub trait SyncCompanion: Send + Sync + 'static {
+    /// Makes durable everything written to the companion before the call (no system call
+    /// when nothing new was written). Called by the syncer before it writes each batch, and
+    /// while it repairs after a failure. An error fails the batch as a failed write of the
+    /// log does: nothing in it or queued behind it is acknowledged, appends stop, and they
+    /// resume only once a later call (the syncer's repair retries it) succeeds.
+    fn sync(&self) -> std::io::Result<()>;
+
+    /// The syncer has stopped for good (the store closed, or it could not repair): no batch
+    /// will sync the companion any more.
+    fn detached(&self);
+}
+
 /// What the appenders, the syncer, the publisher and the readers share.
 struct Shared {
     index: RwLock<Index>,
@@ -106,6 +126,8 @@ struct Shared {
     ready: Condvar,
     /// Synced batches handed to the publisher thread and not yet published.
     publishing: AtomicUsize,
+    /// What the syncer syncs before each batch (see [`SyncCompanion`]).
+    companion: OnceLock<Arc<dyn SyncCompanion>>,
 }
 
 impl Shared {
@@ -118,6 +140,7 @@ impl Shared {
             queue: Mutex::new(Queue::new(head + 1, last_hash)),
             ready: Condvar::new(),
             publishing: AtomicUsize::new(0),
+            companion: OnceLock::new(),
         })
     }
 
@@ -373,6 +396,16 @@ impl FileStore {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes the syncer sync `companion` before every batch it writes from now on, and tells
+    /// it when the syncer stops for good ([`SyncCompanion`]). Refused on a read-only store, on
+    /// a store whose syncer has stopped, and when a companion is attached already.
+    pub fn attach_companion(&self, companion: Arc<dyn SyncCompanion>) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(read_only(&self.dir));
+        }
+        writer::attach(&self.shared, companion)
     }
 
     /// Copies the log as this handle sees it (up to [`head`](Self::head), taken once when the

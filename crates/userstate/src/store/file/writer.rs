@@ -42,13 +42,13 @@ pub use publish::publish;
 pub use syncer::{Synced, Syncer};
 
 use std::collections::VecDeque;
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::record;
-use super::Shared;
+use super::{Shared, SyncCompanion};
 use crate::chain::EventHash;
 use crate::hash::FastMap;
 use crate::store::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
@@ -91,6 +91,8 @@ pub struct Queue {
     closing: bool,
     /// The syncer waits for a batch (and must be woken for the next append).
     syncer_idle: bool,
+    /// The syncer has stopped for good: a companion attached now would never be synced.
+    syncer_gone: bool,
 }
 
 impl Queue {
@@ -106,6 +108,7 @@ impl Queue {
             failed: None,
             closing: false,
             syncer_idle: false,
+            syncer_gone: false,
         }
     }
 
@@ -229,6 +232,21 @@ pub fn submit(
         shared.ready.notify_one();
     }
     Ok(answer)
+}
+
+/// Attaches the companion the syncer syncs before each batch (see [`SyncCompanion`]): under
+/// the queue lock, so either the syncer's exit sees it (and detaches it) or this sees the
+/// syncer gone.
+pub fn attach(shared: &Shared, companion: Arc<dyn SyncCompanion>) -> Result<(), StoreError> {
+    let queue = shared.lock_queue();
+    if queue.syncer_gone || queue.closing {
+        return Err(gone());
+    }
+    shared.companion.set(companion).map_err(|_| {
+        StoreError::InvalidArgument("the file store has a sync companion already".into())
+    })?;
+    drop(queue);
+    Ok(())
 }
 
 /// Tells the syncer to finish the queued batches and stop (the store is being dropped).

@@ -6,6 +6,8 @@
 //! was. Once the failed batch and the ones queued behind it have been answered with the error,
 //! it repairs, retrying with backoff (10 ms doubling to 1 s) while appends are refused and
 //! [`health`](super::health) reports why:
+//! 0. the sync companion, if one is attached (the file key store), is synced (and repaired:
+//!    after a failed sync of its own it rewrites its file; ADR 0021);
 //! 1. the manifest is written again if a rotation was cut short, and any segment after the one
 //!    being written is removed (it can hold no acknowledged event);
 //! 2. the segment is reopened (a new file description) and cut to the end of the last synced
@@ -94,6 +96,9 @@ impl Syncer {
 
     /// One repair attempt (see the module docs).
     fn repair(&mut self) -> Result<(), StoreError> {
+        if let Some(companion) = self.shared.companion.get() {
+            companion.sync()?;
+        }
         if self.manifest_stale {
             manifest::write(&*self.io, &self.dir, &self.segments)?;
             self.manifest_stale = false;

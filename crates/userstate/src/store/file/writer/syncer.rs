@@ -192,8 +192,15 @@ impl Syncer {
         }
     }
 
-    /// Rotates if due, writes the batch where the records end, and syncs it.
+    /// Syncs the companion (if any), rotates if due, writes the batch where the records end,
+    /// and syncs it.
     fn write(&mut self, batch: &Batch) -> Result<Placed, StoreError> {
+        // What the batch's events depend on beside the log (the keys they are sealed with,
+        // written before their appends were queued) is durable before any of them can be on
+        // disk (ADR 0021). A failure fails the batch before the log is touched.
+        if let Some(companion) = self.shared.companion.get() {
+            companion.sync()?;
+        }
         let bytes = batch.buf.len() as u64;
         if self.len > SEGMENT_HEADER_LEN && self.len + bytes > self.segment_size {
             let first = batch.events().next().map_or(0, |e| e.position);
@@ -286,8 +293,12 @@ impl Drop for StopAppendsOnExit {
             if queue.failed.is_none() && !queue.closing {
                 queue.failed = Some("the syncer thread stopped".into());
             }
+            queue.syncer_gone = true;
             std::mem::take(&mut queue.batches)
         };
         drop(dropped);
+        if let Some(companion) = self.0.companion.get() {
+            companion.detached();
+        }
     }
 }

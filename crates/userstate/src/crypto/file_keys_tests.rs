@@ -1,8 +1,12 @@
-//! Tests of the file key store's in-place lines: torn tails, concurrent makers, readers.
+//! Tests of the file key store's in-place lines (torn tails, concurrent makers, readers) and of
+//! its sync inside the file store's group commit.
 
 use proptest::prelude::*;
+use serde_json::json;
 
 use super::*;
+use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, StreamId};
+use crate::{CryptoStore, InstanceId, UserId};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -62,6 +66,64 @@ async fn concurrent_makers_share_syncs_and_readers_see_every_key() {
     let reopened = FileKeyStore::open(dir.path()).unwrap();
     assert_eq!(reopened.load("i:after").await.unwrap(), Some(after));
     assert_eq!(reopened.load("i:0-0").await.unwrap(), None);
+}
+
+/// Tied to the file store (`sync_with`), makers do not wait for a sync, and yet every add the
+/// store acknowledges finds its key synced at that moment: the sync before the batch covered
+/// the key's line, written before the append was queued. Once the store is gone, makers wait
+/// for a sync of their own again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tied_to_the_file_store_every_acknowledged_add_finds_its_key_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path().join("events")).unwrap());
+    let keys = Arc::new(FileKeyStore::open(dir.path()).unwrap());
+    keys.sync_with(&store).unwrap();
+    assert!(
+        keys.sync_with(&store).is_err(),
+        "one companion per file store"
+    );
+    let sealed = Arc::new(CryptoStore::new(store.clone(), keys.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..32 {
+        let (sealed, keys) = (sealed.clone(), keys.clone());
+        tasks.spawn(async move {
+            for i in 0..10 {
+                let id = format!("{caller}-{i}");
+                let stream =
+                    StreamId::user(&InstanceId::new("i").unwrap(), &UserId::new(&id).unwrap());
+                let payload = json!({"username": format!("n{id}"), "resourceOwner": "o"});
+                let event = NewEvent::new("user.human.added", 1, payload, EventMetadata::default());
+                (sealed.append(&stream, ExpectedVersion::NoStream, vec![event]))
+                    .await
+                    .unwrap();
+                let (epoch, offset) = {
+                    let state = keys.shared.state.lock().unwrap();
+                    (state.epoch, state.keys[&format!("i:{id}")].1)
+                };
+                assert!(
+                    keys.shared.covered(epoch, offset),
+                    "the key of {id} was synced before its add was acknowledged"
+                );
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    drop(sealed);
+    drop(Arc::into_inner(store).expect("the last handle of the store"));
+    assert!(
+        !keys.shared.partnered.load(Ordering::Acquire),
+        "the stopped syncer detached the key store"
+    );
+    keys.create("i:alone").await.unwrap();
+    let (epoch, offset) = {
+        let state = keys.shared.state.lock().unwrap();
+        (state.epoch, state.keys["i:alone"].1)
+    };
+    assert!(keys.shared.covered(epoch, offset), "a lone maker waits");
+    let export = FileKeyStore::read_export(dir.path()).unwrap().unwrap();
+    assert_eq!(export.keys.len(), 32 * 10 + 1);
 }
 
 proptest! {
