@@ -5,14 +5,15 @@
 //! is all or nothing. Repeated for many cycles on the same directory.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use userstate::testkit::stream;
 use userstate::{EventStore, ExpectedVersion, FileStore, StoreError};
+
+mod support;
 
 const CHILD_ENV: &str = "USERSTATE_CRASH_CHILD_DIR";
 const TASKS: usize = 32;
@@ -139,48 +140,9 @@ impl XorShift {
     }
 }
 
-/// Kills the child if the parent gives up early, so no child outlives a failed test.
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the child, kills it after `delay`, returns what it acknowledged.
 fn run_child(dir: &Path, delay: Duration) -> Vec<Ack> {
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child"),
-    );
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut acks = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // libtest prints "test crash_child ... " without a newline before the child's output.
-            if line.ends_with("READY") {
-                let _ = ready_tx.send(());
-            } else if let Some(ack) = parse(&line) {
-                acks.push(ack);
-            }
-        }
-        acks
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("child opened the store");
-    std::thread::sleep(delay);
-    child.0.kill().expect("kill -9");
-    child.0.wait().expect("reap child");
-    reader.join().expect("reader thread")
+    support::crash_child::run_and_kill("crash_child", CHILD_ENV, dir, delay, parse)
 }
 
 /// Reopens the store and checks it against everything acknowledged so far.

@@ -6,9 +6,7 @@
 //! acknowledged user readable with its key.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +16,8 @@ use userstate::{
     CryptoStore, EventStore, ExpectedVersion, FileKeyStore, FileStore, InstanceId, StoreError,
     StreamId, UserId,
 };
+
+mod support;
 
 const CHILD_ENV: &str = "USERSTATE_KEYS_CRASH_CHILD_DIR";
 const TASKS: usize = 16;
@@ -165,54 +165,12 @@ fn keys_crash_child() {
     });
 }
 
-/// Kills the child if the parent gives up early.
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the child on `dir`, kills it (`SIGKILL`) after `delay`, returns the users it
 /// acknowledged.
 fn run_child(dir: &Path, delay: Duration) -> Vec<String> {
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "keys_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child"),
-    );
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut acks = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // libtest prints "test keys_crash_child ... " before the child's first line.
-            if line.ends_with("READY") {
-                let _ = ready_tx.send(());
-            } else if let Some(id) = line.strip_prefix("ACK ") {
-                acks.push(id.to_owned());
-            }
-        }
-        acks
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("child opened the stores");
-    std::thread::sleep(delay);
-    child.0.kill().expect("kill -9");
-    child.0.wait().expect("reap child");
-    reader.join().expect("reader thread")
+    support::crash_child::run_and_kill("keys_crash_child", CHILD_ENV, dir, delay, |line| {
+        line.strip_prefix("ACK ").map(str::to_owned)
+    })
 }
 
 /// `kill -9` at random moments while 16 tasks add users: after each, both stores reopen and
