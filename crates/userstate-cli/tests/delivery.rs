@@ -28,6 +28,46 @@ fn hangup(node: &Node) {
     assert!(status.success());
 }
 
+/// What the receiver got and the node says of its delivery (status, metrics, log): for a
+/// failure's message.
+async fn what_delivery_did(
+    client: &Client,
+    node: &Node,
+    receiver: &Receiver,
+    data: &std::path::Path,
+    delivery_file: &str,
+) -> String {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_userstate"))
+        .args([
+            "delivery",
+            "status",
+            "--store",
+            "file",
+            "--delivery",
+            delivery_file,
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| e.to_string());
+    let metrics = client.metrics(&node.base).await;
+    let metrics: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("userstate_delivery"))
+        .collect();
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    format!(
+        "the receiver accepted {}, the last {:?}; refused {}; bad signatures {}\n\
+         delivery status: {status}\nmetrics:\n{}\nnode log:\n{log}",
+        receiver.positions().len(),
+        receiver.positions().last(),
+        receiver.refused.load(Ordering::SeqCst),
+        receiver.bad_signatures.load(Ordering::SeqCst),
+        metrics.join("\n")
+    )
+}
+
 /// Adds users (and locks every other one) from `writers` tasks until `stop`; records the
 /// positions of the acknowledged commands.
 fn load(
@@ -76,7 +116,7 @@ async fn every_acknowledged_event_arrives_through_failures_and_kill_9() {
     let tokens = write_tokens(dir.path());
     let data = dir.path().join("data");
     let file_arg = file.display().to_string();
-    let mut node = Node::start(
+    let mut node = Node::start_logging(
         "file",
         &tokens,
         &data,
@@ -88,6 +128,7 @@ async fn every_acknowledged_event_arrives_through_failures_and_kill_9() {
             "--delivery-lease",
             "2s",
         ],
+        "warn,userstate_server::delivery=debug",
     );
     let client = Client::new();
     client.wait_ready(&node.base, Duration::from_secs(20)).await;
@@ -114,7 +155,10 @@ async fn every_acknowledged_event_arrives_through_failures_and_kill_9() {
         w.await.unwrap();
     }
     let wanted = acked.lock().unwrap().clone();
-    receiver.wait_for(&wanted, Duration::from_secs(60)).await;
+    if let Err(missing) = receiver.wait_until(&wanted, Duration::from_secs(60)).await {
+        let state = what_delivery_did(&client, &node, &receiver, &data, &file_arg).await;
+        panic!("{missing}\n{state}");
+    }
     let repeats = receiver.check();
     assert_eq!(receiver.senders(), ["n1"], "every delivery names its node");
     assert!(

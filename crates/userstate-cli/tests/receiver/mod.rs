@@ -77,6 +77,14 @@ impl Receiver {
 
     /// Waits until every position of `wanted` was accepted.
     pub async fn wait_for(&self, wanted: &[u64], within: Duration) {
+        if let Err(missing) = self.wait_until(wanted, within).await {
+            panic!("{missing}");
+        }
+    }
+
+    /// [`wait_for`](Self::wait_for) that says what is missing instead of panicking (so a test
+    /// can add the node's log to the failure).
+    pub async fn wait_until(&self, wanted: &[u64], within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         loop {
             let got: std::collections::HashSet<u64> = self.positions().into_iter().collect();
@@ -86,14 +94,15 @@ impl Receiver {
                 .copied()
                 .collect();
             if missing.is_empty() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} positions never delivered, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(10)]
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} positions never delivered, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(10)]
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

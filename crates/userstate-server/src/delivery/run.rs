@@ -83,7 +83,7 @@ impl<'a> Run<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Still ours? (Renewed with what is delivered so far when half of it is gone.)
-            if self.checkpoint.renewal_due().await {
+            if self.checkpoint.renewal_due() {
                 saved = window.checkpoint().max(saved);
                 self.checkpoint.save(saved).await?;
                 saved_at = Instant::now();
@@ -215,7 +215,7 @@ async fn send(
 ) -> Outcome {
     if let Some(wait) = wait {
         tokio::time::sleep(wait).await;
-        if !checkpoint.holds().await {
+        if !checkpoint.holds() {
             return Outcome {
                 unit,
                 sent: 0,

@@ -1,7 +1,7 @@
 //! Where a consumer keeps the position it has handled: the [`Checkpoint`] trait,
 //! [`MemoryCheckpoint`], and [`StoreCheckpoint`] — kept in the store, with a lease (ADR 0018).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +161,16 @@ pub struct StoreCheckpoint {
     node: String,
     lease: Duration,
     state: Mutex<Folded>,
+    /// The end of this node's lease in microseconds since the epoch ([`NOT_HELD`] when this
+    /// node does not hold it), kept beside `state` so [`holds`](Self::holds) never waits for
+    /// the lock: a delivery run asks it from futures it polls itself while it may be waiting
+    /// for that lock, and a future parked on the lock that its own poller never polls again
+    /// would stop the run for good (a "futurelock").
+    held_until: AtomicI64,
 }
+
+/// [`StoreCheckpoint::held_until`] when this node does not hold the lease.
+const NOT_HELD: i64 = i64::MIN;
 
 impl std::fmt::Debug for StoreCheckpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,6 +213,7 @@ impl StoreCheckpoint {
             node: node.to_owned(),
             lease: DEFAULT_LEASE,
             state: Mutex::new(Folded::default()),
+            held_until: AtomicI64::new(NOT_HELD),
         })
     }
 
@@ -254,22 +264,31 @@ impl StoreCheckpoint {
     }
 
     /// Whether this node holds the lease with at least a third of it left: a holder delivers
-    /// only while this is true, and renews (saves) when half of it is gone.
-    pub async fn holds(&self) -> bool {
-        let state = self.state.lock().await;
-        self.holds_in(&state, self.lease / 3)
+    /// only while this is true, and renews (saves) when half of it is gone. Never waits (a
+    /// write in flight does not hold it up): it answers from the last lease read or written.
+    pub fn holds(&self) -> bool {
+        self.holds_for(self.lease / 3)
     }
 
-    /// Whether the lease should be renewed now (held, less than half of it left).
-    pub async fn renewal_due(&self) -> bool {
-        let state = self.state.lock().await;
-        !self.holds_in(&state, self.lease / 2)
+    /// Whether the lease should be renewed now (held, less than half of it left). Never waits.
+    pub fn renewal_due(&self) -> bool {
+        !self.holds_for(self.lease / 2)
     }
 
-    fn holds_in(&self, state: &Folded, margin: Duration) -> bool {
-        let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
-        matches!(&state.holder, Some((holder, until))
-            if *holder == self.node && Utc::now() + margin < *until)
+    fn holds_for(&self, margin: Duration) -> bool {
+        let until = self.held_until.load(Ordering::Acquire);
+        let margin = i64::try_from(margin.as_micros()).unwrap_or(i64::MAX);
+        until != NOT_HELD && Utc::now().timestamp_micros().saturating_add(margin) < until
+    }
+
+    /// Records who holds the lease now, in the fold and in `held_until`.
+    fn set_holder(&self, state: &mut Folded, holder: Option<(String, DateTime<Utc>)>) {
+        let until = match &holder {
+            Some((node, until)) if *node == self.node => until.timestamp_micros(),
+            _ => NOT_HELD,
+        };
+        self.held_until.store(until, Ordering::Release);
+        state.holder = holder;
     }
 
     /// Gives the lease up (keeping the checkpoint), so another node can take over at once.
@@ -365,10 +384,11 @@ impl StoreCheckpoint {
             let record: Record = serde_json::from_value(event.payload.clone()).map_err(corrupt)?;
             state.version = event.sequence;
             state.position = state.position.max(record.position);
-            state.holder = match (event.event_type.as_str(), record.lease_until) {
+            let holder = match (event.event_type.as_str(), record.lease_until) {
                 (CHECKPOINTED, Some(until)) => Some((record.node, until)),
                 _ => None,
             };
+            self.set_holder(state, holder);
         }
         Ok(())
     }
@@ -399,7 +419,7 @@ impl StoreCheckpoint {
         );
         self.append(state, event).await?;
         state.position = state.position.max(position);
-        state.holder = lease.then(|| (self.node.clone(), until));
+        self.set_holder(state, lease.then(|| (self.node.clone(), until)));
         Ok(until)
     }
 }
@@ -527,7 +547,7 @@ mod tests {
                     prop_assert!(winners.len() <= 1 + releases, "{winners:?} won with {releases} releases");
                     let mut holding = Vec::new();
                     for (i, n) in nodes.iter().enumerate() {
-                        if n.holds().await {
+                        if n.holds() {
                             holding.push(i);
                         }
                     }
