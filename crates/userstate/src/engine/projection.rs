@@ -3,10 +3,10 @@
 //!
 //! [`Projection::spawn`] starts a task that pages through the store, wakes on the store's head
 //! watch (with a slow poll as a safety net for stores shared between processes), and publishes
-//! how far it has read. While told appends keep the model at the head, it looks every
-//! millisecond instead of waking on every append (see [`follow`]). [`Projection::listener`] is a [`CommitListener`] to build the
-//! [`Engine`](super::Engine) with: the engine then hands the projection the events it appends,
-//! as each append returns, so they need not wait for that task (ADR 0014).
+//! how far it has read. It waits on the head at most once a millisecond, so told appends do not
+//! wake it one by one (see `follow`). [`Projection::listener`] is a [`CommitListener`] to build
+//! the [`Engine`](super::Engine) with: the engine then hands the projection the events it
+//! appends, as each append returns, so they need not wait for that task (ADR 0014).
 //! [`Projection::wait_for`] lets a caller read its own writes; [`ReadModel::rebuild`] folds the
 //! whole store from position 1 into the same model.
 
@@ -21,7 +21,6 @@ use tracing::warn;
 
 use super::read_model::{ReadModel, UserView, PAGE};
 use super::{CommitListener, Error, Permission, Principal};
-
 use crate::domain::{DomainError, UserEvent, UserId, UserState};
 use crate::store::{EventRef, EventStore, PayloadRef, RecordedEvent, StreamId, Watermark};
 
@@ -34,7 +33,7 @@ const HISTORY: usize = 65_536;
 const MAX_PENDING: usize = 65_536;
 /// How often the follower compacts the read model's list indexes ([`ReadModel::compact_lists`]).
 const COMPACT_EVERY: Duration = Duration::from_secs(1);
-/// How often the follower looks at the head while told appends keep the model current.
+/// The follower waits on the head at most once per this long (see `follow`).
 const TOLD_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
@@ -357,18 +356,18 @@ impl Drop for Projection {
 /// While an engine tells the projection its appends, they are in the model as soon as they
 /// return, and a follower woken by each head move found nothing to read: a wake-up, a read of
 /// the model's lock and, in the store's append, a lock of the head's notifier per command, at
-/// hundreds of thousands a second. So after a wake-up that found the model at the head, the
-/// follower looks again after [`TOLD_POLL`] instead of waiting on the head, and only goes back
-/// to waiting on it once the head stopped moving. An append nobody told of (another engine,
-/// another process) then waits up to about a millisecond for the follower while told appends
-/// flow, and none when they do not.
+/// hundreds of thousands a second. So the follower waits on the head at most once per
+/// [`TOLD_POLL`]: after a wait that ended less than that ago, it first sleeps out the rest.
+/// A head that moves less often (a file store's group commits at a few hundred a second) wakes
+/// it as before; an append nobody told of (another engine, another process) waits up to about
+/// a millisecond more for the follower while the head moves faster than that.
 async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
     let head = store.watch_head();
     let mut backoff = Duration::from_millis(50);
     // Whether the last wait ended by the poll timer rather than a head change.
     let mut polled = false;
-    // Whether the head moved since the follower last found the model at it (told appends).
-    let mut moving = false;
+    // When the last wait on the head ended.
+    let mut woke = Instant::now();
     let mut compacted = Instant::now();
     loop {
         if compacted.elapsed() >= COMPACT_EVERY {
@@ -416,16 +415,16 @@ async fn follow(store: Arc<dyn EventStore>, shared: Arc<Shared>) {
         };
         polled = false;
         if visited == 0 {
-            if moving {
-                // Told appends keep the model current: look again soon, not at every append.
-                tokio::time::sleep(TOLD_POLL).await;
-                moving = head.get() > seen;
-                continue;
+            // Told appends keep the model current: look again soon, not at every append.
+            let since = woke.elapsed();
+            if since < TOLD_POLL {
+                tokio::time::sleep(TOLD_POLL - since).await;
             }
             tokio::select! {
-                _ = head.wait_for(seen + 1) => moving = true,
+                _ = head.wait_for(seen + 1) => {},
                 _ = tokio::time::sleep(POLL) => polled = true,
             }
+            woke = Instant::now();
             continue;
         }
         let (before, last) = {
