@@ -32,7 +32,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::domain::{StreamName, UsernameEvent};
+use crate::domain::{StreamKind, StreamName, UsernameEvent};
 use crate::store::{
     EventRef, EventStore, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StoreError,
     StoreWrapper, StreamId,
@@ -207,6 +207,10 @@ impl CryptoStore {
     /// The keyed-hash name of a username reservation stream; `None` for every other stream
     /// (stored under its own name, which then needs no copy).
     fn hashed_name(&self, stream: &StreamId) -> Option<StreamId> {
+        // The prefix first: every command appends to and reads its user's stream.
+        if StreamKind::of(stream.as_str()) != Some(StreamKind::Username) {
+            return None;
+        }
         let Some(StreamName::Username {
             instance,
             canonical,
@@ -292,8 +296,10 @@ impl StoreWrapper for CryptoStore {
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut plain = Vec::with_capacity(events.len());
-        for event in &mut events {
+        // The personal fields each sealed event gave up, by index: no allocation for the
+        // events that carry none (locks, unlocks, …), which are most commands.
+        let mut plain = Vec::new();
+        for (i, event) in events.iter_mut().enumerate() {
             if event.event_type == USER_ERASED {
                 if let Some(id) = user_key_id(stream.as_str()) {
                     self.refuse_clear_erasure(stream).await?;
@@ -303,25 +309,20 @@ impl StoreWrapper for CryptoStore {
             let fields = personal_fields(&event.event_type);
             let id =
                 fields.and_then(|_| key_id(stream.as_str(), &event.event_type, &event.payload));
-            match (fields, id) {
-                (Some(fields), Some(id)) => {
-                    // A reservation lost in a crash loses nothing (the add's user event
-                    // waits for the key to be durable), so its key's sync may run beside it.
-                    // (With the file store tied to the file key store, both return once the
-                    // key is written: the store's syncer syncs it before their batches.)
-                    let key = if event.event_type == UsernameEvent::RESERVED {
-                        self.keys.create_soon(&id).await?
-                    } else {
-                        self.keys.create(&id).await?
-                    };
-                    plain.push(seal(
-                        &mut event.payload,
-                        fields,
-                        &key,
-                        &aad(&id, &event.event_type),
-                    ));
+            if let (Some(fields), Some(id)) = (fields, id) {
+                // A reservation lost in a crash loses nothing (the add's user event waits for
+                // the key to be durable), so its key's sync may run beside it. (With the file
+                // store tied to the file key store, both return once the key is written: the
+                // store's syncer syncs it before their batches.)
+                let key = if event.event_type == UsernameEvent::RESERVED {
+                    self.keys.create_soon(&id).await?
+                } else {
+                    self.keys.create(&id).await?
+                };
+                let aad = aad(&id, &event.event_type);
+                if let Some(fields) = seal(&mut event.payload, fields, &key, &aad) {
+                    plain.push((i, fields));
                 }
-                _ => plain.push(None),
             }
         }
         let hashed = self.hashed_name(stream);
@@ -329,12 +330,14 @@ impl StoreWrapper for CryptoStore {
             .inner
             .append(hashed.as_ref().unwrap_or(stream), expected, events)
             .await?;
-        for (event, plain) in recorded.iter_mut().zip(plain) {
-            if hashed.is_some() {
+        if hashed.is_some() {
+            for event in &mut recorded {
                 event.stream = stream.clone();
             }
-            if let Some(plain) = plain {
-                unseal_in_place(&mut event.payload, plain);
+        }
+        for (i, fields) in plain {
+            if let Some(event) = recorded.get_mut(i) {
+                unseal_in_place(&mut event.payload, fields);
             }
         }
         Ok(recorded)

@@ -3,9 +3,16 @@
 //!
 //! Kept lean because the benchmarks measure the engine on it: streams live in shards of their
 //! own, apart from the log, so a command's read of its stream and its append do not queue on
-//! one lock; and each event is kept in a compact form ([`Kept`]) that shares its stream name,
-//! type and metadata with other events instead of copying five strings per event.
+//! one lock; and each event is kept in a compact form ([`Kept`]) that names its stream and type
+//! by index and shares its metadata with other events instead of copying five strings per
+//! event.
+//!
+//! An append touches as little of the stream's own memory as it can: with 10,000 users a
+//! stream's entry is rarely in the CPU's caches, and each line it touches was a cache miss
+//! (`perf annotate` of `append`: the stream's bucket, its name's reference count and its last
+//! metadata were most of its samples; docs/PERFORMANCE.md).
 
+use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,15 +41,10 @@ pub struct MemoryStore {
 }
 
 struct Stream {
-    /// The name, shared by every event of the stream in the log.
-    name: Arc<StreamId>,
+    /// The stream's name in [`Log::names`], which every event of the stream in the log holds.
+    name: u32,
     /// Indexes into the log of the stream's events, in sequence order.
     events: Vec<usize>,
-    /// The metadata of the stream's last event, shared with the next one when equal: the
-    /// same caller on the same organisation with no correlation id (an embedder's commands,
-    /// the benchmarks). A server's requests each carry their own request id, so there every
-    /// event keeps a copy.
-    last_metadata: Option<Arc<EventMetadata>>,
 }
 
 /// Every event in position order: `events.get(i)` has position `i + 1`.
@@ -52,6 +54,9 @@ struct Log {
     /// The first event types seen, each stored once (a store holds a handful) and named by
     /// index: no reference count for the two cores to pass back and forth on every append.
     types: Vec<Box<str>>,
+    /// Every stream's name, stored once and named by index by its events (an index, not an
+    /// `Arc`: no reference count to bump on a line that is rarely in the cache).
+    names: Vec<StreamId>,
     /// The hash of the last event (what the next one chains from).
     last_hash: EventHash,
 }
@@ -77,20 +82,27 @@ impl Log {
         }
     }
 
+    /// Stores the name of a stream's first append; returns its index.
+    fn add_name(&mut self, stream: &StreamId) -> u32 {
+        self.names.push(stream.clone());
+        u32::try_from(self.names.len() - 1).expect("fewer than 2^32 streams in memory")
+    }
+
     /// The recorded form of `kept`, the event at `position`.
     fn recorded(&self, kept: &Kept, position: u64) -> RecordedEvent {
         let event_type = match &kept.event_type {
             EventType::Shared(t) => &self.types[*t as usize],
             EventType::Own(t) => t,
         };
-        kept.recorded(position, event_type)
+        kept.recorded(position, &self.names[kept.stream as usize], event_type)
     }
 }
 
 /// One event as the store keeps it; [`Kept::recorded`] gives it back whole.
 struct Kept {
     event_id: Uuid,
-    stream: Arc<StreamId>,
+    /// The stream's name in [`Log::names`].
+    stream: u32,
     sequence: u64,
     created_at: DateTime<Utc>,
     event_type: EventType,
@@ -101,10 +113,10 @@ struct Kept {
 }
 
 impl Kept {
-    fn recorded(&self, position: u64, event_type: &str) -> RecordedEvent {
+    fn recorded(&self, position: u64, stream: &StreamId, event_type: &str) -> RecordedEvent {
         RecordedEvent {
             event_id: self.event_id,
-            stream: StreamId::clone(&self.stream),
+            stream: stream.clone(),
             sequence: self.sequence,
             position,
             created_at: self.created_at,
@@ -185,6 +197,150 @@ impl MemoryStore {
         let i = self.hasher.hash_one(stream) as usize % SHARDS;
         lock(&self.streams[i])
     }
+
+    /// Appends `events` to the stream `entry` (its shard locked by the caller), each with the
+    /// metadata and content digest [`prepare`] made for it, and returns them as recorded.
+    fn commit(
+        &self,
+        stream: &StreamId,
+        entry: &mut Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        mut prepared: Vec<Prepared>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let actual = entry.events.len() as u64;
+        check(stream, expected, actual)?;
+        let (start, now) = {
+            let mut log = lock(&self.log);
+            // Taken under the log's lock, so commit times follow positions.
+            let now = Utc::now();
+            let start = log.events.len();
+            for (i, (e, p)) in events.iter().zip(&mut prepared).enumerate() {
+                let event_type = log.event_type(&e.event_type);
+                let sequence = actual + 1 + i as u64;
+                let created_at = e.created_at.unwrap_or(now);
+                let at = chain::Coordinates {
+                    position: (start + i + 1) as u64,
+                    sequence,
+                    created_at_micros: created_at.timestamp_micros(),
+                    event_id: e.event_id,
+                    revision: e.revision,
+                };
+                // The content digest gives way to the event's link.
+                p.hash = chain::link(&log.last_hash, &at, &p.hash);
+                log.last_hash = p.hash;
+                log.events.push(Kept {
+                    event_id: e.event_id,
+                    stream: entry.name,
+                    sequence,
+                    created_at,
+                    event_type,
+                    revision: e.revision,
+                    payload: e.payload.clone(),
+                    metadata: p.metadata.clone(),
+                    hash: p.hash,
+                });
+            }
+            (start, now)
+        };
+        entry.events.extend(start..start + events.len());
+        Ok(events
+            .into_iter()
+            .zip(prepared)
+            .enumerate()
+            .map(|(i, (e, p))| {
+                let (sequence, position) = (actual + 1 + i as u64, (start + i + 1) as u64);
+                let mut recorded =
+                    RecordedEvent::record(stream.clone(), sequence, position, now, e);
+                recorded.hash = p.hash;
+                recorded
+            })
+            .collect())
+    }
+}
+
+/// Refuses an append to `stream` at version `actual` that expected another.
+fn check(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Result<(), StoreError> {
+    if expected.matches(actual) {
+        return Ok(());
+    }
+    Err(StoreError::Conflict {
+        stream: stream.clone(),
+        expected,
+        actual,
+    })
+}
+
+/// What an append works out for each event before it takes a lock.
+struct Prepared {
+    /// The metadata the event keeps.
+    metadata: Arc<EventMetadata>,
+    /// The `content` part of its chain hash, then (once linked) its hash.
+    hash: EventHash,
+}
+
+/// The metadata `event` keeps and its content digest (see [`Encoder`]).
+fn prepare(stream: &StreamId, event: &NewEvent) -> Prepared {
+    thread_local! {
+        static ENCODER: RefCell<Encoder> = RefCell::default();
+    }
+    ENCODER.with(|encoder| match encoder.try_borrow_mut() {
+        Ok(mut encoder) => encoder.prepare(stream, event),
+        // Not reentrant in practice; a fresh encoder keeps it correct if it ever were.
+        Err(_) => Encoder::default().prepare(stream, event),
+    })
+}
+
+/// Per thread: the metadata of the last event the thread appended, with its JSON, shared with
+/// the next event whose metadata is the same — the same caller on the same organisation with no
+/// correlation id (an embedder's commands, the benchmarks). A server's requests each carry
+/// their own request id, so there every event keeps a copy, as before.
+///
+/// Kept per thread, not per stream: the last metadata of a stream was rarely in the cache (a
+/// miss on each of its four allocations), and its JSON was encoded again for every event only
+/// to hash it. A thread's own `Arc` is bumped by that thread alone.
+#[derive(Default)]
+struct Encoder {
+    metadata: Option<Arc<EventMetadata>>,
+    /// `metadata` as compact JSON (what the chain's content digest covers).
+    metadata_json: Vec<u8>,
+    /// Scratch for a payload's compact JSON.
+    payload_json: Vec<u8>,
+}
+
+impl Encoder {
+    /// Buffers larger than this are not kept for the thread's life.
+    const KEEP: usize = 64 << 10;
+
+    fn prepare(&mut self, stream: &StreamId, event: &NewEvent) -> Prepared {
+        let metadata = match &self.metadata {
+            Some(last) if **last == event.metadata => last.clone(),
+            _ => {
+                self.metadata_json.clear();
+                // Serializing the metadata struct or a `Value` cannot fail (string keys only).
+                let _ = serde_json::to_writer(&mut self.metadata_json, &event.metadata);
+                let metadata = Arc::new(event.metadata.clone());
+                self.metadata = Some(metadata.clone());
+                metadata
+            }
+        };
+        self.payload_json.clear();
+        let _ = serde_json::to_writer(&mut self.payload_json, &event.payload);
+        let hash = chain::content_digest_raw(
+            stream.as_str(),
+            &event.event_type,
+            &self.metadata_json,
+            &self.payload_json,
+        );
+        if self.payload_json.capacity() > Self::KEEP {
+            self.payload_json = Vec::new();
+        }
+        if self.metadata_json.capacity() > Self::KEEP {
+            // Encoded again with the next event, whatever its metadata.
+            *self = Self::default();
+        }
+        Prepared { metadata, hash }
+    }
 }
 
 impl Default for MemoryStore {
@@ -203,97 +359,26 @@ impl EventStore for MemoryStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         super::ensure_events(&events)?;
         // The content part of the chain hash, on the caller's thread and outside every lock.
-        let contents: Vec<EventHash> = events
-            .iter()
-            .map(|e| chain::content_digest(stream.as_str(), &e.event_type, &e.metadata, &e.payload))
-            .collect();
+        let prepared = events.iter().map(|e| prepare(stream, e)).collect();
         let recorded = {
             // The shard stays locked until the stream's indexes are in: the version check and
             // the sequences taken from it cannot interleave with another append to the stream.
             let mut shard = self.shard(stream);
-            let actual = shard.get(stream).map_or(0, |s| s.events.len() as u64);
-            if !expected.matches(actual) {
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual,
-                });
-            }
-            // A stream is in the table exactly when it has events (it is added right before
-            // its first ones), so a version of 0 means it is not there yet.
-            if actual == 0 {
-                let entry = Stream {
-                    name: Arc::new(stream.clone()),
-                    events: Vec::new(),
-                    last_metadata: None,
-                };
-                shard.insert(stream.clone(), entry);
-            }
-            let entry = shard.get_mut(stream).expect("inserted above");
-            let metadata: Vec<Arc<EventMetadata>> = events
-                .iter()
-                .map(|e| match &entry.last_metadata {
-                    Some(last) if **last == e.metadata => last.clone(),
-                    _ => {
-                        let m = Arc::new(e.metadata.clone());
-                        entry.last_metadata = Some(m.clone());
-                        m
-                    }
-                })
-                .collect();
-            let mut hashes = Vec::with_capacity(events.len());
-            let (start, now) = {
-                let mut log = lock(&self.log);
-                // Taken under the log's lock, so commit times follow positions.
-                let now = Utc::now();
-                let start = log.events.len();
-                for (i, ((e, metadata), content)) in
-                    events.iter().zip(metadata).zip(&contents).enumerate()
-                {
-                    let event_type = log.event_type(&e.event_type);
-                    let sequence = actual + 1 + i as u64;
-                    let created_at = e.created_at.unwrap_or(now);
-                    let at = chain::Coordinates {
-                        position: (start + i + 1) as u64,
-                        sequence,
-                        created_at_micros: created_at.timestamp_micros(),
-                        event_id: e.event_id,
-                        revision: e.revision,
+            match shard.get_mut(stream) {
+                Some(entry) => self.commit(stream, entry, expected, events, prepared)?,
+                None => {
+                    // A stream is in the table exactly when it has events (it is added right
+                    // before its first ones), so it has none yet.
+                    check(stream, expected, 0)?;
+                    let name = lock(&self.log).add_name(stream);
+                    let entry = Stream {
+                        name,
+                        events: Vec::new(),
                     };
-                    let hash = chain::link(&log.last_hash, &at, content);
-                    log.last_hash = hash;
-                    hashes.push(hash);
-                    log.events.push(Kept {
-                        event_id: e.event_id,
-                        stream: entry.name.clone(),
-                        sequence,
-                        created_at,
-                        event_type,
-                        revision: e.revision,
-                        payload: e.payload.clone(),
-                        metadata,
-                        hash,
-                    });
+                    let entry = shard.entry(stream.clone()).or_insert(entry);
+                    self.commit(stream, entry, expected, events, prepared)?
                 }
-                (start, now)
-            };
-            entry.events.extend(start..start + events.len());
-            events
-                .into_iter()
-                .enumerate()
-                .zip(hashes)
-                .map(|((i, e), hash)| {
-                    let mut recorded = RecordedEvent::record(
-                        stream.clone(),
-                        actual + 1 + i as u64,
-                        (start + i + 1) as u64,
-                        now,
-                        e,
-                    );
-                    recorded.hash = hash;
-                    recorded
-                })
-                .collect::<Vec<_>>()
+            }
         };
         self.head.advance(recorded.last().map_or(0, |e| e.position));
         Ok(recorded)
@@ -420,6 +505,30 @@ mod tests {
             assert_eq!(got.payload, want.payload);
         }
         assert_eq!(by_stream.len(), appended.len());
+    }
+
+    /// The hashes the store records are the chain's, whether an event's metadata was shared
+    /// with the one before it (its JSON reused) or not.
+    #[tokio::test]
+    async fn recorded_hashes_follow_the_chain_with_shared_and_own_metadata() {
+        let store = MemoryStore::new();
+        for n in 0..6u64 {
+            let mut e = event("t", n);
+            e.metadata.correlation_id = Some(format!("c-{}", n / 2));
+            let s = stream(["a", "b"][n as usize % 2]);
+            store
+                .append(&s, ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+        let mut previous = EventHash::ZERO;
+        for e in store.read_all(1, 100).await.unwrap() {
+            let content =
+                chain::content_digest(e.stream.as_str(), &e.event_type, &e.metadata, &e.payload);
+            let link = chain::link(&previous, &e.coordinates(), &content);
+            assert_eq!(e.hash, link, "position {}", e.position);
+            previous = link;
+        }
     }
 
     /// Past the shared event types, events keep their own: every type reads back as written.
