@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use userstate::UserId;
 
-use super::layers::RequestId;
+use super::layers::request_id;
 use super::AppState;
 use crate::caller::{authenticate, Caller};
 use crate::status::{ApiError, RequestError};
@@ -18,13 +18,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub use crate::caller::MAX_HEADER_VALUE_LEN;
 
 /// The caller of an HTTP request ([`Caller::from_headers`]); the correlation id is the
-/// request id the request-id layer assigned.
+/// request id the request-id layer assigned (and wrote into the headers).
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let correlation_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let principal = authenticate(state, &parts.headers, &parts.extensions).await?;
+        let correlation_id = request_id(&parts.headers).map(str::to_owned);
         Caller::from_headers(&parts.headers, principal, correlation_id)
     }
 }

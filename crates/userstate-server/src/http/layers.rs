@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -12,37 +12,56 @@ use tracing::Instrument;
 use super::extract::MAX_HEADER_VALUE_LEN;
 use super::AppState;
 use crate::caller::{ClientAddr, SubjectSlot};
-use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
+use crate::trace::{RequestTrace, TRACEPARENT};
 
 /// The request id header: taken from the client when it is sane, generated otherwise, echoed
 /// on the response and stored as the events' correlation id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The request id of the current request (a request extension).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+/// [`REQUEST_ID_HEADER`] as a header name: used as such, it is neither parsed nor copied.
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
-fn sane(value: &HeaderValue) -> Option<String> {
+/// The client's request id, trimmed, when it is sane: visible ASCII, not empty, at most
+/// [`MAX_HEADER_VALUE_LEN`] bytes.
+fn sane(value: &HeaderValue) -> Option<&str> {
     let text = value.to_str().ok()?.trim();
     let ok = !text.is_empty()
         && text.len() <= MAX_HEADER_VALUE_LEN
         && text.bytes().all(|b| b.is_ascii_graphic());
-    ok.then(|| text.to_owned())
+    ok.then_some(text)
 }
 
 /// The request id of a request with `headers`, for every protocol (HTTP/JSON here, gRPC,
 /// gRPC-web and Connect in `grpc::dispatch`): the client's `x-request-id` when it is sane, a
 /// new UUID otherwise. It is written back into `headers`, so whatever reads the request later
-/// (the correlation id of its events) sees the same id as the log line and the answer.
+/// (the correlation id of its events, [`request_id`]) sees the same id as the log line and the
+/// answer.
 pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let id = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(sane)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // `sane` admits visible ASCII only, and a UUID is that: always a valid header value.
-    let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    headers.insert(REQUEST_ID_HEADER, header.clone());
+    let client = headers.get(&REQUEST_ID);
+    let header = match client.and_then(|v| sane(v).map(|text| (v, text))) {
+        // Kept as the client sent it: shared, not copied.
+        Some((value, text)) if text.len() == value.len() => value.clone(),
+        // `sane` admits visible ASCII only: always a valid header value.
+        Some((_, text)) => {
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        }
+        None => new_request_id(),
+    };
+    headers.insert(REQUEST_ID.clone(), header.clone());
     header
+}
+
+/// A new request id: a UUID v4, formatted without an intermediate `String`.
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated();
+    HeaderValue::from_bytes(id.encode_lower(&mut buf).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The request id [`assign_request_id`] wrote into `headers`, as text.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
 }
 
 /// Assigns the request id, runs the request in a `request` span (method, route, request id,
@@ -57,7 +76,7 @@ pub(crate) fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
 /// `info` with its request id, so refusals and failures stay visible at the default level.
 pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let header = assign_request_id(req.headers_mut());
-    let id = header.to_str().unwrap_or("-").to_owned();
+    let id = header.to_str().unwrap_or("-");
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |m| m.as_str());
     let method = req.method().clone();
@@ -65,17 +84,16 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     let span = tracing::info_span!("request", %method, route, request_id = %id,
         trace_id = trace.field());
     let traceparent = trace.attach(&span);
-    req.extensions_mut().insert(RequestId(id));
     let who = Who::of(&mut req);
     let start = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency = start.elapsed();
     span.in_scope(|| log_request(status, method.as_str(), route, &header, latency, &who));
-    response.headers_mut().insert(REQUEST_ID_HEADER, header);
+    response.headers_mut().insert(REQUEST_ID.clone(), header);
     response
         .headers_mut()
-        .insert(TRACEPARENT_HEADER, traceparent);
+        .insert(TRACEPARENT.clone(), traceparent);
     state
         .metrics()
         .observe_request(route, method.as_str(), status, latency);

@@ -27,7 +27,7 @@ pub use crate::caller::Caller;
 pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
 pub use lag::{Lag, LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 pub use layers::REQUEST_ID_HEADER;
-pub(crate) use layers::{assign_request_id, log_request, Who};
+pub(crate) use layers::{assign_request_id, log_request, Who, REQUEST_ID};
 pub use response::{MIN_POSITION_HEADER, POSITION_HEADER};
 
 /// What every handler shares.
