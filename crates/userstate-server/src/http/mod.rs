@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
 use userstate::{EventStore, StoreError};
 
 use crate::auth::Authenticator;
@@ -152,10 +151,6 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(CatchPanicLayer::custom(ops::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            layers::track,
-        ))
+        .layer(layers::TrackLayer(state.clone()))
         .with_state(state)
 }
