@@ -15,6 +15,7 @@ mod delivery;
 mod exit;
 mod maintenance;
 mod serve;
+mod span_fields;
 mod store;
 mod telemetry;
 mod token;

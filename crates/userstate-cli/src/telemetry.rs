@@ -40,7 +40,10 @@ pub fn init(
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let fmt = match json {
-        true => fmt.json().boxed(),
+        true => fmt
+            .json()
+            .fmt_fields(crate::span_fields::JsonSpanFields)
+            .boxed(),
         false => fmt.boxed(),
     };
     let provider = otlp_endpoint.map(exporter).transpose()?;

@@ -60,7 +60,7 @@ impl<'a> Credentials<'a> {
     pub fn bearer(&self) -> Result<&'a str, AuthError> {
         let raw = self
             .headers
-            .get("authorization")
+            .get(axum::http::header::AUTHORIZATION)
             .ok_or(AuthError::Missing)?;
         let value = raw.to_str().map_err(|_| AuthError::Unknown)?.trim();
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));

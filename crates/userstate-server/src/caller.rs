@@ -139,7 +139,7 @@ pub async fn authenticate(
             }
             let client = extensions.get::<ClientAddr>().map(|c| c.0.to_string());
             let request_id = headers
-                .get(crate::http::REQUEST_ID_HEADER)
+                .get(&crate::http::REQUEST_ID)
                 .and_then(|v| v.to_str().ok());
             tracing::info!(
                 reason,

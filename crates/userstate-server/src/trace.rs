@@ -11,13 +11,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C trace context header, read on requests and written on answers.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// [`TRACEPARENT_HEADER`] as a header name: used as such, it is neither parsed nor copied.
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 
 /// The span field that holds the trace id (32 lowercase hex digits). Declare it on a request's
 /// span as `trace_id = tracing::field::Empty`; [`continue_trace`] records it.
@@ -30,7 +33,7 @@ pub const TRACE_ID_FIELD: &str = "trace_id";
 /// known, the others are ignored. (OpenTelemetry's propagator takes shorter ids and refuses
 /// unknown flags.)
 pub fn remote_parent(headers: &HeaderMap) -> Option<Context> {
-    let value = headers.get(TRACEPARENT_HEADER)?.to_str().ok()?.trim();
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?.trim();
     let fields: Vec<&str> = value.split('-').collect();
     let hex = |field: &str, len: usize| {
         field.len() == len
@@ -109,8 +112,9 @@ impl RequestTrace {
     /// The span's [`TRACE_ID_FIELD`] value at creation: `trace_id = trace.field()`. Given when
     /// the span is made, so the subscriber formats the span's fields once (recording a field
     /// later costs a JSON subscriber a parse and a re-serialisation of all of them).
-    pub fn field(&self) -> Option<tracing::field::DisplayValue<TraceId>> {
-        self.known.map(tracing::field::display)
+    pub fn field(&self) -> Option<tracing::field::DisplayValue<TraceIdText>> {
+        self.known
+            .map(|id| tracing::field::display(TraceIdText(id)))
     }
 
     /// Joins `span` (made with [`field`](Self::field)) to the trace and answers the
@@ -144,6 +148,21 @@ impl RequestTrace {
     }
 }
 
+/// A trace id as its 32 lowercase hex digits, as `TraceId`'s `Display` writes it but in one
+/// write: the span's fields are formatted for every request, and `TraceId` goes through
+/// `u128`'s generic hex formatting.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceIdText(pub TraceId);
+
+impl std::fmt::Display for TraceIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = [0u8; 32];
+        hex_into(&mut text, &self.0.to_bytes());
+        // Hex digits only: always UTF-8.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 /// Joins `span` (a request's span, with an empty [`TRACE_ID_FIELD`]) to the trace `headers`
 /// name, records its trace id, and answers the `traceparent` for the response. (The request
 /// layers use [`RequestTrace`], which gives the field when the span is made.)
@@ -155,11 +174,25 @@ pub fn continue_trace(headers: &HeaderMap, span: &tracing::Span) -> HeaderValue 
     trace.attach(span)
 }
 
-/// A `traceparent` value (version 00).
+/// A `traceparent` value (version 00): `00-{trace id}-{span id}-{flags}` in lowercase hex,
+/// written into a buffer of its fixed length (a `format!` was a tenth of the request layer).
 fn traceparent(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> HeaderValue {
-    let text = format!("00-{trace_id}-{span_id}-{:02x}", flags.to_u8());
+    let mut text = [b'-'; 55];
+    text[..2].copy_from_slice(b"00");
+    hex_into(&mut text[3..35], &trace_id.to_bytes());
+    hex_into(&mut text[36..52], &span_id.to_bytes());
+    hex_into(&mut text[53..], &[flags.to_u8()]);
     // Hex digits and dashes only: always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice their length).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 fn random_u128() -> u128 {
@@ -212,6 +245,14 @@ mod tests {
         );
         assert!(answer.ends_with("-01"), "{answer}");
         assert_ne!(&answer[36..52], "00f067aa0ba902b7", "a span of our own");
+    }
+
+    #[test]
+    fn a_trace_id_reads_as_opentelemetry_writes_it() {
+        for id in [1u128, 0x4bf92f3577b34da6a3ce929d0e0e4736, u128::MAX] {
+            let id = TraceId::from_bytes(id.to_be_bytes());
+            assert_eq!(TraceIdText(id).to_string(), id.to_string());
+        }
     }
 
     #[test]

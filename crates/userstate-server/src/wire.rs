@@ -35,11 +35,17 @@ pub struct DetailsV2 {
 
 impl From<&Details> for DetailsV2 {
     fn from(d: &Details) -> Self {
+        let change_date = timestamp(d.change_date);
+        // A command's details have both dates equal: formatted once.
+        let creation_date = match d.creation_date == d.change_date {
+            true => change_date.clone(),
+            false => timestamp(d.creation_date),
+        };
         Self {
             sequence: d.sequence.to_string(),
-            change_date: timestamp(d.change_date),
+            change_date,
             resource_owner: d.resource_owner.to_string(),
-            creation_date: timestamp(d.creation_date),
+            creation_date,
         }
     }
 }

@@ -18,9 +18,9 @@ use tracing::Instrument;
 
 use super::connect::Connect;
 use super::json::{json_answer_type, protobuf_twin, JsonMessages, JsonTranscode};
-use crate::http::{assign_request_id, Who, REQUEST_ID_HEADER};
+use crate::http::{assign_request_id, Who, REQUEST_ID};
 use crate::metrics::Metrics;
-use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
+use crate::trace::{RequestTrace, TRACEPARENT};
 
 /// The gRPC methods served, as request paths: the `route` label of their metrics. Any other
 /// gRPC path is counted as `/grpc-other`, so clients cannot grow the label set.
@@ -158,10 +158,10 @@ impl ByContentType {
                         .unwrap_or(0);
                     response
                         .headers_mut()
-                        .insert(REQUEST_ID_HEADER, request_id.clone());
+                        .insert(REQUEST_ID.clone(), request_id.clone());
                     response
                         .headers_mut()
-                        .insert(TRACEPARENT_HEADER, traceparent);
+                        .insert(TRACEPARENT.clone(), traceparent);
                     let latency = start.elapsed();
                     tracing::debug!(code, "gRPC call answered");
                     log_unsuccessful(code, route, &request_id, latency, &who);
@@ -186,10 +186,10 @@ impl ByContentType {
                 let mut response = connect.call(method, req).instrument(span.clone()).await;
                 response
                     .headers_mut()
-                    .insert(REQUEST_ID_HEADER, request_id.clone());
+                    .insert(REQUEST_ID.clone(), request_id.clone());
                 response
                     .headers_mut()
-                    .insert(TRACEPARENT_HEADER, traceparent);
+                    .insert(TRACEPARENT.clone(), traceparent);
                 span.in_scope(|| {
                     crate::http::log_request(
                         response.status().as_u16(),

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use userstate::UserId;
 
-use super::layers::RequestId;
+use super::layers::request_id;
 use super::AppState;
 use crate::caller::{authenticate, Caller};
 use crate::status::{ApiError, RequestError};
@@ -18,13 +18,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub use crate::caller::MAX_HEADER_VALUE_LEN;
 
 /// The caller of an HTTP request ([`Caller::from_headers`]); the correlation id is the
-/// request id the request-id layer assigned.
+/// request id the request-id layer assigned (and wrote into the headers).
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let correlation_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let principal = authenticate(state, &parts.headers, &parts.extensions).await?;
+        let correlation_id = request_id(&parts.headers).map(str::to_owned);
         Caller::from_headers(&parts.headers, principal, correlation_id)
     }
 }
@@ -74,13 +74,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(None));
         }
+        // Borrowed, not copied, when it is UTF-8 (as it always is in practice).
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .unwrap_or_default();
         if !is_json(&content_type) {
-            let mut shown = content_type;
+            let mut shown = content_type.into_owned();
             shown.truncate(MAX_HEADER_VALUE_LEN);
             return Err(RequestError::UnsupportedContentType(shown).into());
         }
@@ -108,15 +109,27 @@ impl<S: Send + Sync> FromRequest<S> for CommandBody {
     }
 }
 
+/// Whether a `content-type` is JSON: `application/json` or `application/…+json`, ASCII case
+/// ignored, parameters ignored. (Compared in place: no lowercase copy per request.)
 fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .as_bytes();
+    let starts = |prefix: &[u8]| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &[u8]| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .is_some_and(|at| essence[at..].eq_ignore_ascii_case(suffix))
+    };
+    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {
@@ -138,9 +151,13 @@ mod tests {
     fn json_content_types() {
         assert!(is_json("application/json"));
         assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json(" application/json "));
         assert!(is_json("application/merge-patch+json"));
+        assert!(is_json("APPLICATION/VND.API+JSON;x=1"));
         assert!(!is_json("text/plain"));
+        assert!(!is_json("text/plain+json"));
         assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json("application/+jso"));
         assert!(!is_json(""));
     }
 }

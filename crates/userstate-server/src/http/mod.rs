@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
 use userstate::{EventStore, StoreError};
 
 use crate::auth::Authenticator;
@@ -27,7 +26,7 @@ pub use crate::caller::Caller;
 pub use extract::{MAX_BODY_BYTES, MAX_HEADER_VALUE_LEN};
 pub use lag::{Lag, LagLimit, DEFAULT_MAX_LAG, DEFAULT_MAX_LAG_EVENTS};
 pub use layers::REQUEST_ID_HEADER;
-pub(crate) use layers::{assign_request_id, log_request, Who};
+pub(crate) use layers::{assign_request_id, log_request, Who, REQUEST_ID};
 pub use response::{MIN_POSITION_HEADER, POSITION_HEADER};
 
 /// What every handler shares.
@@ -152,10 +151,6 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(CatchPanicLayer::custom(ops::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            layers::track,
-        ))
+        .layer(layers::TrackLayer(state.clone()))
         .with_state(state)
 }

@@ -1,6 +1,6 @@
 //! Turning answers and errors into HTTP responses.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -11,6 +11,8 @@ use crate::status::ApiError;
 
 /// Response header with the global position of the answer's last event.
 pub const POSITION_HEADER: &str = "x-userstate-position";
+/// [`POSITION_HEADER`] as a header name: used as such, it is neither parsed nor copied.
+static POSITION: HeaderName = HeaderName::from_static(POSITION_HEADER);
 pub use crate::caller::MIN_POSITION_HEADER;
 
 /// A JSON answer with the position header.
@@ -18,7 +20,7 @@ pub fn with_position<T: Serialize>(status: StatusCode, body: T, position: u64) -
     let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()
-        .insert(POSITION_HEADER, HeaderValue::from(position));
+        .insert(POSITION.clone(), HeaderValue::from(position));
     response
 }
 
