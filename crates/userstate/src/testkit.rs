@@ -12,9 +12,11 @@
 //! schema, …) that lives as long as the test. The calling crate needs `tokio` with the
 //! `macros` and `rt-multi-thread` features.
 
+mod gate;
 mod spy;
 
 pub use crate::store::faults::{Fault, FaultInjector};
+pub use gate::{Gated, GatedStore};
 pub use spy::SpyStore;
 
 use std::collections::{BTreeMap, HashSet};

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use userstate::feed::{Checkpoint, FeedError, Filter, LeaseState, StoreCheckpoint, Subscription};
-use userstate::store::{NewEvent, RecordedEvent, StoreError, StoreWrapper, StreamId};
-use userstate::testkit::{event, stream};
+use userstate::testkit::{event, stream, GatedStore};
 use userstate::{
     AddUser, Context, Engine, EventStore, ExpectedVersion, InstanceId, ListRequest, MemoryStore,
     OrgId, Permission, Principal, Projection, UserCommand, UserId,
@@ -318,45 +317,13 @@ async fn the_lease_goes_to_one_node_and_passes_on_when_it_expires() {
     assert_eq!(written.len(), 4);
 }
 
-/// Holds every append at a gate while it is closed (a write in flight).
-struct GatedAppends {
-    inner: MemoryStore,
-    open: tokio::sync::watch::Sender<bool>,
-    waiting: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl StoreWrapper for GatedAppends {
-    fn inner(&self) -> &dyn EventStore {
-        &self.inner
-    }
-
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut open = self.open.subscribe();
-        if !*open.borrow_and_update() {
-            self.waiting.notify_one();
-            open.wait_for(|open| *open).await.unwrap();
-        }
-        self.inner.append(stream, expected, events).await
-    }
-}
-
 /// A delivery run asks `holds` and `renewal_due` from the futures of its calls, which it polls
 /// itself, while it may be in a checkpoint write holding the checkpoint's lock: they answer
 /// from the lease as last read or written without waiting for the write (a call that waited
 /// for the lock there stopped delivery for good; the delivery test through `kill -9` found it).
 #[tokio::test]
 async fn the_lease_is_known_while_a_checkpoint_write_is_in_flight() {
-    let store = Arc::new(GatedAppends {
-        inner: MemoryStore::new(),
-        open: tokio::sync::watch::Sender::new(true),
-        waiting: tokio::sync::Notify::new(),
-    });
+    let store = Arc::new(GatedStore::new(Arc::new(MemoryStore::new()), |_, _| true));
     let lease = Duration::from_secs(30);
     let a = Arc::new(
         StoreCheckpoint::new(store.clone(), "sink", "node-a")
@@ -367,15 +334,15 @@ async fn the_lease_is_known_while_a_checkpoint_write_is_in_flight() {
         a.acquire().await.unwrap(),
         LeaseState::Held { .. }
     ));
-    store.open.send_replace(false);
+    store.close();
     let saving = tokio::spawn({
         let a = a.clone();
         async move { a.save(5).await }
     });
-    store.waiting.notified().await;
+    store.entered().await;
     assert!(a.holds(), "held while the save waits at the gate");
     assert!(!a.renewal_due());
-    store.open.send_replace(true);
+    store.open();
     saving.await.unwrap().unwrap();
     assert!(a.holds());
     assert_eq!(a.load().await.unwrap(), 5);
