@@ -198,6 +198,7 @@ where
         })
     }
 }
+
 /// Who sent a request, for its log line: the client's address and the subject it
 /// authenticated as (noted by [`authenticate`](crate::caller::authenticate) in the slot).
 #[derive(Clone, Debug, Default)]
