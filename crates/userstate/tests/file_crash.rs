@@ -21,15 +21,7 @@ const TASKS: usize = 32;
 /// The child role: does nothing unless started by the parent.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(child(dir));
+    support::crash_child::as_child(CHILD_ENV, child);
 }
 
 async fn child(dir: String) {

@@ -133,15 +133,7 @@ async fn a_failed_key_sync_fails_the_batch_and_a_retry_after_repair_works() {
 /// and prints every acknowledged one until it is killed.
 #[test]
 fn keys_crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    support::crash_child::as_child(CHILD_ENV, |dir| async move {
         let (_store, _keys, sealed) = open(Path::new(&dir), None);
         println!("READY");
         let run = format!("{}", std::process::id());

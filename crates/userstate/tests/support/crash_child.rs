@@ -9,6 +9,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The child's side: when this process was started by [`run_and_kill`] (`env` is set), runs
+/// `child` with the directory it names on a two-worker runtime; otherwise (the test run by the
+/// test harness itself) does nothing.
+pub fn as_child<F: std::future::Future<Output = ()>>(env: &str, child: impl FnOnce(String) -> F) {
+    let Ok(dir) = std::env::var(env) else {
+        return;
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(child(dir));
+}
+
 /// Kills the child if the test panics before it does.
 struct KillOnDrop(std::process::Child);
 
