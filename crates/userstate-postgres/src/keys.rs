@@ -109,6 +109,31 @@ impl KeyStore for PostgresKeyStore {
         Ok(key)
     }
 
+    /// One query for all of `ids`; an id without a row is remembered as absent.
+    async fn load_many(&self, ids: &[String]) -> Result<(), StoreError> {
+        let owned = ids.to_vec();
+        let rows = self
+            .run("reading keys", |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT id, key FROM user_keys WHERE id = ANY($1)",
+                        &[&owned],
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, Option<Vec<u8>>>(1)))
+                    .collect::<HashMap<_, _>>())
+            })
+            .await?;
+        let mut cache = self.cache.write().expect("not poisoned");
+        for id in ids {
+            let key = rows.get(id).cloned().flatten();
+            cache.insert(id.clone(), to_key(key));
+        }
+        Ok(())
+    }
+
     async fn create(&self, id: &str) -> Result<UserKey, StoreError> {
         if let Some(Some(key)) = self.cached(id) {
             return Ok(key);

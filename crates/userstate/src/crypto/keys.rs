@@ -95,6 +95,16 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The key `id`, `None` when there is none (erased, or never made).
     async fn load(&self, id: &str) -> Result<Option<UserKey>, StoreError>;
 
+    /// Loads the keys `ids` so that [`cached`](Self::cached) answers for each, for a read that
+    /// needs many at once (a page of the log on a node's start-up). By default one
+    /// [`load`](Self::load) after another; a store with round trips does it in one.
+    async fn load_many(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            self.load(id).await?;
+        }
+        Ok(())
+    }
+
     /// The key `id`, made (durably) when there is none yet. Refused for a key that was
     /// destroyed. "Durably" may also mean "durable before any event the caller then appends
     /// is": a [`FileKeyStore`](super::FileKeyStore) tied to the file store it seals for

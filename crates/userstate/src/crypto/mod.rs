@@ -369,6 +369,15 @@ impl StoreWrapper for CryptoStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut events = self.inner.read_all(from_position, limit).await?;
         self.forget_erased(&events);
+        let missing: Vec<String> = events
+            .iter()
+            .filter(|e| personal_fields(&e.event_type).is_some() && e.payload.get(SEALED).is_some())
+            .filter_map(|e| key_id(e.stream.as_str(), &e.event_type, &e.payload))
+            .filter(|id| self.keys.cached(id).is_none())
+            .collect();
+        if !missing.is_empty() {
+            self.keys.load_many(&missing).await?;
+        }
         for event in &mut events {
             self.open_event(event).await?;
         }
@@ -376,8 +385,11 @@ impl StoreWrapper for CryptoStore {
     }
 
     /// The inner store's visit, with the sealed events opened on the way. A key the key
-    /// store cannot answer without I/O ends the page before its event; the key is loaded
-    /// and the visit goes on from there.
+    /// store cannot answer without I/O ends the page before its event; the rest of the page
+    /// is only looked through for the other keys it lacks, all of them are loaded at once
+    /// ([`KeyStore::load_many`]), and the visit goes on from that event. (Loading one key per
+    /// read of the page made a node's start-up on PostgreSQL read each page once per new user
+    /// in it: thousands of events a second.)
     async fn visit_all(
         &self,
         from_position: u64,
@@ -386,10 +398,16 @@ impl StoreWrapper for CryptoStore {
     ) -> Result<usize, StoreError> {
         loop {
             let mut visited = 0;
-            let mut missing: Option<String> = None;
+            // The keys the page lacks, in the order met; the visit stops at the first.
+            let mut missing: Vec<String> = Vec::new();
             self.inner
                 .visit_all(from_position, limit, &mut |event: EventRef<'_>| {
-                    if missing.is_some() {
+                    if !missing.is_empty() {
+                        if let Some(id) = lacking_key(&*self.keys, &event) {
+                            if !missing.contains(&id) {
+                                missing.push(id);
+                            }
+                        }
                         return;
                     }
                     if event.event_type == USER_ERASED {
@@ -418,7 +436,7 @@ impl StoreWrapper for CryptoStore {
                         return visit(event);
                     };
                     let Some(key) = self.keys.cached(&id) else {
-                        missing = Some(id);
+                        missing.push(id);
                         return;
                     };
                     open(&mut payload, key.as_ref(), &aad(&id, event.event_type));
@@ -429,21 +447,31 @@ impl StoreWrapper for CryptoStore {
                     });
                 })
                 .await?;
-            match missing {
-                Some(id) if visited == 0 => {
-                    // Loaded into the key store's cache (or known absent) for the next try.
-                    let key = self.keys.load(&id).await?;
-                    if key.is_none() && self.keys.cached(&id).is_none() {
-                        return Err(StoreError::Backend {
-                            message: format!("the key store cannot answer for key {id}"),
-                            source: None,
-                        });
-                    }
-                }
-                _ => return Ok(visited),
+            let Some(first) = missing.first() else {
+                return Ok(visited);
+            };
+            // Into the key store's cache (or known absent), for the next try.
+            self.keys.load_many(&missing).await?;
+            if self.keys.cached(first).is_none() {
+                return Err(StoreError::Backend {
+                    message: format!("the key store cannot answer for key {first}"),
+                    source: None,
+                });
+            }
+            if visited > 0 {
+                return Ok(visited);
             }
         }
     }
+}
+
+/// The id of the key `event` is sealed with, when `keys` cannot answer for it without I/O.
+fn lacking_key(keys: &dyn KeyStore, event: &EventRef<'_>) -> Option<String> {
+    personal_fields(event.event_type)?;
+    let payload = event.payload.deserialize::<Value>().ok()?;
+    payload.get(SEALED)?;
+    let id = key_id(event.stream, event.event_type, &payload)?;
+    keys.cached(&id).is_none().then_some(id)
 }
 
 #[cfg(test)]
@@ -623,5 +651,121 @@ mod tests {
         moved.import(&export).await.unwrap();
         assert_eq!(moved.username_secret(), secret);
         assert_eq!(moved.export().await.unwrap(), export);
+    }
+
+    /// A key store that answers [`KeyStore::cached`] only for what was loaded through it, as
+    /// a node's cache of a shared key store does after its start, and counts its round trips.
+    struct ColdKeys {
+        inner: Arc<dyn KeyStore>,
+        loaded: std::sync::Mutex<std::collections::HashMap<String, Option<UserKey>>>,
+        loads: std::sync::atomic::AtomicUsize,
+        batches: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeyStore for ColdKeys {
+        fn username_secret(&self) -> [u8; 32] {
+            self.inner.username_secret()
+        }
+        fn cached(&self, id: &str) -> Option<Option<UserKey>> {
+            self.loaded.lock().unwrap().get(id).cloned()
+        }
+        async fn load(&self, id: &str) -> Result<Option<UserKey>, StoreError> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let key = self.inner.load(id).await?;
+            self.loaded.lock().unwrap().insert(id.into(), key.clone());
+            Ok(key)
+        }
+        async fn load_many(&self, ids: &[String]) -> Result<(), StoreError> {
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            for id in ids {
+                let key = self.inner.load(id).await?;
+                self.loaded.lock().unwrap().insert(id.clone(), key);
+            }
+            Ok(())
+        }
+        async fn create(&self, id: &str) -> Result<UserKey, StoreError> {
+            self.inner.create(id).await
+        }
+        async fn destroy(&self, id: &str) -> Result<(), StoreError> {
+            self.inner.destroy(id).await
+        }
+        async fn export(&self) -> Result<KeyExport, StoreError> {
+            self.inner.export().await
+        }
+        async fn import(&self, export: &KeyExport) -> Result<(), StoreError> {
+            self.inner.import(export).await
+        }
+    }
+
+    /// A node starting on a log of many users (a cold key cache) reads each page a bounded
+    /// number of times and loads the page's keys in one batch, whether it folds the log
+    /// (`visit_all`, the projection's follower) or reads it (`read_all`); and it opens every
+    /// sealed payload. It used to read a page again for every new user in it.
+    #[tokio::test]
+    async fn a_cold_start_loads_a_pages_keys_at_once_and_reads_it_at_most_twice() {
+        let spy = Arc::new(crate::testkit::SpyStore::new(Arc::new(MemoryStore::new())));
+        let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+        let writer: Arc<dyn EventStore> = Arc::new(CryptoStore::new(spy.clone(), keys.clone()));
+        let instance = InstanceId::new("i").unwrap();
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let user = StreamId::user(&instance, &UserId::new(format!("u{i}")).unwrap());
+            let added = json!({"username": format!("name-{i}"), "resourceOwner": "o"});
+            let lock = new_event("user.locked", json!({}));
+            let events = vec![new_event(USER_ADDED, added.clone()), lock];
+            writer
+                .append(&user, ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+            expected.extend([added, json!({})]);
+        }
+        let cold = || {
+            Arc::new(ColdKeys {
+                inner: keys.clone(),
+                loaded: Default::default(),
+                loads: Default::default(),
+                batches: Default::default(),
+            })
+        };
+        let count =
+            |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+
+        let folding = cold();
+        let reader: Arc<dyn EventStore> = Arc::new(CryptoStore::new(spy.clone(), folding.clone()));
+        let before = spy.pages_read();
+        let (mut next, mut folded) = (1, Vec::new());
+        loop {
+            let n = reader
+                .visit_all(next, 1024, &mut |e| {
+                    folded.push(e.payload.deserialize::<Value>().unwrap())
+                })
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            next += n as u64;
+        }
+        assert_eq!(folded, expected);
+        assert!(
+            spy.pages_read() - before <= 3,
+            "{} pages",
+            spy.pages_read() - before
+        );
+        assert_eq!((count(&folding.batches), count(&folding.loads)), (1, 0));
+
+        let reading = cold();
+        let reader: Arc<dyn EventStore> = Arc::new(CryptoStore::new(spy.clone(), reading.clone()));
+        let read: Vec<Value> = reader
+            .read_all(1, 1024)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.payload)
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!((count(&reading.batches), count(&reading.loads)), (1, 0));
     }
 }
