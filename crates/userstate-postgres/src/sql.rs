@@ -69,4 +69,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0006_clear_rows",
         sql: include_str!("sql/migrations/0006_clear_rows.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_append_batch_slices",
+        sql: include_str!("sql/migrations/0007_append_batch_slices.sql"),
+    },
 ];
