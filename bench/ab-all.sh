@@ -7,6 +7,9 @@
 # it prints the fsync floors), `--store memory` at 64 callers, and `bench/wrk/run.sh` on the
 # file and the memory store (4000 users, 64 connections, 10 s). Raw lines stay in $OUT
 # (default: a temporary file, printed at the end).
+# FLOOR=path/to/http_floor adds, per round, the same wrk run against hyper and axum alone
+# (crates/userstate-server/examples/http_floor.rs: no engine, no store), the HTTP ceiling of
+# the same minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=$1; shift
@@ -28,6 +31,10 @@ for round in $(seq 1 "$rounds"); do
         | sed "s|^|$bin wrk-$store |" >> "$out"
     done
   done
+  if [ -n "${FLOOR:-}" ]; then
+    BIN=$FLOOR bash bench/wrk/run.sh memory 4000 64 10 2>/dev/null \
+      | sed "s|^|$FLOOR wrk-floor |" >> "$out"
+  fi
 done
 python3 - "$out" <<'PY'
 import json, re, statistics, sys
