@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{InstanceId, UserId};
+use crate::engine::read_model::UserView;
 use crate::store::{EventMetadata, NewEvent, RecordedEvent, StreamId};
 
 const INSTANCES: [&str; 2] = ["i1", "i2"];
