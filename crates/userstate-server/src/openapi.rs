@@ -4,7 +4,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{events, routes};
+use crate::http::events;
+use crate::http::routes::{self, lockout};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -17,8 +18,8 @@ use crate::http::{events, routes};
         routes::deactivate_user_v2, routes::reactivate_user_v2, routes::lock_user_v2,
         routes::unlock_user_v2, routes::get_user_v3, routes::remove_user_v3,
         routes::deactivate_user_v3, routes::reactivate_user_v3, routes::lock_user_v3,
-        routes::unlock_user_v3, routes::authentication_failed, routes::authentication_succeeded,
-        routes::get_lockout_policy, routes::set_lockout_policy, events::events,
+        routes::unlock_user_v3, lockout::authentication_failed, lockout::authentication_succeeded,
+        lockout::get_lockout_policy, lockout::set_lockout_policy, events::events,
     ),
     modifiers(&BearerAuth),
     tags((name = "v2", description = "zitadel.user.v2"),
