@@ -4,7 +4,8 @@
 //!
 //! [`CryptoStore`] wraps any [`EventStore`]. On append it seals the personal fields of the
 //! events that carry them — `username`, `profile` and `email` of `user.human.added`, `username`
-//! of `username.reserved` — into one `sealed` field (ChaCha20-Poly1305, base64 of nonce and
+//! of `username.reserved`, the `fingerprint` of an idempotency key's claim (a hash of the
+//! first request's parameters) — into one `sealed` field (ChaCha20-Poly1305, base64 of nonce and
 //! ciphertext, the key id and event type as associated data), and names a username's
 //! reservation stream by a keyed hash of the canonical name instead of the name
 //! (`username:{instance}:h-{hex HMAC-SHA256}`, the key store's username secret). On read it
@@ -32,7 +33,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::domain::{StreamKind, StreamName, UsernameEvent};
+use crate::domain::{KeyClaimed, StreamKind, StreamName, UsernameEvent};
 use crate::store::{
     EventRef, EventStore, ExpectedVersion, NewEvent, PayloadRef, RecordedEvent, StoreError,
     StoreWrapper, StreamId,
@@ -52,6 +53,9 @@ fn personal_fields(event_type: &str) -> Option<&'static [&'static str]> {
     match event_type {
         USER_ADDED => Some(&["username", "profile", "email"]),
         UsernameEvent::RESERVED => Some(&["username"]),
+        // A hash of the first request's parameters (an add's user name, profile and email):
+        // one guess of them all could be confirmed against it once the user is erased.
+        KeyClaimed::TYPE => Some(&["fingerprint"]),
         _ => None,
     }
 }
@@ -67,11 +71,16 @@ pub fn holds_clear_personal_data(event_type: &str, payload: &Value) -> bool {
 }
 
 /// The id of the key an event of `stream` with `payload` is sealed with: `{instance}:{user}`
-/// of the user it is about (for a reservation, its holder).
+/// of the user it is about (for a reservation, its holder; for an idempotency key's claim,
+/// the user of the request it binds).
 fn key_id(stream: &str, event_type: &str, payload: &Value) -> Option<String> {
     match StreamName::parse(stream)? {
         StreamName::User { instance, user } => Some(format!("{instance}:{user}")),
         StreamName::Username { instance, .. } if event_type == UsernameEvent::RESERVED => {
+            let user = payload.get("userId")?.as_str()?;
+            Some(format!("{instance}:{user}"))
+        }
+        StreamName::IdempotencyKey { instance, .. } if event_type == KeyClaimed::TYPE => {
             let user = payload.get("userId")?.as_str()?;
             Some(format!("{instance}:{user}"))
         }

@@ -139,7 +139,10 @@ pub struct KeyClaimed {
     pub operation: String,
     /// The first request's user.
     pub user_id: String,
-    /// A hash of the first request's operation, user and parameters.
+    /// A hash of the first request's operation, user and parameters. Sealed under the user's
+    /// key in the store (ADR 0021): empty once the user is erased, and then no request
+    /// matches it.
+    #[serde(default)]
     pub fingerprint: String,
 }
 

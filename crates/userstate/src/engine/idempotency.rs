@@ -11,6 +11,11 @@
 //!
 //! Neither is consulted before the caller is authorised: a repeat is authorised again against
 //! the user it names, and only then answered (see [`super::Engine::execute`]).
+//!
+//! A claim's fingerprint hashes personal data (an add's user name, profile and email), so a
+//! crypto-shredding store seals it under its user's key (ADR 0021, amendment of session 14):
+//! once the user is erased, no claim is written or compared for it, and repeats are answered
+//! from the user's stream alone.
 
 use serde_json::json;
 use sha2::{Digest, Sha256};

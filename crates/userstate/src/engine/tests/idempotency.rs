@@ -158,3 +158,90 @@ async fn concurrent_repeats_of_one_keyed_command_all_answer_the_first_answer() {
     let history = engine.load(&inst("i1"), &uid("u1")).await.unwrap();
     assert_eq!(history.user.version(), 3, "one unlock appended");
 }
+
+/// A key's claim holds a hash of the first request's parameters — for an add, the user name,
+/// profile and email. In a crypto-shredding store it is sealed under the user's key like the
+/// add itself, so erasing the user leaves nothing to check a guess of those fields against.
+#[tokio::test]
+async fn a_claims_fingerprint_is_sealed_under_the_users_key_and_erased_with_it() {
+    use crate::crypto::{CryptoStore, KeyStore, MemoryKeyStore, ERASED, SEALED};
+    use crate::domain::KeyClaimed;
+
+    let inner = Arc::new(MemoryStore::new());
+    let keys: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    let store: Arc<dyn EventStore> = Arc::new(CryptoStore::new(inner.clone(), keys));
+    let engine = Engine::new(store.clone());
+    let keyed = admin().with_idempotency_key("k");
+    let first = engine
+        .execute(&keyed, add("u1", "alice", "o1"))
+        .await
+        .unwrap();
+    let claims = |events: Vec<crate::store::RecordedEvent>| -> Vec<serde_json::Value> {
+        events
+            .into_iter()
+            .filter(|e| e.event_type == KeyClaimed::TYPE)
+            .map(|e| e.payload)
+            .collect()
+    };
+
+    // Stored: the operation and the user in clear (the key's id), the fingerprint sealed.
+    let stored = claims(inner.read_all(1, 100).await.unwrap());
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].get(SEALED).is_some(), "{}", stored[0]);
+    assert!(stored[0].get("fingerprint").is_none(), "{}", stored[0]);
+    assert_eq!(stored[0]["userId"], "u1");
+    // Read through the wrapper it is whole, so the key still works both ways.
+    let read = claims(store.read_all(1, 100).await.unwrap());
+    assert!(read[0]["fingerprint"]
+        .as_str()
+        .is_some_and(|f| f.len() == 64));
+    let again = engine.execute(&keyed, add("u1", "alice", "o1")).await;
+    assert_eq!(again.unwrap(), first, "a repeat answers the first answer");
+    let other = engine.execute(&keyed, add("u1", "alicia", "o1")).await;
+    assert_eq!(other.unwrap_err().kind(), ErrorKind::KeyReused);
+
+    engine
+        .execute(&admin(), UserCommand::Remove(uid("u1")))
+        .await
+        .unwrap();
+    let erasing = admin().with_idempotency_key("e");
+    let erased = engine
+        .execute(&erasing, UserCommand::Erase(uid("u1")))
+        .await
+        .unwrap();
+    let read = claims(store.read_all(1, 100).await.unwrap());
+    assert_eq!(read.len(), 2, "the add's and the erasure's claims");
+    for claim in &read {
+        assert_eq!(claim[ERASED], true, "{claim}");
+        assert!(claim.get("fingerprint").is_none(), "{claim}");
+    }
+    // Repeats under their keys still answer the first answers, from the user's stream.
+    let again = engine
+        .execute(&erasing, UserCommand::Erase(uid("u1")))
+        .await;
+    assert_eq!(again.unwrap(), erased, "an erasure retried under its key");
+    let again = engine.execute(&keyed, add("u1", "alice", "o1")).await;
+    assert_eq!(again.unwrap(), first, "the add retried under its key");
+    // Reused on another user, the key is still refused: the erased claim keeps its user.
+    engine
+        .execute(&admin(), add("u2", "bob", "o1"))
+        .await
+        .unwrap();
+    let reused = engine.execute(&keyed, UserCommand::Lock(uid("u2"))).await;
+    assert_eq!(reused.unwrap_err().kind(), ErrorKind::KeyReused);
+    // A new key on the erased user is refused as a command without one is, and no claim is
+    // written: it would need the destroyed key.
+    let head = inner.head_position().await.unwrap();
+    for command in [UserCommand::Lock(uid("u1")), add("u1", "carol", "o1")] {
+        let unkeyed = engine.execute(&admin(), command.clone()).await;
+        let fresh = admin().with_idempotency_key(format!("new {}", command.name()));
+        let keyed = engine.execute(&fresh, command.clone()).await;
+        assert_eq!(
+            keyed.unwrap_err().kind(),
+            unkeyed.unwrap_err().kind(),
+            "{} with a new key on an erased user",
+            command.name()
+        );
+        assert_eq!(inner.head_position().await.unwrap(), head);
+    }
+}
