@@ -14,8 +14,8 @@
 //!
 //! A claim's fingerprint hashes personal data (an add's user name, profile and email), so a
 //! crypto-shredding store seals it under its user's key (ADR 0021, amendment of session 14):
-//! once the user is erased, no claim is written or compared for it, and repeats are answered
-//! from the user's stream alone.
+//! once the user is erased, no claim is written for it, and a claim about it is compared on
+//! its operation and user alone.
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -72,12 +72,17 @@ fn hex(bytes: &[u8]) -> String {
 /// Binds `key` to `command` on its first use; a later use for another operation, user or
 /// parameters is [`Error::IdempotencyKeyReused`]. The caller must be authorised first, on the
 /// user's organisation `resource_owner`.
+///
+/// On an `erased` user nothing is bound (the claim would be sealed under the user's destroyed
+/// key), and a claim about it has lost its fingerprint with the user: the key is compared on
+/// its operation and user alone.
 pub(super) async fn claim(
     engine: &Engine,
     ctx: &Context,
     key: &str,
     command: &UserCommand,
     resource_owner: &OrgId,
+    erased: bool,
 ) -> Result<(), Error> {
     let stream = stream(ctx, key);
     let fingerprint = fingerprint(command);
@@ -85,6 +90,7 @@ pub(super) async fn claim(
         command,
         fingerprint,
         resource_owner,
+        erased,
     };
     // Two attempts: a lost race to claim leaves the winner's claim to compare with.
     let user = command.user_id();
@@ -99,6 +105,8 @@ struct Claim<'a> {
     command: &'a UserCommand,
     fingerprint: String,
     resource_owner: &'a OrgId,
+    /// The command's user was erased (see [`claim`]).
+    erased: bool,
 }
 
 impl Command<KeyClaim> for Claim<'_> {
@@ -110,10 +118,18 @@ impl Command<KeyClaim> for Claim<'_> {
     ) -> Result<Decision<KeyClaimed, ()>, Error> {
         match claim.aggregate.first() {
             Some(first) if first.fingerprint == self.fingerprint => Ok(Decision::Answer(())),
+            Some(first)
+                if self.erased
+                    && first.operation == self.command.name()
+                    && first.user_id == self.command.user_id().as_str() =>
+            {
+                Ok(Decision::Answer(()))
+            }
             Some(first) => Err(Error::IdempotencyKeyReused {
                 operation: first.operation.clone(),
                 user: first.user_id.clone(),
             }),
+            None if self.erased => Ok(Decision::Answer(())),
             None => Ok(Decision::Append {
                 events: vec![KeyClaimed {
                     operation: self.command.name().to_owned(),

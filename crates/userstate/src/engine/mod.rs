@@ -271,23 +271,20 @@ impl command::Command<User> for Execute<'_> {
         };
         let decided = decide(principal, command, user, &policy);
         // A claim is sealed under its user's key (ADR 0021), which an erased user's is not
-        // any more: none is written or compared for it. Every command on an erased user is
-        // refused but a repeated erasure, and its repeat under a key answers from its stream.
+        // any more: see `idempotency::claim`.
         let erased = user.data().is_some_and(|data| data.erased);
         if let Some(key) = ctx.idempotency_key.as_deref() {
             if let Some(answer) = idempotency::previous_answer(ctx, key, command, &current.events) {
                 authorise_repeat(principal, command, user)?;
                 // The same operation on the same user; its parameters are the claim's.
                 let owner = &answer.resource_owner;
-                if !erased {
-                    idempotency::claim(engine, ctx, key, command, owner).await?;
-                }
+                idempotency::claim(engine, ctx, key, command, owner, erased).await?;
                 debug!("idempotency key seen before; answering the first answer");
                 return Ok(Decision::Answer(Answer::Repeated(answer)));
             }
-            if !self.claimed && !erased {
+            if !self.claimed {
                 let owner = authorise(principal, command, user)?;
-                idempotency::claim(engine, ctx, key, command, &owner).await?;
+                idempotency::claim(engine, ctx, key, command, &owner, erased).await?;
                 self.claimed = true;
             }
         }

@@ -222,7 +222,10 @@ async fn a_claims_fingerprint_is_sealed_under_the_users_key_and_erased_with_it()
     assert_eq!(again.unwrap(), erased, "an erasure retried under its key");
     let again = engine.execute(&keyed, add("u1", "alice", "o1")).await;
     assert_eq!(again.unwrap(), first, "the add retried under its key");
-    // Reused on another user, the key is still refused: the erased claim keeps its user.
+    // Reused for another operation or user, a key is still refused: an erased claim keeps
+    // its operation and its user.
+    let other = engine.execute(&erasing, add("u1", "alice", "o1")).await;
+    assert_eq!(other.unwrap_err().kind(), ErrorKind::KeyReused);
     engine
         .execute(&admin(), add("u2", "bob", "o1"))
         .await
