@@ -140,8 +140,8 @@ pub struct KeyClaimed {
     /// The first request's user.
     pub user_id: String,
     /// A hash of the first request's operation, user and parameters. Sealed under the user's
-    /// key in the store (ADR 0021): empty once the user is erased, and then no request
-    /// matches it.
+    /// key in the store (ADR 0021): empty once the user is erased (the key is then compared on
+    /// `operation` and `user_id` alone; see the engine's `idempotency` module).
     #[serde(default)]
     pub fingerprint: String,
 }
