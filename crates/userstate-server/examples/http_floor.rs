@@ -81,6 +81,8 @@ async fn answer(State(bearer): State<&'static str>, headers: HeaderMap) -> impl 
 }
 
 /// `serve`'s `--data DIR` and `--listen ADDR`; its other arguments are taken and ignored.
+/// Read by hand rather than with clap: clap would have to declare every flag of `serve` only
+/// to ignore it, and this crate does not depend on clap.
 fn arguments() -> (PathBuf, SocketAddr) {
     let mut data = std::env::temp_dir().join("userstate-http-floor");
     let mut listen: SocketAddr = "127.0.0.1:0".parse().expect("address");

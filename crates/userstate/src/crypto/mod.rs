@@ -384,11 +384,14 @@ impl StoreWrapper for CryptoStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut events = self.inner.read_all(from_position, limit).await?;
         self.forget_erased(&events);
-        let missing: Vec<String> = events
+        let mut missing: Vec<String> = events
             .iter()
             .filter_map(|e| sealed_key_id(e.stream.as_str(), &e.event_type, &e.payload))
             .filter(|id| self.keys.cached(id).is_none())
             .collect();
+        // A user's add and reservation name one key: load it once, as the visit does.
+        missing.sort_unstable();
+        missing.dedup();
         if !missing.is_empty() {
             self.keys.load_many(&missing).await?;
         }
